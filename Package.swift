@@ -1,0 +1,60 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Invariant checks (descriptor consistency, swiotlb free-list walks) are compiled
+/// into debug builds and into any build with `-Xswiftc -DDMAPOOLS_INVARIANTS`.
+let invariantSettings: [SwiftSetting] = [
+    .define("DMAPOOLS_INVARIANTS", .when(configuration: .debug)),
+]
+
+let package = Package(
+    name: "swift-dma-pools",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "DMAPools", targets: ["DMAPools"]),
+        .library(name: "NetStack", targets: ["NetStack"]),
+        .executable(name: "txsim", targets: ["txsim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CJemalloc",
+            pkgConfig: "jemalloc",
+            providers: [.apt(["libjemalloc-dev"])]
+        ),
+        .target(
+            name: "DMAPools",
+            dependencies: [
+                "CJemalloc",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: invariantSettings
+        ),
+        .target(
+            name: "NetStack",
+            dependencies: ["DMAPools"],
+            swiftSettings: invariantSettings
+        ),
+        .executableTarget(
+            name: "txsim",
+            dependencies: [
+                "DMAPools",
+                "NetStack",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "DMAPoolsTests",
+            dependencies: ["DMAPools"],
+            swiftSettings: invariantSettings
+        ),
+        .testTarget(
+            name: "NetStackTests",
+            dependencies: ["NetStack", "DMAPools"],
+            swiftSettings: invariantSettings
+        ),
+    ]
+)

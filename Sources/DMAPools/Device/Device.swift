@@ -1,0 +1,164 @@
+import Synchronization
+
+/// A DMA-capable device (`struct device` with its DMA parameters).
+///
+/// A device can be removed (`device_del`). Removal bumps its registry's removal
+/// serial, so code that caches a device (the frag-refill design's per-socket
+/// bounce device) can tell its cache is stale without touching the device. Any
+/// DMA operation on a removed device fails with `DMAError.deviceRemoved` and is
+/// counted in `staleAccessCount`, which a correct design keeps at zero.
+public final class Device: Sendable, CustomStringConvertible {
+    /// A stable identity for reports and page tags.
+    public let id: Int
+    public let name: String
+    /// `dma_mask`: the highest bus address the device can reach.
+    public let dmaMask: UInt64
+    /// `dev_is_dma_coherent`.
+    public let isCoherent: Bool
+    /// Whether every streaming mapping must bounce through swiotlb
+    /// (`is_swiotlb_force_bounce`; forced for every device in a confidential VM).
+    public let mustBounce: Bool
+    /// `dma_get_min_align_mask`: low address bits a bounce must preserve.
+    public let minAlignMask: UInt64
+
+    private let removed = Atomic<Bool>(false)
+    private let staleAccesses = Atomic<Int>(0)
+    private let registry: DeviceRegistry
+
+    init(id: Int, name: String, dmaMask: UInt64, isCoherent: Bool, mustBounce: Bool,
+         minAlignMask: UInt64, registry: DeviceRegistry) {
+        self.id = id
+        self.name = name
+        self.dmaMask = dmaMask
+        self.isCoherent = isCoherent
+        self.mustBounce = mustBounce
+        self.minAlignMask = minAlignMask
+        self.registry = registry
+    }
+
+    /// Whether the device has been removed.
+    @inlinable
+    public var isRemoved: Bool { _isRemoved }
+
+    @usableFromInline
+    var _isRemoved: Bool { removed.load(ordering: .acquiring) }
+
+    /// Operations attempted on the device after its removal.
+    public var staleAccessCount: Int { staleAccesses.load(ordering: .relaxed) }
+
+    /// Throws `deviceRemoved` (and counts the stale access) if the device is gone.
+    /// Every DMA entry point calls this first.
+    @inlinable
+    public func checkPresent() throws(DMAError) {
+        if _isRemoved { try throwRemoved() }
+    }
+
+    @inline(never)
+    @usableFromInline
+    func throwRemoved() throws(DMAError) {
+        staleAccesses.wrappingAdd(1, ordering: .relaxed)
+        throw .deviceRemoved(name)
+    }
+
+    /// Whether the device can address `[address, address + size)` (`dma_capable`).
+    @inlinable
+    public func canAddress(_ address: DMAAddress, size: Int) -> Bool {
+        guard size > 0 else { return false }
+        let end = address.rawValue.addingReportingOverflow(UInt64(size - 1))
+        return !end.overflow && end.partialValue <= dmaMask
+    }
+
+    /// Removes the device (`device_del`): later DMA operations fail, and the
+    /// registry's removal serial moves so cached references can be invalidated.
+    public func remove() {
+        if !removed.exchange(true, ordering: .acquiringAndReleasing) {
+            registry.noteRemoval()
+        }
+    }
+
+    public var description: String {
+        "device \(name) (mask 0x\(String(dmaMask, radix: 16))\(mustBounce ? ", bounce" : "")\(isRemoved ? ", removed" : ""))"
+    }
+}
+
+/// The set of devices in a guest, with the global device-removal serial the seed
+/// patch adds (`global_device_serial`).
+public final class DeviceRegistry: Sendable {
+    private let serial = Atomic<UInt32>(0)
+    private let devices = Mutex<[Device]>([])
+    /// Whether the guest forces bouncing (a confidential VM does).
+    public let forceBounce: Bool
+
+    public init(forceBounce: Bool = true) {
+        self.forceBounce = forceBounce
+    }
+
+    /// The removal serial (`swiotlb_get_device_serial`): it changes whenever a
+    /// device is removed. Read with acquiring ordering so that a reader that sees
+    /// the old value also sees the device as present.
+    @inlinable
+    public var removalSerial: UInt32 { _removalSerial }
+
+    @usableFromInline
+    var _removalSerial: UInt32 { serial.load(ordering: .acquiring) }
+
+    func noteRemoval() { serial.wrappingAdd(1, ordering: .releasing) }
+
+    /// Adds a device.
+    /// - Parameters:
+    ///   - dmaMaskBits: width of the device's DMA mask (`DMA_BIT_MASK(n)`), 1...64.
+    ///   - minAlignMask: low bits a bounce must preserve (NVMe uses 4 KiB - 1).
+    public func add(name: String, dmaMaskBits: Int = 64, isCoherent: Bool = true,
+                    minAlignMask: UInt64 = 0) throws(DMAError) -> Device {
+        guard !name.isEmpty else { throw .invalidArgument("device name must not be empty") }
+        guard (1...64).contains(dmaMaskBits) else {
+            throw .invalidArgument("dmaMaskBits \(dmaMaskBits) must be in 1...64")
+        }
+        guard minAlignMask & (minAlignMask &+ 1) == 0, minAlignMask < UInt64(PageGeometry.size) * 64 else {
+            throw .invalidArgument("minAlignMask 0x\(String(minAlignMask, radix: 16)) must be 2^n - 1 and below 256 KiB")
+        }
+        let mask = dmaMaskBits == 64 ? UInt64.max : (UInt64(1) << dmaMaskBits) - 1
+        return devices.withLock { list in
+            let device = Device(id: list.count, name: name, dmaMask: mask, isCoherent: isCoherent,
+                                mustBounce: forceBounce, minAlignMask: minAlignMask, registry: self)
+            list.append(device)
+            return device
+        }
+    }
+
+    /// Every device ever added, removed ones included.
+    public var all: [Device] { devices.withLock { $0 } }
+}
+
+/// Errors from the DMA API, swiotlb and devices.
+public enum DMAError: Error, Hashable, CustomStringConvertible {
+    /// An argument is out of range; the text names it.
+    case invalidArgument(String)
+    /// The device was removed.
+    case deviceRemoved(String)
+    /// The device's mask cannot reach the memory it would have to use.
+    case addressNotReachable(device: String, address: DMAAddress, size: Int)
+    /// The memory is private and the operation needs shared memory.
+    case privateMemory(PhysicalAddress)
+    /// swiotlb has no run of free slots for the request.
+    case swiotlbExhausted(size: Int, usedSlots: Int, totalSlots: Int)
+    /// The zero-copy allocation mode is disabled or over its cap.
+    case zeroCopyCapReached(percent: Int, usedSlots: Int, totalSlots: Int)
+    /// The address is not a live mapping.
+    case notMapped(DMAAddress)
+
+    public var description: String {
+        switch self {
+        case .invalidArgument(let why): "invalid argument: \(why)"
+        case .deviceRemoved(let name): "device \(name) has been removed"
+        case .addressNotReachable(let device, let address, let size):
+            "device \(device) cannot reach \(size) bytes at \(address) (DMA mask)"
+        case .privateMemory(let a): "\(a) is private (encrypted) memory: no device may DMA to it"
+        case .swiotlbExhausted(let size, let used, let total):
+            "swiotlb buffer is full (sz: \(size) bytes), total \(total) (slots), used \(used) (slots)"
+        case .zeroCopyCapReached(let pct, let used, let total):
+            "swiotlb zero-copy cap reached: zerocopy_tx_percent \(pct), used \(used) of \(total) slots"
+        case .notMapped(let a): "\(a) is not a live DMA mapping"
+        }
+    }
+}

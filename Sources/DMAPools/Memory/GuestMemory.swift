@@ -1,0 +1,296 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a confidential VM's guest memory is laid out.
+public struct GuestMemoryConfiguration: Sendable, Hashable {
+    /// Guest RAM modelled, in bytes (a multiple of 2 MiB). The region is reserved
+    /// up front with `MAP_NORESERVE`; pages are touched only when used.
+    public var guestBytes: Int
+    /// The swiotlb bounce pool, in bytes (a multiple of a 256 KiB segment). It sits
+    /// at the top of guest memory and is shared from boot.
+    public var swiotlbBytes: Int
+    /// Guest-physical address of the first page.
+    public var physicalBase: UInt64
+    /// The bit that marks shared memory in a DMA address (TDX: GPA width - 1).
+    public var sharedBit: Int
+    /// The modelled cost of private <-> shared conversions.
+    public var hypercall: HypercallCostModel
+
+    /// The confidential-VM swiotlb size rule (x86 `mem_encrypt_setup_arch`):
+    /// 6% of guest memory clamped to [64 MiB, 1 GiB], rounded up to whole segments.
+    public static func confidentialSWIOTLBBytes(guestBytes: Int) -> Int {
+        let sixPercent = guestBytes / 100 * 6
+        let clamped = min(max(sixPercent, 64 << 20), 1 << 30)
+        let segment = 256 << 10
+        return (clamped + segment - 1) / segment * segment
+    }
+
+    /// A guest of `guestBytes` with the confidential-VM swiotlb size.
+    public init(
+        guestBytes: Int = 1 << 30,
+        swiotlbBytes: Int? = nil,
+        physicalBase: UInt64 = 0x1_0000_0000,
+        sharedBit: Int = 47,
+        hypercall: HypercallCostModel = .default
+    ) {
+        self.guestBytes = guestBytes
+        self.swiotlbBytes = swiotlbBytes ?? Self.confidentialSWIOTLBBytes(guestBytes: guestBytes)
+        self.physicalBase = physicalBase
+        self.sharedBit = sharedBit
+        self.hypercall = hypercall
+    }
+}
+
+/// Errors from guest memory.
+public enum MemoryError: Error, Hashable, CustomStringConvertible {
+    case invalidConfiguration(String)
+    case reservationFailed(bytes: Int, errno: Int32)
+    case addressOutsideGuestMemory(PhysicalAddress)
+    case pointerOutsideGuestMemory(UInt)
+    case conversionFailed(pages: Int, call: Int)
+    case alreadyInDomain(PhysicalAddress, MemoryDomain)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let why): "invalid guest memory configuration: \(why)"
+        case .reservationFailed(let bytes, let err): "could not reserve \(bytes) bytes of guest memory (errno \(err))"
+        case .addressOutsideGuestMemory(let a): "\(a) is outside guest memory"
+        case .pointerOutsideGuestMemory(let p): "pointer 0x\(String(p, radix: 16)) is outside guest memory"
+        case .conversionFailed(let pages, let call): "modelled conversion hypercall #\(call) failed (\(pages) pages)"
+        case .alreadyInDomain(let a, let d): "\(a) is already \(d)"
+        }
+    }
+}
+
+/// Guest physical memory: one region reserved up front, 4 KiB pages, and a
+/// descriptor per page (the `mem_map`). Pages are private (encrypted) unless
+/// converted to shared; the swiotlb region at the top is shared from boot.
+///
+///     physicalBase                                     physicalBase + guestBytes
+///     |<------------- private (general allocator) ------------>|<-- swiotlb -->|
+///                       (pages may be converted to shared)        (shared)
+public final class GuestMemory: @unchecked Sendable {
+    public let configuration: GuestMemoryConfiguration
+    /// The first byte of the region (2 MiB aligned, so virtual and physical
+    /// alignment agree up to order 9).
+    public let base: UnsafeMutableRawPointer
+    /// Pages in the region.
+    public let pageCount: Int
+    /// The descriptor array: `descriptors[i]` describes page `i`.
+    public let descriptors: UnsafeMutablePointer<PageDescriptor>
+    /// Page indices of the private part (general allocator and conversions).
+    public let privatePages: Range<Int>
+    /// Page indices of the swiotlb bounce pool.
+    public let swiotlbPages: Range<Int>
+    /// The DMA-address bit that marks shared memory.
+    public let sharedMask: UInt64
+
+    private let mapping: UnsafeMutableRawPointer
+    private let mappingBytes: Int
+    private let conversions = Mutex(ConversionStatistics())
+
+    public init(_ configuration: GuestMemoryConfiguration = .init()) throws(MemoryError) {
+        let twoMiB = 2 << 20
+        guard configuration.guestBytes > 0, configuration.guestBytes % twoMiB == 0 else {
+            throw .invalidConfiguration("guestBytes \(configuration.guestBytes) must be a positive multiple of 2 MiB")
+        }
+        guard configuration.swiotlbBytes > 0, configuration.swiotlbBytes % (256 << 10) == 0 else {
+            throw .invalidConfiguration("swiotlbBytes \(configuration.swiotlbBytes) must be a positive multiple of 256 KiB")
+        }
+        guard configuration.swiotlbBytes < configuration.guestBytes else {
+            throw .invalidConfiguration("swiotlbBytes \(configuration.swiotlbBytes) must be less than guestBytes \(configuration.guestBytes)")
+        }
+        guard configuration.physicalBase % UInt64(1 << 30) == 0 else {
+            throw .invalidConfiguration("physicalBase must be 1 GiB aligned")
+        }
+        guard (32...62).contains(configuration.sharedBit),
+              configuration.physicalBase + UInt64(configuration.guestBytes) <= (UInt64(1) << configuration.sharedBit) else {
+            throw .invalidConfiguration("sharedBit \(configuration.sharedBit) must be in 32...62 and above every guest address")
+        }
+        self.configuration = configuration
+        self.mappingBytes = configuration.guestBytes + twoMiB
+        guard let raw = mmap(nil, mappingBytes, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              raw != MAP_FAILED else {
+            throw .reservationFailed(bytes: configuration.guestBytes, errno: errno)
+        }
+        self.mapping = raw
+        let misalignment = Int(bitPattern: raw) & (twoMiB - 1)
+        self.base = raw + (misalignment == 0 ? 0 : twoMiB - misalignment)
+        self.pageCount = configuration.guestBytes >> PageGeometry.shift
+        let swiotlbCount = configuration.swiotlbBytes >> PageGeometry.shift
+        self.privatePages = 0..<(pageCount - swiotlbCount)
+        self.swiotlbPages = (pageCount - swiotlbCount)..<pageCount
+        self.sharedMask = UInt64(1) << configuration.sharedBit
+        self.descriptors = .allocate(capacity: pageCount)
+        for index in 0..<pageCount {
+            let shared = index >= pageCount - swiotlbCount
+            (descriptors + index).initialize(to: PageDescriptor(
+                virtualAddress: base + (index << PageGeometry.shift),
+                physicalAddress: PhysicalAddress(configuration.physicalBase + UInt64(index << PageGeometry.shift)),
+                domain: shared ? .shared : .private))
+            if shared { descriptors[index].owner = .swiotlbSlots }
+        }
+    }
+
+    deinit {
+        descriptors.deinitialize(count: pageCount)
+        descriptors.deallocate()
+        munmap(mapping, mappingBytes)
+    }
+
+    // MARK: Address <-> descriptor, O(1) both ways
+
+    /// The page at index `index` of the region.
+    @inlinable
+    public func page(at index: Int) -> Page {
+        precondition(index >= 0 && index < pageCount, "page index \(index) outside guest memory (\(pageCount) pages)")
+        return Page(descriptor: descriptors + index)
+    }
+
+    /// The index of `page` in the region.
+    @inlinable
+    public func index(of page: Page) -> Int { page.descriptor - descriptors }
+
+    /// The page containing a guest-physical address (`pfn_to_page(PHYS_PFN(a))`).
+    public func page(containing address: PhysicalAddress) throws(MemoryError) -> Page {
+        let offset = address.rawValue &- configuration.physicalBase
+        guard address.rawValue >= configuration.physicalBase, offset < UInt64(configuration.guestBytes) else {
+            throw .addressOutsideGuestMemory(address)
+        }
+        return Page(descriptor: descriptors + Int(offset >> UInt64(PageGeometry.shift)))
+    }
+
+    /// The page containing a byte of the region (`virt_to_page`).
+    public func page(containing pointer: UnsafeRawPointer) throws(MemoryError) -> Page {
+        let offset = UInt(bitPattern: pointer - UnsafeRawPointer(base))
+        guard pointer >= UnsafeRawPointer(base), offset < UInt(configuration.guestBytes) else {
+            throw .pointerOutsideGuestMemory(UInt(bitPattern: pointer))
+        }
+        return Page(descriptor: descriptors + Int(offset >> UInt(PageGeometry.shift)))
+    }
+
+    /// Whether a pointer lies inside the region.
+    @inlinable
+    public func contains(_ pointer: UnsafeRawPointer) -> Bool {
+        pointer >= UnsafeRawPointer(base) && pointer < UnsafeRawPointer(base) + configuration.guestBytes
+    }
+
+    /// The guest-physical address of a byte of the region (`virt_to_phys`).
+    public func physicalAddress(of pointer: UnsafeRawPointer) throws(MemoryError) -> PhysicalAddress {
+        guard contains(pointer) else { throw .pointerOutsideGuestMemory(UInt(bitPattern: pointer)) }
+        return PhysicalAddress(configuration.physicalBase + UInt64(pointer - UnsafeRawPointer(base)))
+    }
+
+    /// The byte at a guest-physical address (`phys_to_virt`).
+    public func pointer(to address: PhysicalAddress) throws(MemoryError) -> UnsafeMutableRawPointer {
+        let offset = address.rawValue &- configuration.physicalBase
+        guard address.rawValue >= configuration.physicalBase, offset < UInt64(configuration.guestBytes) else {
+            throw .addressOutsideGuestMemory(address)
+        }
+        return base + Int(offset)
+    }
+
+    /// The device-visible address of shared memory (`phys_to_dma_unencrypted`).
+    @inlinable
+    public func unencryptedDMAAddress(of address: PhysicalAddress) -> DMAAddress {
+        DMAAddress(address.rawValue | sharedMask)
+    }
+
+    /// The guest-physical address behind a DMA address, if it carries the shared
+    /// bit; `nil` for an address that cannot name shared memory.
+    @inlinable
+    public func physicalAddress(ofShared address: DMAAddress) -> PhysicalAddress? {
+        guard address.rawValue & sharedMask != 0 else { return nil }
+        return PhysicalAddress(address.rawValue & ~sharedMask)
+    }
+
+    // MARK: Compound runs
+
+    /// Makes `head` the head of an order-`order` run (`prep_compound_page`).
+    /// The caller holds all `1 << order` pages exclusively.
+    public func prepareCompound(_ head: Page, order: Int, owner: PageOwner) {
+        precondition((0...PageGeometry.maxOrder).contains(order), "page order \(order) outside 0...\(PageGeometry.maxOrder)")
+        let count = 1 << order
+        precondition(index(of: head) % count == 0, "order-\(order) run at \(head.physicalAddress) is not naturally aligned")
+        head.descriptor.pointee.order = UInt8(order)
+        head.descriptor.pointee.headOffset = 0
+        head.descriptor.pointee.owner = owner
+        for tail in 1..<max(count, 1) {
+            head.descriptor[tail].headOffset = UInt16(tail)
+            head.descriptor[tail].order = 0
+            head.descriptor[tail].owner = owner
+        }
+    }
+
+    /// Dissolves a compound run back into single pages owned by `owner`.
+    public func destroyCompound(_ head: Page, owner: PageOwner) {
+        let count = 1 << Int(head.descriptor.pointee.order)
+        for i in 0..<count {
+            head.descriptor[i].order = 0
+            head.descriptor[i].headOffset = 0
+            head.descriptor[i].owner = owner
+            head.descriptor[i].dmaAddress = .mappingError
+            head.descriptor[i].poolSignature = 0
+            head.descriptor[i].ownerObject = nil
+            head.descriptor[i].privateWord = 0
+        }
+    }
+
+    // MARK: Domains (modelled hypercalls)
+
+    /// Converts `count` pages starting at `first` to `domain` in one modelled
+    /// hypercall (`set_memory_decrypted` / `set_memory_encrypted`). The caller
+    /// holds the pages exclusively. Returns the modelled nanoseconds charged.
+    @discardableResult
+    public func convert(_ first: Page, count: Int, to domain: MemoryDomain) throws(MemoryError) -> Int {
+        let start = index(of: first)
+        precondition(count > 0 && start + count <= pageCount, "conversion of \(count) pages at index \(start) exceeds guest memory")
+        for i in start..<(start + count) where descriptors[i]._domain.load(ordering: .relaxed) == domain.rawValue {
+            throw .alreadyInDomain(descriptors[i].physicalAddress, domain)
+        }
+        let model = configuration.hypercall
+        let cost = model.nanoseconds(pages: count)
+        let call = conversions.withLock { stats in
+            stats.calls += 1
+            stats.modelledNanoseconds += cost
+            return stats.calls
+        }
+        if model.failEveryNthCall > 0, call % model.failEveryNthCall == 0 {
+            conversions.withLock { $0.failures += 1 }
+            if model.charge == .spin { spin(nanoseconds: model.perCallNanoseconds) }
+            throw .conversionFailed(pages: count, call: call)
+        }
+        if model.charge == .spin { spin(nanoseconds: cost) }
+        for i in start..<(start + count) {
+            descriptors[i]._domain.store(domain.rawValue, ordering: .releasing)
+        }
+        conversions.withLock { stats in
+            if domain == .shared { stats.pagesDecrypted += count } else { stats.pagesEncrypted += count }
+        }
+        return cost
+    }
+
+    /// The conversion counters so far.
+    public var conversionStatistics: ConversionStatistics { conversions.withLock { $0 } }
+
+    // MARK: Accounting
+
+    /// Pages currently in each owner state (tail pages counted with their run).
+    /// O(pages): for reports and tests, not hot paths.
+    public func census() -> [PageOwner: Int] {
+        var counts: [PageOwner: Int] = [:]
+        for i in 0..<pageCount { counts[descriptors[i].owner, default: 0] += 1 }
+        return counts
+    }
+
+    /// Pages of the region currently in the shared domain.
+    public func sharedPageCount() -> Int {
+        var n = 0
+        for i in 0..<pageCount where descriptors[i]._domain.load(ordering: .relaxed) == MemoryDomain.shared.rawValue { n += 1 }
+        return n
+    }
+}

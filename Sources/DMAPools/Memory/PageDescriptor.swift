@@ -1,0 +1,86 @@
+import Synchronization
+
+/// Who holds a page right now: the analog of `page_type` plus the owner fields of
+/// `struct page`. Every page of guest memory is in exactly one of these states at
+/// every moment, which is what lets the framework account for every page.
+public enum PageOwner: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// Not handed out: inside the general allocator's reserve, or never carved.
+    case free = 0
+    /// Handed out by the general allocator (private memory, jemalloc).
+    case generalAllocator = 1
+    /// Part of the swiotlb bounce pool, managed slot by slot.
+    case swiotlbSlots = 2
+    /// A naturally aligned run taken out of swiotlb for long-lived use (the seed
+    /// patch's `PGTY_zcswiotlb`): its DMA address is its own.
+    case swiotlbZeroCopy = 3
+    /// Owned by a page_pool (`pp_magic` carries the pool signature).
+    case pagePool = 4
+    /// Carved from a pre-decrypted (shared) chunk by the decrypted allocator.
+    case decryptedAllocator = 5
+    /// A user page pinned by the model (MSG_ZEROCOPY sources).
+    case user = 6
+
+    public var description: String {
+        switch self {
+        case .free: "free"
+        case .generalAllocator: "general-allocator"
+        case .swiotlbSlots: "swiotlb-slots"
+        case .swiotlbZeroCopy: "swiotlb-zerocopy"
+        case .pagePool: "page-pool"
+        case .decryptedAllocator: "decrypted-allocator"
+        case .user: "user"
+        }
+    }
+}
+
+/// The `struct page` analog: one per 4 KiB page of guest memory, in one array
+/// reserved with the memory, so that address -> descriptor and descriptor ->
+/// address are both O(1).
+///
+/// Ownership rule: the non-atomic fields are written only by whoever holds the
+/// page exclusively (its allocator while handing it out, its owner while it holds
+/// the only reference). Hand-offs between threads go through a lock, a ring with
+/// release/acquire orderings, or the reference count's acquiring-and-releasing
+/// decrement, so every writer happens-before the next reader.
+public struct PageDescriptor: ~Copyable {
+    /// Where the page's bytes are (`page_address`). Immutable.
+    public let virtualAddress: UnsafeMutableRawPointer
+    /// The page's guest-physical address. Immutable.
+    public let physicalAddress: PhysicalAddress
+    /// `_refcount`.
+    @usableFromInline let _referenceCount: Atomic<Int32>
+    /// `pp_ref_count`: page_pool fragment references (see `PagePool+Fragments`).
+    @usableFromInline let _fragmentReferenceCount: Atomic<Int>
+    /// The page's memory domain (`MemoryDomain.rawValue`), changed only by a conversion.
+    @usableFromInline let _domain: Atomic<UInt8>
+    /// Who holds the page (see `PageOwner`).
+    public var owner: PageOwner
+    /// Compound order for a head page; 0 for order-0 and tail pages.
+    public var order: UInt8
+    /// Pages back to the compound head (0 for a head or a single page).
+    public var headOffset: UInt16
+    /// The DMA address stored by whoever mapped the page (`page_pool_get_dma_addr`).
+    public var dmaAddress: DMAAddress
+    /// `pp_magic`: the pool signature of the page_pool that owns the page, else 0.
+    public var poolSignature: UInt64
+    /// The owning pool or allocator, as an opaque pointer (`page->pp`).
+    public var ownerObject: UnsafeMutableRawPointer?
+    /// `page->private`: owner-defined (for example the bounce device of a zero-copy run).
+    public var privateWord: UInt
+
+    @usableFromInline
+    init(virtualAddress: UnsafeMutableRawPointer, physicalAddress: PhysicalAddress, domain: MemoryDomain) {
+        self.virtualAddress = virtualAddress
+        self.physicalAddress = physicalAddress
+        self._referenceCount = Atomic(0)
+        self._fragmentReferenceCount = Atomic(0)
+        self._domain = Atomic(domain.rawValue)
+        self.owner = .free
+        self.order = 0
+        self.headOffset = 0
+        self.dmaAddress = .mappingError
+        self.poolSignature = 0
+        self.ownerObject = nil
+        self.privateWord = 0
+    }
+}

@@ -1,0 +1,2 @@
+import DMAPools
+print("txsim: placeholder")

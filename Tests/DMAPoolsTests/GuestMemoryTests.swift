@@ -1,0 +1,49 @@
+import Testing
+@testable import DMAPools
+
+@Suite struct GuestMemoryTests {
+    @Test func layoutFollowsTheConfidentialRule() throws {
+        #expect(GuestMemoryConfiguration.confidentialSWIOTLBBytes(guestBytes: 1 << 30) == 64 << 20)
+        #expect(GuestMemoryConfiguration.confidentialSWIOTLBBytes(guestBytes: 4 << 30) == 984 * (256 << 10))
+        #expect(GuestMemoryConfiguration.confidentialSWIOTLBBytes(guestBytes: 64 << 30) == 1 << 30)
+        let memory = try GuestMemory(.init(guestBytes: 128 << 20, swiotlbBytes: 16 << 20, hypercall: .free))
+        #expect(memory.pageCount == 32768)
+        #expect(memory.swiotlbPages.count == 4096)
+        #expect(memory.page(at: 0).domain == .private)
+        #expect(memory.page(at: memory.pageCount - 1).domain == .shared)
+        #expect(memory.page(at: memory.pageCount - 1).owner == .swiotlbSlots)
+    }
+
+    @Test func addressesAndDescriptorsMapBothWays() throws {
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
+        for index in [0, 1, 777, memory.pageCount - 1] {
+            let page = memory.page(at: index)
+            #expect(try memory.page(containing: page.physicalAddress) == page)
+            #expect(try memory.page(containing: page.physicalAddress + 4095) == page)
+            #expect(try memory.page(containing: UnsafeRawPointer(page.bytes + 17)) == page)
+            #expect(try memory.physicalAddress(of: page.bytes) == page.physicalAddress)
+            #expect(try memory.pointer(to: page.physicalAddress) == page.bytes)
+        }
+        #expect(throws: MemoryError.self) { try memory.page(containing: PhysicalAddress(0)) }
+    }
+
+    @Test func conversionIsCountedAndCharged() throws {
+        let model = HypercallCostModel(perCallNanoseconds: 1000, perPageNanoseconds: 10, charge: .accountOnly, failEveryNthCall: 3)
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: model))
+        let first = memory.page(at: 64)
+        #expect(try memory.convert(first, count: 8, to: .shared) == 1080)
+        #expect(first.domain == .shared)
+        #expect(throws: MemoryError.alreadyInDomain(first.physicalAddress, .shared)) {
+            try memory.convert(first, count: 1, to: .shared)
+        }
+        try memory.convert(first, count: 8, to: .private)
+        #expect(throws: MemoryError.conversionFailed(pages: 8, call: 3)) {
+            try memory.convert(first, count: 8, to: .shared)
+        }
+        let stats = memory.conversionStatistics
+        #expect(stats.calls == 3)
+        #expect(stats.pagesDecrypted == 8)
+        #expect(stats.pagesEncrypted == 8)
+        #expect(stats.failures == 1)
+    }
+}
