@@ -1,0 +1,280 @@
+import DMAPools
+import Synchronization
+
+/// The `sk_buff` head: which shared data it points at, and whether it is live.
+@usableFromInline
+struct FrameHeader {
+    @usableFromInline var dataSlot: Int32 = -1
+    @usableFromInline var isLive = false
+    @usableFromInline var isClone = false
+}
+
+/// A stack of free slot numbers with storage allocated on growth only.
+struct SlotStack: ~Copyable {
+    private var storage: UnsafeMutablePointer<Int32>
+    private var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        storage = .allocate(capacity: capacity)
+    }
+
+    deinit { storage.deallocate() }
+
+    mutating func push(_ slot: Int32) {
+        if count == capacity { grow() }
+        storage[count] = slot
+        count &+= 1  // count < capacity here
+    }
+
+    mutating func pop() -> Int32? {
+        guard count > 0 else { return nil }
+        count &-= 1  // count > 0
+        return storage[count]
+    }
+
+    private mutating func grow() {
+        let bigger = UnsafeMutablePointer<Int32>.allocate(capacity: capacity * 2)
+        bigger.update(from: storage, count: count)
+        storage.deallocate()
+        storage = bigger
+        capacity *= 2
+    }
+}
+
+/// Statistics of a frame cache.
+public struct FrameCacheStatistics: Sendable, Hashable {
+    public var framesAllocated = 0
+    public var clones = 0
+    public var framesFreed = 0
+    public var dataReleased = 0
+    public var fragmentsReleased = 0
+    public var chunksAdded = 0
+    /// Frames (originals and clones) currently live.
+    public var liveFrames: Int { framesAllocated + clones - framesFreed }
+}
+
+/// The slab caches for frames (`skbuff_head_cache` and the data blocks), and the
+/// free path that hands fragment pages back to their owners.
+///
+/// Slots come in chunks of 4096 allocated on demand (a counted slow path) and are
+/// never returned, like a slab cache; the hot path takes and gives back slot
+/// numbers under a lock and allocates nothing.
+public final class FrameCache: @unchecked Sendable {
+    public typealias FragmentRelease = @Sendable (_ fragment: Fragment, _ ppRecycle: Bool) -> Void
+
+    @usableFromInline static let chunkShift = 12
+    @usableFromInline static let chunkSize = 1 << chunkShift
+    static let maxChunks = 4096
+
+    @usableFromInline let headerChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameHeader>?>
+    @usableFromInline let dataChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameData>?>
+    private let freeHeaders: Mutex<SlotStack>
+    private let freeData: Mutex<SlotStack>
+    private let chunkCount = Mutex(0)
+    private let counters = Mutex(FrameCacheStatistics())
+    /// Called for each fragment when the last reference to a frame's data goes.
+    public let releaseFragment: FragmentRelease
+
+    /// - Parameter releaseFragment: where fragment pages go when their frame's data
+    ///   is released (`skb_release_data`): the design decides (page_pool, swiotlb,
+    ///   general allocator).
+    public init(releaseFragment: @escaping FragmentRelease) {
+        self.releaseFragment = releaseFragment
+        headerChunks = .allocate(capacity: Self.maxChunks)
+        headerChunks.initialize(repeating: nil, count: Self.maxChunks)
+        dataChunks = .allocate(capacity: Self.maxChunks)
+        dataChunks.initialize(repeating: nil, count: Self.maxChunks)
+        freeHeaders = Mutex(SlotStack(capacity: Self.chunkSize))
+        freeData = Mutex(SlotStack(capacity: Self.chunkSize))
+    }
+
+    deinit {
+        let chunks = chunkCount.withLock { $0 }
+        for c in 0..<chunks {
+            headerChunks[c]!.deinitialize(count: Self.chunkSize)
+            headerChunks[c]!.deallocate()
+            dataChunks[c]!.deinitialize(count: Self.chunkSize)
+            dataChunks[c]!.deallocate()
+        }
+        headerChunks.deallocate()
+        dataChunks.deallocate()
+    }
+
+    @inlinable
+    func header(_ slot: Int32) -> UnsafeMutablePointer<FrameHeader> {
+        headerChunks[Int(slot) >> Self.chunkShift].unsafelyUnwrapped + (Int(slot) & (Self.chunkSize - 1))
+    }
+
+    @inlinable
+    func data(_ slot: Int32) -> UnsafeMutablePointer<FrameData> {
+        dataChunks[Int(slot) >> Self.chunkShift].unsafelyUnwrapped + (Int(slot) & (Self.chunkSize - 1))
+    }
+
+    @usableFromInline
+    func data(of frame: Frame) -> UnsafeMutablePointer<FrameData> {
+        let h = header(frame.slot)
+        if !h.pointee.isLive { Self.deadFrame(frame, "used") }
+        return data(h.pointee.dataSlot)
+    }
+
+    /// Adds one chunk of header and data slots (slow path, counted).
+    @inline(never)
+    private func addChunk() {
+        chunkCount.withLock { chunks in
+            precondition(chunks < Self.maxChunks, "frame cache exhausted: \(chunks * Self.chunkSize) frames live")
+            let headers = UnsafeMutablePointer<FrameHeader>.allocate(capacity: Self.chunkSize)
+            headers.initialize(repeating: FrameHeader(), count: Self.chunkSize)
+            let data = UnsafeMutablePointer<FrameData>.allocate(capacity: Self.chunkSize)
+            for i in 0..<Self.chunkSize { (data + i).initialize(to: FrameData()) }
+            headerChunks[chunks] = headers
+            dataChunks[chunks] = data
+            let first = Int32(chunks * Self.chunkSize)
+            freeHeaders.withLock { stack in
+                for i in (0..<Int32(Self.chunkSize)).reversed() { stack.push(first + i) }
+            }
+            freeData.withLock { stack in
+                for i in (0..<Int32(Self.chunkSize)).reversed() { stack.push(first + i) }
+            }
+            chunks += 1
+        }
+        counters.withLock { $0.chunksAdded += 1 }
+    }
+
+    private func takeHeader() -> Int32 {
+        while true {
+            if let slot = freeHeaders.withLock({ $0.pop() }) { return slot }
+            addChunk()
+        }
+    }
+
+    private func takeData() -> Int32 {
+        while true {
+            if let slot = freeData.withLock({ $0.pop() }) { return slot }
+            addChunk()
+        }
+    }
+
+    // MARK: Frame operations
+
+    /// `alloc_skb`: a new frame with no fragments, carrying bytes of `flow`'s
+    /// stream from `streamOffset`.
+    public func allocate(flow: Int, streamOffset: UInt64) -> Frame {
+        let d = takeData()
+        let h = takeHeader()
+        let data = self.data(d)
+        data.pointee.dataReference.store(1, ordering: .relaxed)
+        data.pointee.fragmentCount = 0
+        data.pointee.ppRecycle = false
+        data.pointee.length = 0
+        data.pointee.flow = flow
+        data.pointee.streamOffset = streamOffset
+        header(h).pointee = FrameHeader(dataSlot: d, isLive: true, isClone: false)
+        counters.withLock { $0.framesAllocated += 1 }
+        return Frame(slot: h)
+    }
+
+    /// `skb_fill_page_desc`: appends a fragment. The caller has already taken the
+    /// page reference the fragment holds.
+    public func append(_ fragment: Fragment, to frame: Frame) throws(FrameError) {
+        let d = data(of: frame)
+        guard d.pointee.fragmentCount < FrameData.maxFragments else {
+            throw .tooManyFragments(limit: FrameData.maxFragments)
+        }
+        let run = fragment.page.head.byteCount - (fragment.page.head.bytes.distance(to: fragment.page.bytes))
+        guard fragment.length > 0, fragment.offset >= 0, fragment.offset + fragment.length <= run else {
+            throw .invalidFragment(offset: fragment.offset, length: fragment.length, runBytes: run)
+        }
+        d.pointee.fragments[d.pointee.fragmentCount] = fragment
+        d.pointee.fragmentCount += 1
+        d.pointee.length += fragment.length
+    }
+
+    /// `skb_can_coalesce`: whether `bytes` at `offset` of `page` continue the
+    /// frame's last fragment.
+    public func canCoalesce(_ frame: Frame, page: Page, offset: Int) -> Bool {
+        let d = data(of: frame)
+        guard d.pointee.fragmentCount > 0 else { return false }
+        let last = d.pointee.fragments[d.pointee.fragmentCount - 1]
+        return last.page == page && last.offset + last.length == offset
+    }
+
+    /// Grows the last fragment by `bytes` (the caller checked `canCoalesce`).
+    public func extendLastFragment(of frame: Frame, by bytes: Int) {
+        let d = data(of: frame)
+        precondition(d.pointee.fragmentCount > 0 && bytes > 0, "extendLastFragment on a frame without fragments")
+        d.pointee.fragments[d.pointee.fragmentCount - 1].length += bytes
+        d.pointee.length += bytes
+    }
+
+    /// `skb_mark_for_recycle`.
+    public func markForRecycle(_ frame: Frame) {
+        data(of: frame).pointee.ppRecycle = true
+    }
+
+    /// `skb_clone`: a new header sharing the frame's data (one more data reference).
+    public func clone(_ frame: Frame) -> Frame {
+        let hdr = header(frame.slot)
+        if !hdr.pointee.isLive { Self.deadFrame(frame, "cloned") }
+        let d = data(hdr.pointee.dataSlot)
+        d.pointee.dataReference.wrappingAdd(1, ordering: .relaxed)  // the caller holds one
+        let h = takeHeader()
+        header(h).pointee = FrameHeader(dataSlot: hdr.pointee.dataSlot, isLive: true, isClone: true)
+        counters.withLock { $0.clones += 1 }
+        return Frame(slot: h)
+    }
+
+    /// `kfree_skb`: frees the header; the last data reference releases every
+    /// fragment to its owner (`skb_release_data`). Freeing twice traps.
+    public func free(_ frame: Frame) {
+        let hdr = header(frame.slot)
+        if !hdr.pointee.isLive { Self.deadFrame(frame, "freed twice") }
+        let dataSlot = hdr.pointee.dataSlot
+        hdr.pointee.isLive = false
+        hdr.pointee.dataSlot = -1
+        freeHeaders.withLock { $0.push(frame.slot) }
+        let d = data(dataSlot)
+        let last = d.pointee.dataReference.wrappingSubtract(1, ordering: .acquiringAndReleasing).oldValue == 1
+        var released = 0
+        if last {
+            let recycle = d.pointee.ppRecycle
+            for i in 0..<d.pointee.fragmentCount {
+                releaseFragment(d.pointee.fragments[i], recycle)
+            }
+            released = d.pointee.fragmentCount
+            d.pointee.fragmentCount = 0
+            freeData.withLock { $0.push(dataSlot) }
+        }
+        counters.withLock {
+            $0.framesFreed += 1
+            if last { $0.dataReleased += 1; $0.fragmentsReleased += released }
+        }
+    }
+
+    // MARK: Reading a frame
+
+    /// The frame's fragments (valid while the frame is live).
+    public func fragments(of frame: Frame) -> UnsafeBufferPointer<Fragment> {
+        let d = data(of: frame)
+        return UnsafeBufferPointer(start: d.pointee.fragments, count: d.pointee.fragmentCount)
+    }
+
+    public func length(of frame: Frame) -> Int { data(of: frame).pointee.length }
+    public func isMarkedForRecycle(_ frame: Frame) -> Bool { data(of: frame).pointee.ppRecycle }
+    public func flow(of frame: Frame) -> Int { data(of: frame).pointee.flow }
+    public func streamOffset(of frame: Frame) -> UInt64 { data(of: frame).pointee.streamOffset }
+    public func isClone(_ frame: Frame) -> Bool { header(frame.slot).pointee.isClone }
+    /// `dataref`: the frame and its live clones.
+    public func dataReferences(of frame: Frame) -> Int {
+        Int(data(of: frame).pointee.dataReference.load(ordering: .acquiring))
+    }
+
+    public var statistics: FrameCacheStatistics { counters.withLock { $0 } }
+
+    @inline(never)
+    @usableFromInline
+    static func deadFrame(_ frame: Frame, _ what: String) -> Never {
+        fatalError("frame slot \(frame.slot) \(what) after it was freed (double free or use after free)")
+    }
+}

@@ -1,2 +1,0 @@
-import DMAPools
-print("txsim: placeholder")
