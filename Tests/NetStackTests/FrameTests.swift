@@ -153,4 +153,16 @@ final class ReleaseLog: Sendable {
         #expect(pattern.firstMismatch(in: buffer, count: 4096, streamOffset: 12345) == 2049)
         #expect(PayloadPattern(flow: 8).firstMismatch(in: buffer, count: 16, streamOffset: 12345) != nil)
     }
+
+    @Test func theStreamRepeatsWithItsPeriodOnly() {
+        let pattern = PayloadPattern(flow: 1, period: 64)
+        for offset: UInt64 in 0..<64 {
+            #expect(pattern.byte(at: offset) == pattern.byte(at: offset + 64))
+            #expect(pattern.byte(at: offset) == pattern.byte(at: offset + 640))
+        }
+        // The eight words of one period are distinct, and the ninth is the first again.
+        let words = (0..<9).map { pattern.word(at: UInt64($0) * 8) }
+        #expect(Set(words.prefix(8)).count == 8)
+        #expect(words[8] == words[0])
+    }
 }

@@ -2,19 +2,30 @@
 /// NIC in verify mode can check every byte it is handed without keeping a copy.
 ///
 /// Each aligned 8-byte word of a flow's byte stream is a SplitMix64 hash of the
-/// flow id and the word's stream offset; a byte at offset `o` is byte `o % 8` of
-/// the word at `o & ~7` (little-endian). Filling and checking go word by word.
+/// flow id and the word's offset modulo `period`; a byte at offset `o` is byte
+/// `o % 8` of the word at `o & ~7` (little-endian). The period lets a sender fill
+/// its user buffer once and send from it forever (copy 1 stays a pure memcpy);
+/// it is a multiple of 8 and deliberately not a power of two, so it never lines
+/// up with page or frame boundaries.
 public struct PayloadPattern: Sendable, Hashable {
+    /// The default period: 1 MiB + 8 bytes.
+    public static let defaultPeriod: UInt64 = (1 << 20) + 8
+
     public let flow: UInt64
+    public let period: UInt64
 
     @inlinable
-    public init(flow: Int) { self.flow = UInt64(truncatingIfNeeded: flow) }
+    public init(flow: Int, period: UInt64 = PayloadPattern.defaultPeriod) {
+        precondition(period > 0 && period % 8 == 0, "pattern period \(period) must be a positive multiple of 8")
+        self.flow = UInt64(truncatingIfNeeded: flow)
+        self.period = period
+    }
 
     /// The 8-byte word at stream offset `wordOffset` (a multiple of 8).
     @inlinable
     public func word(at wordOffset: UInt64) -> UInt64 {
         // SplitMix64 finaliser over (flow, offset); wrapping arithmetic is the hash.
-        var z = (flow &* 0x9E37_79B9_7F4A_7C15) ^ wordOffset
+        var z = (flow &* 0x9E37_79B9_7F4A_7C15) ^ (wordOffset % period)
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
