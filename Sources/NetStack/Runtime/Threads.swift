@@ -1,0 +1,100 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A joinable OS thread running one closure: the model's CPUs are real threads,
+/// so senders and TX queues contend for the machine's cores as they would for a
+/// guest's vCPUs.
+public final class ModelThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: @Sendable () -> Void
+    /// CPU time the thread used, in nanoseconds, read when its body returned.
+    private let cpu = Atomic<UInt64>(0)
+
+    private init(body: @escaping @Sendable () -> Void) { self.body = body }
+
+    /// Starts `body` on a new thread (`name` is kept for diagnostics).
+    public static func start(name: String, _ body: @escaping @Sendable () -> Void) -> ModelThread {
+        let handle = ModelThread(body: body)
+        let context = Unmanaged.passRetained(Box(handle: handle, name: name)).toOpaque()
+        let rc = pthread_create(&handle.thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.handle.body()
+            box.handle.cpu.store(threadCPUNanoseconds(), ordering: .releasing)
+            return nil
+        }, context)
+        precondition(rc == 0, "pthread_create failed for thread \(name): \(rc)")
+        return handle
+    }
+
+    /// Waits for the thread to finish and returns the CPU nanoseconds it used.
+    @discardableResult
+    public func join() -> UInt64 {
+        pthread_join(thread, nil)
+        return cpu.load(ordering: .acquiring)
+    }
+
+    private final class Box {
+        let handle: ModelThread
+        let name: String
+        init(handle: ModelThread, name: String) {
+            self.handle = handle
+            self.name = name
+        }
+    }
+}
+
+/// CPU time used by the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
+public func threadCPUNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+/// Sleeps the calling thread for about `nanoseconds`.
+public func sleep(nanoseconds: UInt64) {
+    var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    while nanosleep(&ts, &ts) != 0 && errno == EINTR {}
+}
+
+/// A thread parks here until another thread signals work (the softirq being
+/// raised). A signal with nobody parked is remembered, so a wake-up is never lost.
+public final class Parker: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var condition = pthread_cond_t()
+    private var signalled = false
+
+    public init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&condition)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Wakes the parked thread (or the next one to park).
+    public func signal() {
+        pthread_mutex_lock(&mutex)
+        signalled = true
+        pthread_cond_signal(&condition)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Parks until signalled or until `timeoutNanoseconds` pass.
+    public func park(timeoutNanoseconds: UInt64) {
+        pthread_mutex_lock(&mutex)
+        if !signalled {
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            let total = UInt64(now.tv_nsec) + timeoutNanoseconds
+            var deadline = timespec(tv_sec: now.tv_sec + Int(total / 1_000_000_000), tv_nsec: Int(total % 1_000_000_000))
+            _ = pthread_cond_timedwait(&condition, &mutex, &deadline)
+        }
+        signalled = false
+        pthread_mutex_unlock(&mutex)
+    }
+}
