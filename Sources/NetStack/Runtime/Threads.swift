@@ -55,8 +55,9 @@ public func threadCPUNanoseconds() -> UInt64 {
 
 /// Sleeps the calling thread for about `nanoseconds`.
 public func sleep(nanoseconds: UInt64) {
-    var ts = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-    while nanosleep(&ts, &ts) != 0 && errno == EINTR {}
+    var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
 }
 
 /// A thread parks here until another thread signals work (the softirq being
