@@ -55,6 +55,8 @@ public struct FrameData: ~Copyable {
     /// The flow the payload belongs to and its offset in the flow's byte stream.
     @usableFromInline var flow: Int = 0
     @usableFromInline var streamOffset: UInt64 = 0
+    /// Monotonic nanoseconds when the NIC finished with the data (0 = not yet).
+    @usableFromInline let transmittedAt = Atomic<UInt64>(0)
 
     init() {
         fragments = .allocate(capacity: Self.maxFragments)

@@ -7,6 +7,8 @@ struct FrameHeader {
     @usableFromInline var dataSlot: Int32 = -1
     @usableFromInline var isLive = false
     @usableFromInline var isClone = false
+    /// Times this header was put back on a qdisc after a failed transmit.
+    @usableFromInline var requeues: UInt8 = 0
 }
 
 /// A stack of free slot numbers with storage allocated on growth only.
@@ -170,6 +172,7 @@ public final class FrameCache: @unchecked Sendable {
         data.pointee.length = 0
         data.pointee.flow = flow
         data.pointee.streamOffset = streamOffset
+        data.pointee.transmittedAt.store(0, ordering: .relaxed)
         header(h).pointee = FrameHeader(dataSlot: d, isLive: true, isClone: false)
         counters.withLock { $0.framesAllocated += 1 }
         return Frame(slot: h)
@@ -265,6 +268,24 @@ public final class FrameCache: @unchecked Sendable {
     public func flow(of frame: Frame) -> Int { data(of: frame).pointee.flow }
     public func streamOffset(of frame: Frame) -> UInt64 { data(of: frame).pointee.streamOffset }
     public func isClone(_ frame: Frame) -> Bool { header(frame.slot).pointee.isClone }
+    /// Counts one more requeue of this header and returns the new count.
+    public func noteRequeue(_ frame: Frame) -> Int {
+        let h = header(frame.slot)
+        if !h.pointee.isLive { Self.deadFrame(frame, "requeued") }
+        h.pointee.requeues &+= 1  // bounded by TXQueue.maxRequeues < 255
+        return Int(h.pointee.requeues)
+    }
+    /// Marks the frame's data as handed to the wire at `nanoseconds` (monotonic);
+    /// the peer model acknowledges it one round-trip later.
+    public func markTransmitted(_ frame: Frame, at nanoseconds: UInt64) {
+        data(of: frame).pointee.transmittedAt.store(nanoseconds, ordering: .releasing)
+    }
+
+    /// When the frame's data reached the wire, or 0 if it has not yet.
+    public func transmittedAt(_ frame: Frame) -> UInt64 {
+        data(of: frame).pointee.transmittedAt.load(ordering: .acquiring)
+    }
+
     /// `dataref`: the frame and its live clones.
     public func dataReferences(of frame: Frame) -> Int {
         Int(data(of: frame).pointee.dataReference.load(ordering: .acquiring))

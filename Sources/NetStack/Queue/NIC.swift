@@ -1,0 +1,105 @@
+import DMAPools
+
+/// Counters of a NIC transmit ring.
+public struct NICStatistics: Sendable, Hashable {
+    public var descriptors = 0
+    public var bytes = 0
+    /// DMA attempts the NIC refused: an address without the shared bit, memory
+    /// that is private, beyond the device's mask, or outside guest memory. Each
+    /// one is a failure of the design under test.
+    public var dmaFaults = 0
+    /// Bytes read and checked against the sender's pattern (verify mode).
+    public var verifiedBytes = 0
+    /// Bytes that differed from what the sender wrote.
+    public var corruptBytes = 0
+    /// The first fault or corruption, described.
+    public var firstProblem: String?
+
+    public static func + (a: Self, b: Self) -> Self {
+        var s = a
+        s.descriptors += b.descriptors; s.bytes += b.bytes; s.dmaFaults += b.dmaFaults
+        s.verifiedBytes += b.verifiedBytes; s.corruptBytes += b.corruptBytes
+        s.firstProblem = a.firstProblem ?? b.firstProblem
+        return s
+    }
+}
+
+/// A NIC transmit ring's consumer: it reads descriptors as the hardware would.
+/// It refuses any DMA outside shared memory or beyond the device's mask, and in
+/// verify mode reads every byte it is handed and checks it against the sender's
+/// pattern. With a line rate it paces itself like a wire of that speed.
+///
+/// One NIC ring belongs to one TX queue and runs on that queue's thread.
+public final class NICRing: @unchecked Sendable {
+    public let memory: GuestMemory
+    public let device: Device
+    public let verify: Bool
+    /// Nanoseconds per byte at the line rate (0 = unlimited).
+    let nanosecondsPerByte: Double
+    private var wireFreeAt: Double = 0
+    public private(set) var statistics = NICStatistics()
+
+    public init(memory: GuestMemory, device: Device, verify: Bool, lineRateGbps: Double? = nil) {
+        self.memory = memory
+        self.device = device
+        self.verify = verify
+        self.nanosecondsPerByte = lineRateGbps.map { 8 / $0 } ?? 0
+    }
+
+    /// DMA-reads one descriptor: `length` bytes at `address`, which carry the
+    /// flow's stream from `streamOffset`. Returns false on a DMA fault.
+    @discardableResult
+    public func consume(_ address: DMAAddress, length: Int, flow: Int, streamOffset: UInt64) -> Bool {
+        statistics.descriptors += 1
+        guard device.canAddress(address, size: length) else {
+            return fault("\(address) +\(length) is beyond \(device.name)'s DMA mask")
+        }
+        guard let physical = memory.physicalAddress(ofShared: address) else {
+            return fault("\(address) has no shared bit: private memory is not reachable by devices")
+        }
+        guard let first = try? memory.page(containing: physical),
+              let last = try? memory.page(containing: physical + (length - 1)) else {
+            return fault("\(address) +\(length) is outside guest memory")
+        }
+        var page = first.descriptor
+        while page <= last.descriptor {
+            if Page(descriptor: page).domain != .shared {
+                return fault("DMA to private (encrypted) memory at \(Page(descriptor: page).physicalAddress)")
+            }
+            page += 1
+        }
+        statistics.bytes += length
+        if verify {
+            let bytes = first.bytes + physical.pageOffset
+            let pattern = PayloadPattern(flow: flow)
+            if let bad = pattern.firstMismatch(in: bytes, count: length, streamOffset: streamOffset) {
+                var corrupt = 0
+                for i in bad..<length where bytes.load(fromByteOffset: i, as: UInt8.self) != pattern.byte(at: streamOffset + UInt64(i)) {
+                    corrupt += 1
+                }
+                statistics.corruptBytes += corrupt
+                if statistics.firstProblem == nil {
+                    statistics.firstProblem = "flow \(flow) byte \(streamOffset + UInt64(bad)) differs from what the sender wrote (\(corrupt) bad bytes in the descriptor)"
+                }
+            }
+            statistics.verifiedBytes += length
+        }
+        pace(length)
+        return true
+    }
+
+    private func fault(_ what: String) -> Bool {
+        statistics.dmaFaults += 1
+        if statistics.firstProblem == nil { statistics.firstProblem = what }
+        return false
+    }
+
+    /// Holds the queue back as a wire of the configured rate would.
+    private func pace(_ bytes: Int) {
+        guard nanosecondsPerByte > 0 else { return }
+        let now = Double(monotonicNanoseconds())
+        wireFreeAt = max(wireFreeAt, now) + Double(bytes) * nanosecondsPerByte
+        let ahead = wireFreeAt - now
+        if ahead > 50_000 { sleep(nanoseconds: UInt64(ahead - 20_000)) }
+    }
+}

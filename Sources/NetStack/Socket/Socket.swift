@@ -1,0 +1,233 @@
+import DMAPools
+
+/// Per-socket counters (written by the owning sender only).
+public struct SocketStatistics: Sendable, Hashable {
+    /// Payload bytes accepted by `sendmsg`.
+    public var bytesSent = 0
+    /// Bytes copied from the user buffer into socket pages (copy 1).
+    public var bytesCopied = 0
+    /// Bytes sent by reference to user pages (MSG_ZEROCOPY).
+    public var bytesReferenced = 0
+    public var framesSent = 0
+    /// Page-fragment refills by order, and refills that restarted a page the
+    /// socket alone still held.
+    public var refillsOrder3 = 0
+    public var refillsOrder0 = 0
+    public var refillReuses = 0
+    /// Refills for which the design had no page at any order.
+    public var refillFailures = 0
+    /// Bytes acknowledged by the peer and freed.
+    public var bytesAcknowledged = 0
+
+    public static func + (a: Self, b: Self) -> Self {
+        var s = a
+        s.bytesSent += b.bytesSent; s.bytesCopied += b.bytesCopied; s.bytesReferenced += b.bytesReferenced
+        s.framesSent += b.framesSent; s.refillsOrder3 += b.refillsOrder3; s.refillsOrder0 += b.refillsOrder0
+        s.refillReuses += b.refillReuses; s.refillFailures += b.refillFailures
+        s.bytesAcknowledged += b.bytesAcknowledged
+        return s
+    }
+}
+
+/// The user's send buffer: private pages from the general allocator holding one
+/// period of each flow's payload pattern, so copy 1 reads real bytes that the NIC
+/// can verify. It is `period + maxFrame` long, so any frame's worth of stream
+/// starting inside the period is contiguous.
+public struct UserBuffer: Sendable {
+    public let head: Page
+    public let period: UInt64
+
+    public init(head: Page, flow: Int, period: UInt64) {
+        precondition(UInt64(head.byteCount) >= period + UInt64(Socket.maxFrameBytes),
+                     "user buffer of \(head.byteCount) bytes cannot hold a \(period)-byte period plus a frame")
+        self.head = head
+        self.period = period
+        PayloadPattern(flow: flow, period: period).fill(head.bytes, count: head.byteCount, streamOffset: 0)
+    }
+
+    /// Where stream offset `offset` starts in the buffer.
+    @inlinable
+    public func offset(for streamOffset: UInt64) -> Int { Int(streamOffset % period) }
+}
+
+/// A TCP-like socket: send-buffer accounting, a page fragment refilled by the
+/// design, `sendmsg` that copies user bytes into fragments (copy 1) and cuts
+/// frames of up to 64 KiB, and a retransmit queue that keeps every frame until the
+/// peer model acknowledges it one round-trip after the NIC sent it.
+///
+/// All state is owned by one sender thread; the queue thread only reads the
+/// socket's identity.
+public final class Socket: @unchecked Sendable {
+    /// The GSO size goal: frames carry at most 64 KiB.
+    public static let maxFrameBytes = 65536
+    /// The default send buffer limit (`tcp_wmem[2]`, 4 MB).
+    public static let defaultSendBufferBytes = 4 << 20
+
+    public let flow: Int
+    public let queueIndex: Int
+    public let sender: Int
+    public let sendBufferLimit: Int
+    /// MSG_ZEROCOPY: fragments reference the user's pages instead of copies.
+    public let zeroCopy: Bool
+    let user: UserBuffer
+
+    // Page fragment (`sk->sk_frag`).
+    private(set) var fragmentPage: Page?
+    private(set) var fragmentOffset = 0
+    private(set) var fragmentSize = 0
+
+    var streamOffset: UInt64 = 0
+    /// Bytes in frames not yet acknowledged (`sk_wmem_queued`).
+    public private(set) var inflightBytes = 0
+    private var retransmitQueue = FrameRing()
+    public private(set) var statistics = SocketStatistics()
+
+    public init(flow: Int, queueIndex: Int, sender: Int, user: UserBuffer,
+                sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false) {
+        self.flow = flow
+        self.queueIndex = queueIndex
+        self.sender = sender
+        self.user = user
+        self.sendBufferLimit = sendBufferLimit
+        self.zeroCopy = zeroCopy
+    }
+
+    /// Whether a message of `bytes` fits in the send buffer now.
+    public func canSend(_ bytes: Int) -> Bool { inflightBytes + bytes <= sendBufferLimit }
+
+    /// `sk_page_frag_refill`: makes sure the page fragment has room for at least
+    /// `minimum` bytes (the kernel asks for 32). Reuses the page from offset 0
+    /// when the socket alone holds it; otherwise drops it and asks the design for
+    /// an order-3 run, then order 0.
+    func refillFragment(design: TransmitDesign, minimum: Int = 32) -> Bool {
+        if let page = fragmentPage {
+            if design.isSoleReference(page) {
+                statistics.refillReuses += 1
+                fragmentOffset = 0
+                return true
+            }
+            if fragmentOffset + minimum <= fragmentSize { return true }
+            design.releaseSocketPage(page)
+            fragmentPage = nil
+        }
+        for order in [PageGeometry.socketFragOrder, 0] {
+            if let page = design.allocateSocketPage(order: order, for: self) {
+                fragmentPage = page
+                fragmentOffset = 0
+                fragmentSize = page.byteCount
+                if order == 0 { statistics.refillsOrder0 += 1 } else { statistics.refillsOrder3 += 1 }
+                return true
+            }
+        }
+        statistics.refillFailures += 1
+        return false
+    }
+
+    /// `tcp_sendmsg`: sends `bytes` of the flow's stream, returning the frames to
+    /// transmit (the caller hands a clone of each to the TX queue). The message
+    /// must fit in the send buffer (`canSend`). Returns the bytes actually sent,
+    /// which is less than asked only when the design had no page for a refill.
+    func send(_ bytes: Int, design: TransmitDesign, cache: FrameCache, push: (Frame) -> Void) -> Int {
+        var remaining = bytes
+        var frame: Frame? = nil
+        while remaining > 0 {
+            let current = frame ?? cache.allocate(flow: flow, streamOffset: streamOffset)
+            frame = current
+            let frameSpace = Self.maxFrameBytes - cache.length(of: current)
+            var appended = 0
+            if zeroCopy {
+                // Reference the user's pages, one fragment per 4 KiB page at most,
+                // as the user's pages are not contiguous in a real process.
+                let at = user.offset(for: streamOffset)
+                let inPage = PageGeometry.size - (at & (PageGeometry.size - 1))
+                let chunk = min(remaining, frameSpace, inPage)
+                let page = user.head
+                if cache.canCoalesce(current, page: page, offset: at), at & (PageGeometry.size - 1) != 0 {
+                    cache.extendLastFragment(of: current, by: chunk)
+                } else {
+                    if cache.fragments(of: current).count == FrameData.maxFragments {
+                        finish(current, cache: cache, push: push); frame = nil; continue
+                    }
+                    page.retain()
+                    try! cache.append(Fragment(page: page, offset: at, length: chunk), to: current)
+                }
+                statistics.bytesReferenced += chunk
+                appended = chunk
+            } else {
+                if fragmentPage == nil || fragmentOffset >= fragmentSize {
+                    guard refillFragment(design: design) else { break }
+                }
+                guard let page = fragmentPage else { break }
+                let chunk = min(remaining, frameSpace, fragmentSize - fragmentOffset)
+                // Copy 1: user bytes into the socket page.
+                memcpy(page.bytes + fragmentOffset, user.head.bytes + user.offset(for: streamOffset), chunk)
+                statistics.bytesCopied += chunk
+                if cache.canCoalesce(current, page: page, offset: fragmentOffset) {
+                    cache.extendLastFragment(of: current, by: chunk)
+                } else {
+                    if cache.fragments(of: current).count == FrameData.maxFragments {
+                        finish(current, cache: cache, push: push); frame = nil; continue
+                    }
+                    design.retainFragment(page)
+                    try! cache.append(Fragment(page: page, offset: fragmentOffset, length: chunk), to: current)
+                }
+                fragmentOffset += chunk
+                appended = chunk
+            }
+            streamOffset += UInt64(appended)
+            remaining -= appended
+            if cache.length(of: current) == Self.maxFrameBytes || remaining == 0 {
+                finish(current, cache: cache, push: push)
+                frame = nil
+            }
+        }
+        if let unfinished = frame {
+            if cache.length(of: unfinished) > 0 { finish(unfinished, cache: cache, push: push) } else { cache.free(unfinished) }
+        }
+        let sent = bytes - remaining
+        statistics.bytesSent += sent
+        return sent
+    }
+
+    private func finish(_ frame: Frame, cache: FrameCache, push: (Frame) -> Void) {
+        let length = cache.length(of: frame)
+        retransmitQueue.append(frame)
+        inflightBytes += length
+        statistics.framesSent += 1
+        push(frame)
+    }
+
+    /// The peer model: frees every frame at the head of the retransmit queue
+    /// whose data reached the wire at least `roundTrip` nanoseconds before `now`
+    /// (a cumulative ACK). Returns the bytes acknowledged.
+    @discardableResult
+    func processAcknowledgements(now: UInt64, roundTrip: UInt64, cache: FrameCache) -> Int {
+        var acknowledged = 0
+        while let head = retransmitQueue.first {
+            let sentAt = cache.transmittedAt(head)
+            guard sentAt != 0, sentAt &+ roundTrip <= now else { break }
+            _ = retransmitQueue.removeFirst()
+            let length = cache.length(of: head)
+            inflightBytes -= length
+            acknowledged += length
+            cache.free(head)
+        }
+        statistics.bytesAcknowledged += acknowledged
+        return acknowledged
+    }
+
+    /// Frames waiting for an acknowledgement.
+    public var unacknowledgedFrames: Int { retransmitQueue.count }
+
+    /// Drops the socket's page fragment (`sk_stream_kill_queues` / socket close).
+    func releaseFragmentPage(design: TransmitDesign) {
+        if let page = fragmentPage {
+            design.releaseSocketPage(page)
+            fragmentPage = nil
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
