@@ -241,33 +241,42 @@ func smallGuest(megabytes: Int = 64, swiotlbMegabytes: Int = 4,
     }
 
     @Test func doubleFreeTraps() async {
-        await #expect(processExitsWith: .failure) {
+        let trap0 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let allocator = try GeneralAllocator(memory: try smallGuest())
             let page = try allocator.allocatePages(order: 2)
             allocator.freePages(page)
             allocator.freePages(page)
         }
+        #expect(standardError(of: trap0).contains("GeneralAllocator.freePages: double free of page(phys:0x"))
     }
 
     @Test func foreignPageTraps() async {
-        await #expect(processExitsWith: .failure) {
+        let trap1 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let a = try GeneralAllocator(memory: try smallGuest())
             let b = try GeneralAllocator(memory: try smallGuest())
             b.freePages(try a.allocatePages(order: 0))
         }
-        await #expect(processExitsWith: .failure) {
+        #expect(standardError(of: trap1).contains("invalid free of page("))
+        let trap2 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let memory = try smallGuest()
             let allocator = try GeneralAllocator(memory: memory)
             allocator.freePages(memory.page(at: memory.swiotlbPages.lowerBound))
         }
+        #expect(standardError(of: trap2).contains("outside this allocator"))
     }
 
     @Test func stillReferencedPageTraps() async {
-        await #expect(processExitsWith: .failure) {
+        let trap3 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             let allocator = try GeneralAllocator(memory: try smallGuest())
             let page = try allocator.allocatePages(order: 0)
             page.retain()
             allocator.freePages(page)
         }
+        #expect(standardError(of: trap3).contains("still referenced (2 references)"))
     }
+}
+
+/// What an exit test's process wrote to standard error.
+func standardError(of result: ExitTest.Result?) -> String {
+    result.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
 }

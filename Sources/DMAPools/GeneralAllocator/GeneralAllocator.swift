@@ -214,7 +214,7 @@ public final class GeneralAllocator: @unchecked Sendable {
     @inlinable
     func checkedOrder(ofFreed page: Page) -> Int {
         let index = page.descriptor - descriptors
-        guard privatePages.contains(index) else { invalidFree(page, reason: "a page outside this allocator's guest memory") }
+        guard privatePages.contains(index) else { invalidFree(page, reason: "a page outside this allocator's private range") }
         let descriptor = page.descriptor
         let owner = descriptor.pointee.owner
         guard owner == .generalAllocator || owner == .user else { invalidFree(page, reason: "not a live run of this allocator") }
