@@ -216,6 +216,54 @@ func smallGuest(megabytes: Int = 64, swiotlbMegabytes: Int = 4,
         #expect(allocator.memory.census()[.generalAllocator, default: 0] == 0)
     }
 
+    @Test func localCacheServesThisArenaOnly() throws {
+        let memory = try smallGuest()
+        let other = try GeneralAllocator(memory: try smallGuest())
+        let allocator = try GeneralAllocator(memory: memory)
+        do {
+            let cache = try allocator.makeLocalCache()
+            let otherCache = try other.makeLocalCache()
+            var held: [Page] = []
+            for round in 0..<300 {
+                for i in 0..<16 {
+                    let page = try cache.allocatePages(order: i % 5 == 0 ? 3 : 0)
+                    #expect(allocator.contains(page) && page.referenceCount == 1 && page.owner == .generalAllocator)
+                    held.append(page)
+                }
+                // Interleave the other arena through its own cache.
+                otherCache.freePages(try otherCache.allocatePages(order: 0))
+                // Either free path works for a run from the cache.
+                for (i, page) in held.enumerated() {
+                    if (i + round) % 2 == 0 { cache.freePages(page) } else { allocator.freePages(page) }
+                }
+                held.removeAll(keepingCapacity: true)
+            }
+            #expect(allocator.statistics.bytesCarved <= 8 << 20)
+            #expect(allocator.statistics.livePages == 0)
+        }
+        // The caches are gone (flushed); the arenas can be destroyed safely.
+        #expect(memory.census()[.generalAllocator, default: 0] == 0)
+    }
+
+    @Test func localCachesPerTaskEndWithNothingLive() async throws {
+        let allocator = try GeneralAllocator(memory: try smallGuest(megabytes: 128, swiotlbMegabytes: 4))
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    guard let cache = try? allocator.makeLocalCache() else { Issue.record("no tcache"); return }
+                    for i in 0..<20_000 {
+                        guard let page = try? cache.allocatePages(order: i % 8 == 0 ? 3 : 0) else {
+                            Issue.record("allocation failed"); return
+                        }
+                        cache.freePages(page)
+                    }
+                }
+            }
+        }
+        #expect(allocator.statistics.livePages == 0)
+        #expect(allocator.statistics.allocations.reduce(0, +) == 80_000)
+    }
+
     /// Why the allocator passes MALLOCX_TCACHE_NONE: a tcache's bins are per size
     /// class, so a region cached from arena A is returned for a mallocx naming B.
     @Test func sharedTCacheCrossesArenas() throws {

@@ -165,6 +165,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
             counters.chunksHeld -= 1
             return head
         }) {
+            // A failed conversion relinks the chunk as a spare: stop rather than retry it.
             if release(chunk: Page(descriptor: chunk)) { released += 1 } else { break }
         }
         return released
@@ -265,16 +266,31 @@ public final class DecryptedAllocator: @unchecked Sendable {
         }
         memory.destroyCompound(chunk, owner: .decryptedAllocator)
         chunk.setReferenceCount(0)
-        return state.withLock { counters in
+        let (head, excess) = state.withLock { counters in
             counters.conversions += 1
             counters.chunksConverted += 1
             counters.chunksHeld += 1
             counters.spareChunks += 1
             blocks[chunk.descriptor - descriptors] = BlockState.free(order: chunkOrder)
             link(chunk.descriptor, order: chunkOrder)
-            // Under the same lock as the insertion: this cannot fail.
-            return takeBlock(order: order, counters: &counters)!
+            // Under the same lock as the insertion: this cannot fail. It may take
+            // a block another thread freed meanwhile, leaving a spare too many.
+            let head = takeBlock(order: order, counters: &counters)!
+            return (head, takeExcessSpare(counters: &counters))
         }
+        if let excess { release(chunk: Page(descriptor: excess)) }
+        return head
+    }
+
+    /// Unlinks a whole free chunk if more than `spareChunks` are held. Lock held.
+    private func takeExcessSpare(counters: inout Counters) -> UnsafeMutablePointer<PageDescriptor>? {
+        guard counters.spareChunks > configuration.spareChunks,
+              let head = freeLists[configuration.chunkOrder] else { return nil }
+        unlink(head, order: configuration.chunkOrder)
+        blocks[head - descriptors] = BlockState.none
+        counters.spareChunks -= 1
+        counters.chunksHeld -= 1
+        return head
     }
 
     /// Converts a whole free chunk (unlinked, not counted as held) back to
