@@ -180,7 +180,7 @@ func smallGuest(megabytes: Int = 64, swiotlbMegabytes: Int = 4,
         plain.freePages(try plain.allocatePages(order: 0))
         #expect(plain.statistics.hookChecks == 0)
         // Give the hook's pages back by dropping the allocator (they are lost with it).
-        _ = taken.withLock { $0.removeAll() }
+        taken.withLock { $0.removeAll() }
     }
 
     @Test func concurrentAllocAndFreeEndWithNothingLive() async throws {
