@@ -28,5 +28,9 @@ let package = Package(
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]
         ),
+        .executableTarget(
+            name: "PagePoolMicrobenchRunner",
+            dependencies: [.product(name: "DMAPools", package: mainPackage)]
+        ),
     ]
 )

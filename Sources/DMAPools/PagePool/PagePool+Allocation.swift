@@ -143,7 +143,7 @@ extension PagePool {
     @inlinable
     func _checkAllocationContext() {
         let owner = hot.pointee.owner
-        if owner != _PagePoolHotState.noOwner && pthread_equal(owner, pthread_self()) == 0 {
+        if owner != _PagePoolHotState.noOwner && !_isCurrentThread(owner) {
             _allocationFromWrongThread()
         }
     }

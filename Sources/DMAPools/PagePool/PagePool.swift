@@ -128,7 +128,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     @inlinable
     public var isOwnedByCurrentThread: Bool {
         let owner = hot.pointee.owner
-        return owner != _PagePoolHotState.noOwner && pthread_equal(owner, pthread_self()) != 0
+        return owner != _PagePoolHotState.noOwner && _isCurrentThread(owner)
     }
 
     /// Whether `destroy()` has been called.
@@ -137,6 +137,17 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     /// `page_pool_get_dma_addr`: the DMA address stored for a pool page.
     @inlinable
     public func dmaAddress(of page: Page) -> DMAAddress { page.head.dmaAddress }
+}
+
+/// Whether `thread` is the calling thread. glibc's `pthread_t` is the thread's
+/// descriptor address and `pthread_equal` is `==`, so compare inline and save a call.
+@inlinable
+func _isCurrentThread(_ thread: pthread_t) -> Bool {
+    #if os(Linux)
+    return thread == pthread_self()
+    #else
+    return pthread_equal(thread, pthread_self()) != 0
+    #endif
 }
 
 /// The owner-context half of a pool (`pool->alloc` and `pool->alloc_stats`,
