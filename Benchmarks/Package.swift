@@ -24,6 +24,10 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/PagePoolBenchmarks",
+            // DMAPools links jemalloc (making it the process allocator); link it
+            // here too so the malloc counter is checked in that configuration
+            // even before DMAPools itself pulls it in.
+            linkerSettings: [.linkedLibrary("jemalloc")],
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]

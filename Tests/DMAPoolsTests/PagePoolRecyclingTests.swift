@@ -107,20 +107,26 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
         TestThread.run { for page in batch.pages { pool.put(page) } }
         s = pool.statistics
         #expect(s.recycling.ring == 100 && s.recycling.cached == 0 && pool.ringPageCount == 100)
-        for _ in 0..<28 { _ = try pool.allocatePage() }
+        var held: [Page] = []
+        for _ in 0..<28 { held.append(try pool.allocatePage()) }
         #expect(pool.statistics.allocation.refill == 0)
-        _ = try pool.allocatePage()                    // refill: 64 out of the ring, one returned
+        held.append(try pool.allocatePage())           // refill: 64 out of the ring, one returned
         #expect(pool.statistics.allocation.refill == 1)
         #expect(pool.cachedPageCount == 63 && pool.ringPageCount == 36)
-        for _ in 0..<63 { _ = try pool.allocatePage() }
-        _ = try pool.allocatePage()                    // refill: the last 36
+        for _ in 0..<63 { held.append(try pool.allocatePage()) }
+        held.append(try pool.allocatePage())           // refill: the last 36
         #expect(pool.cachedPageCount == 35 && pool.ringPageCount == 0)
-        for _ in 0..<35 { _ = try pool.allocatePage() }
-        _ = try pool.allocatePage()                    // ring empty: `empty` (its third: slow paths 1 and 2 found it empty too), then the provider
+        for _ in 0..<35 { held.append(try pool.allocatePage()) }
+        held.append(try pool.allocatePage())           // ring empty: `empty` (its third: slow paths 1 and 2 found it empty too), then the provider
         s = pool.statistics
         #expect(s.allocation.refill == 2 && s.allocation.empty == 3 && s.allocation.slow == 3)
         #expect(s.allocation.fast == 98 + 28 + 63 + 35)
         #expect(s.holdCount == 192)
+        #expect(held.count == 129)
+        pool.put(contentsOf: held)
+        pool.destroy()
+        #expect(pool.isShutdownComplete)
+        f.expectEveryPageHome()
     }
 
     @Test func cacheFullGoesToTheRingAndRingFullToTheProvider() throws {
@@ -301,5 +307,40 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
         pool.put(cached)
         pool.destroy()
         f.expectEveryPageHome()
+    }
+}
+
+@Suite struct PagePoolRingTests {
+    @Test(arguments: [3, 4, 100])
+    func theRingKeepsOrderAndCapacityOverManyLaps(_ capacity: Int) throws {
+        let memory = try GuestMemory(.init(guestBytes: 16 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
+        let ring = _RecycleRing(capacity: capacity)
+        defer { ring.deallocate() }
+        var next = 0, expected = 0
+        for lap in 0..<10 {
+            #expect(ring.isEmpty)
+            for _ in 0..<capacity {
+                #expect(ring.produce(memory.page(at: next)))
+                next += 1
+            }
+            #expect(!ring.produce(memory.page(at: 0)), "full at exactly \(capacity)")
+            #expect(ring.count == capacity)
+            for _ in 0..<(lap % 2 == 0 ? capacity : capacity - 1) {
+                #expect(ring.consume() == memory.page(at: expected))
+                expected += 1
+            }
+            while let page = ring.consume() {
+                #expect(page == memory.page(at: expected))
+                expected += 1
+            }
+        }
+        #expect(ring.consume() == nil)
+        #expect(ring.producedCount == 10 * capacity)
+    }
+
+    @Test func theMicrobenchEntryPointReportsEveryKey() throws {
+        let results = try PagePoolMicrobench.run(iterations: 2000, batches: 1)
+        #expect(Set(results.keys) == ["pool_fast_ns", "pool_ring_ns", "pool_slow_ns", "pool_frag_ns"])
+        #expect(results.values.allSatisfy { $0 > 0 })
     }
 }

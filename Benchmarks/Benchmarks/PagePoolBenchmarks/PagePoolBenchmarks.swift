@@ -108,6 +108,15 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // Sanity check of the malloc counter: one array allocation per operation
+    // must read as 1 (jemalloc is linked into this executable, as DMAPools
+    // links it, so this also shows the interposer still sees mallocs).
+    Benchmark("malloc_counter_sanity", configuration: .init(scalingFactor: .kilo)) { benchmark in
+        for i in benchmark.scaledIterations {
+            blackHole([i, i &+ 1, i &+ 2])
+        }
+    }
+
     // The yardstick: a jemalloc order-3 (32 KiB) mallocx + sdallocx.
     Benchmark("jemalloc_order3", configuration: .init(
         scalingFactor: .kilo,
@@ -118,6 +127,21 @@ let benchmarks: @Sendable () -> Void = {
             let p = jemalloc.mallocx(32 << 10, 0)
             blackHole(p)
             jemalloc.sdallocx(p, 32 << 10, 0)
+        }
+    }
+
+    // The same without the thread cache (MALLOCX_TCACHE_NONE): every call
+    // reaches the arena, as a cold or cross-thread allocation does.
+    Benchmark("jemalloc_order3_no_tcache", configuration: .init(
+        scalingFactor: .kilo,
+        setup: { jemalloc = Jemalloc.load() }
+    )) { benchmark in
+        guard let jemalloc else { return }
+        let noTcache: Int32 = 1 << 8
+        for _ in benchmark.scaledIterations {
+            let p = jemalloc.mallocx(32 << 10, noTcache)
+            blackHole(p)
+            jemalloc.sdallocx(p, 32 << 10, noTcache)
         }
     }
 }

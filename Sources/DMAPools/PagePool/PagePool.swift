@@ -94,6 +94,12 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     }
 
     deinit {
+        // A pool must be destroyed (`page_pool_destroy`) and drained before it
+        // goes away; otherwise the pages it still holds never reach the provider.
+        if teardown.withLock({ $0.phase }) != .complete {
+            let held = hot.pointee.cacheCount + ring.count
+            parameters.logger.error("\(description) deallocated without destroy(): \(held) idle pages never returned to \(provider.name)")
+        }
         hot.deinitialize(count: 1)
         hot.deallocate()
         cache.deallocate()
