@@ -49,7 +49,7 @@ nonisolated(unsafe) var jemalloc: Jemalloc?
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
-        metrics: [.wallClock, .mallocCountTotal, .instructions],
+        metrics: [.wallClock, .mallocCountTotal],
         timeUnits: .nanoseconds,
         warmupIterations: 2,
         scalingFactor: .mega,
@@ -105,6 +105,32 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             let fragment = try! pool.allocateFragment(size: 2048)
             pool.put(fragment)
+        }
+    }
+
+    // Unscaled malloc totals: one benchmark iteration = 1M operations, so the
+    // malloc count is the exact total over 1M fast-path (or ring-path) operations.
+    Benchmark("pool_fast_mallocs_per_1M_ops", configuration: .init(
+        metrics: [.mallocCountTotal], scalingFactor: .one, maxIterations: 5,
+        setup: { fixture = PoolFixture() },
+        teardown: { fixture?.pool.destroy(); fixture = nil }
+    )) { benchmark in
+        let pool = fixture!.pool
+        for _ in 0..<1_000_000 {
+            let page = try! pool.allocatePage()
+            pool.recycleDirect(page)
+        }
+    }
+
+    Benchmark("pool_ring_mallocs_per_1M_ops", configuration: .init(
+        metrics: [.mallocCountTotal], scalingFactor: .one, maxIterations: 5,
+        setup: { fixture = PoolFixture(); fixture!.pool.disableDirectRecycling() },
+        teardown: { fixture?.pool.destroy(); fixture = nil }
+    )) { benchmark in
+        let pool = fixture!.pool
+        for _ in 0..<1_000_000 {
+            let page = try! pool.allocatePage()
+            pool.put(page)
         }
     }
 
