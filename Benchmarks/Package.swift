@@ -1,0 +1,40 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// SwiftPM names a path dependency after its directory, so the main package's
+/// identity is whatever the checkout is called (swift-dma-pools, main, ...).
+let mainPackage = Context.packageDirectory.split(separator: "/").dropLast().last.map(String.init) ?? "swift-dma-pools"
+
+/// Micro-benchmarks for swift-dma-pools, a package of its own so that the main
+/// package does not depend on the benchmark harness.
+///
+///     swift package --package-path Benchmarks benchmark
+let package = Package(
+    name: "swift-dma-pools-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "PagePoolBenchmarks",
+            dependencies: [
+                .product(name: "DMAPools", package: mainPackage),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/PagePoolBenchmarks",
+            // DMAPools links jemalloc (making it the process allocator); link it
+            // here too so the malloc counter is checked in that configuration
+            // even before DMAPools itself pulls it in.
+            linkerSettings: [.linkedLibrary("jemalloc")],
+            plugins: [
+                .plugin(name: "BenchmarkPlugin", package: "benchmark"),
+            ]
+        ),
+        .executableTarget(
+            name: "PagePoolMicrobenchRunner",
+            dependencies: [.product(name: "DMAPools", package: mainPackage)]
+        ),
+    ]
+)

@@ -1,0 +1,248 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension PagePool {
+    // MARK: Public put API
+
+    /// `page_pool_put_full_page`: gives back one reference to a pool page (the
+    /// whole page, or one fragment of it). When it was the last, the page is
+    /// recycled: directly into the alloc cache on the owning thread, through the
+    /// ring anywhere else; released to the provider if the ring is full or
+    /// someone else still holds a page reference.
+    ///
+    /// Traps (naming the page and the pool) for a page that is not this pool's,
+    /// is already back in the pool, or comes after the pool released it.
+    @inlinable
+    public func put(_ page: Page) {
+        _put(page, dmaSyncSize: -1, allowDirect: isOwnedByCurrentThread)
+    }
+
+    /// `page_pool_put_page(pool, page, dma_sync_size, allow_direct)`.
+    ///
+    /// - Parameters:
+    ///   - dmaSyncSize: bytes to sync for the device on recycle (capped at
+    ///     `maxLength`; -1 = `maxLength`), with `PP_FLAG_DMA_SYNC_DEV`.
+    ///   - allowDirect: recycle into the lockless cache. Only the owning thread
+    ///     may; from any other thread this traps (after `destroy()` it is ignored,
+    ///     as destroy disables direct recycling).
+    @inlinable
+    public func put(_ page: Page, dmaSyncSize: Int = -1, allowDirect: Bool) {
+        var direct = allowDirect
+        if allowDirect && !isOwnedByCurrentThread {
+            if isDestroyed { direct = false } else { _directRecycleFromNonOwner(page) }
+        }
+        _put(page, dmaSyncSize: dmaSyncSize, allowDirect: direct)
+    }
+
+    /// `page_pool_recycle_direct`: the owning thread gives a page straight back
+    /// to the alloc cache. Traps on any other thread.
+    @inlinable
+    public func recycleDirect(_ page: Page) {
+        put(page, allowDirect: true)
+    }
+
+    /// Like `put(_:)`, but a misuse the caller can recover from (a foreign page,
+    /// a page already back in the pool, a direct recycle off the owning thread
+    /// given as `allowDirect`) throws instead of trapping.
+    public func tryPut(_ page: Page, allowDirect: Bool? = nil) throws(PagePoolError) {
+        let head = page.head
+        if let problem = _diagnose(head) { throw problem }
+        let direct: Bool
+        if let allowDirect {
+            if allowDirect && !isOwnedByCurrentThread && !isDestroyed { throw .notOwner(pool: description) }
+            direct = allowDirect && !isDestroyed
+        } else {
+            direct = isOwnedByCurrentThread
+        }
+        _put(head, dmaSyncSize: -1, allowDirect: direct)
+    }
+
+    /// `page_pool_put_netmem_bulk`: gives back a batch of pages of this pool.
+    public func put(contentsOf pages: UnsafeBufferPointer<Page>) {
+        let direct = isOwnedByCurrentThread
+        for page in pages { _put(page, dmaSyncSize: -1, allowDirect: direct) }
+    }
+
+    /// `page_pool_put_netmem_bulk` for any sequence of pages of this pool.
+    public func put<S: Sequence<Page>>(contentsOf pages: S) {
+        let direct = isOwnedByCurrentThread
+        for page in pages { _put(page, dmaSyncSize: -1, allowDirect: direct) }
+    }
+
+    /// Takes a page out of the pool for good and gives it to the provider (the
+    /// old `page_pool_release_page` followed by `put_page`). The caller holds the
+    /// page's only reference.
+    public func releaseToProvider(_ page: Page) {
+        let head = page.head
+        if let problem = _diagnose(head) { _misuse(problem) }
+        head.descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
+        _returnToProvider(head)
+    }
+
+    // MARK: The recycle machinery
+
+    /// `page_pool_put_netmem`: drop one fragment reference and, when it was the
+    /// last, recycle.
+    @inlinable
+    func _put(_ page: Page, dmaSyncSize: Int, allowDirect: Bool) {
+        let head = page.head
+        let descriptor = head.descriptor
+        // The sentinel: every put checks the pool signature (`pp_magic`).
+        if _slowPath(descriptor.pointee.poolSignature != hot.pointee.signature) {
+            _misuse(_diagnose(head) ?? .foreignPage(page: "\(head)", pool: description, owner: "unknown"))
+        }
+        // `page_pool_unref_and_test`. Relaxed: a count of 1 means we are the only
+        // holder, and whoever handed us the page synchronized with us already.
+        let references = descriptor.pointee._fragmentReferenceCount.load(ordering: .relaxed)
+        if _fastPath(references == 1) {
+            // Back to "in the pool". Nobody else can see this page any more.
+            descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
+        } else if !_dropFragmentReference(head, references) {
+            return
+        }
+        _putUnreferenced(head, dmaSyncSize: dmaSyncSize, allowDirect: allowDirect)
+    }
+
+    /// The multi-holder case of `page_pool_unref_and_test`: returns true if this
+    /// was the last fragment reference. Traps on a page already back in the pool.
+    @inline(never)
+    @usableFromInline
+    func _dropFragmentReference(_ head: Page, _ observed: Int) -> Bool {
+        if observed <= 0 { _misuse(.doublePut(page: "\(head)", pool: description)) }
+        // Acquiring-and-releasing: every holder's writes to the page happen
+        // before the last holder recycles it (the kernel's full-barrier sub_return).
+        let remaining = head.descriptor.pointee._fragmentReferenceCount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue
+        if remaining < 0 { _misuse(.doublePut(page: "\(head)", pool: description)) }
+        return remaining == 0
+    }
+
+    /// `page_pool_put_unrefed_netmem` / `__page_pool_put_page`: the pool holds the
+    /// page again; recycle it if its reference count is 1, else release it.
+    @inlinable
+    func _putUnreferenced(_ head: Page, dmaSyncSize: Int, allowDirect: Bool) {
+        // `__page_pool_page_can_be_recycled`: acquiring load (the kernel's
+        // page_ref_count read barrier) so a concurrent put_page is ordered.
+        guard _fastPath(head.referenceCount == 1) else {
+            _releaseElevatedReference(head)
+            return
+        }
+        let hot = self.hot
+        if _slowPath(hot.pointee.dmaSync) { _syncForDevice(head, size: dmaSyncSize) }
+        if allowDirect {
+            // `page_pool_recycle_in_cache`.
+            let count = hot.pointee.cacheCount
+            if _fastPath(count < PagePool.allocCacheSize) {
+                cache[count] = head
+                hot.pointee.cacheCount = count &+ 1   // < 128: cannot overflow
+                hot.pointee.recycleCached &+= 1       // event counter: cannot overflow in practice
+                return
+            }
+            hot.pointee.recycleCacheFull &+= 1        // event counter: cannot overflow in practice
+        }
+        _recycleInRing(head)
+    }
+
+    /// `page_pool_recycle_in_ring`, or straight to the provider once destroyed.
+    @inlinable
+    func _recycleInRing(_ head: Page) {
+        // Relaxed: a put that misses the flag lands in the ring, which teardown's
+        // retries drain; one that sees it saves the retry the work.
+        if _slowPath(shared.destroyed.load(ordering: .relaxed)) {
+            _releaseAfterDestroy(head)
+            return
+        }
+        // `recycle.ring` is the ring's producer position: no extra counter here.
+        if _slowPath(!ring.produce(head)) {
+            _ringFull(head)
+        }
+    }
+
+    @inline(never)
+    @usableFromInline
+    func _ringFull(_ head: Page) {
+        shared.ringFull.wrappingAdd(1, ordering: .relaxed)
+        _returnToProvider(head)
+    }
+
+    @inline(never)
+    @usableFromInline
+    func _releaseAfterDestroy(_ head: Page) {
+        shared.releasedAfterDestroy.wrappingAdd(1, ordering: .relaxed)
+        _returnToProvider(head)
+    }
+
+    /// Someone else holds a page reference (`released_refcnt`): the page leaves
+    /// the pool, unmapped, and the pool's reference goes to the provider.
+    @inline(never)
+    @usableFromInline
+    func _releaseElevatedReference(_ head: Page) {
+        shared.releasedRefcount.wrappingAdd(1, ordering: .relaxed)
+        _returnToProvider(head)
+    }
+
+    /// `page_pool_dma_sync_for_device`: `min(size, max_len)` bytes at `offset`.
+    @inline(never)
+    @usableFromInline
+    func _syncForDevice(_ head: Page, size: Int) {
+        let maxLength = hot.pointee.maxLength
+        let length = size < 0 ? maxLength : min(size, maxLength)
+        provider.syncForDevice(head, offset: hot.pointee.syncOffset, length: length, for: self)
+    }
+
+    /// `page_pool_return_netmem`: clear the pool's marks, give the page to the
+    /// provider and count the release. May finish a destroyed pool's shutdown.
+    @usableFromInline
+    func _returnToProvider(_ head: Page) {
+        let descriptor = head.descriptor
+        descriptor.pointee.poolSignature = 0
+        descriptor.pointee.ownerObject = nil
+        descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
+        let owner = provider.pageOwner
+        for i in 0..<(1 << Int(descriptor.pointee.order)) { descriptor[i].owner = owner }
+        provider.releasePage(head, from: self)
+        // Relaxed, as the kernel's atomic_inc_return_relaxed: a counter. The
+        // teardown check below takes the lock, which orders what it reads.
+        shared.releaseCount.wrappingAdd(1, ordering: .relaxed)
+        if _slowPath(shared.destroyed.load(ordering: .acquiring)) { _checkShutdownComplete() }
+    }
+
+    // MARK: Diagnosis
+
+    /// What is wrong with putting `head` into this pool, or nil.
+    @usableFromInline
+    func _diagnose(_ head: Page) -> PagePoolError? {
+        let descriptor = head.descriptor
+        let found = descriptor.pointee.poolSignature
+        if found != signature {
+            let owner: String
+            if found == 0 {
+                owner = isShutdownComplete || isDestroyed
+                    ? "no pool: it was used after \(self) was destroyed and released it (owner now \(head.owner))"
+                    : "no pool (owner \(head.owner)): put twice after it left the pool, or never allocated from one"
+            } else if found & 0xffff_ffff == PagePool.signatureMagic {
+                owner = "page_pool id \(found >> 32)"
+            } else {
+                owner = "an unknown owner (signature 0x\(String(found, radix: 16)))"
+            }
+            return .foreignPage(page: "\(head)", pool: description, owner: owner)
+        }
+        if descriptor.pointee._fragmentReferenceCount.load(ordering: .relaxed) <= 0 {
+            return .doublePut(page: "\(head)", pool: description)
+        }
+        return nil
+    }
+
+    @inline(never)
+    @usableFromInline
+    func _misuse(_ problem: PagePoolError) -> Never {
+        fatalError("page_pool misuse: \(problem)")
+    }
+
+    @inline(never)
+    @usableFromInline
+    func _directRecycleFromNonOwner(_ page: Page) -> Never {
+        fatalError("page_pool misuse: direct recycle of \(page.head) into \(self) from a thread that does not own it (use put(_:), which goes through the ring)")
+    }
+}

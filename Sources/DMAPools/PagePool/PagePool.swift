@@ -1,0 +1,216 @@
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A page_pool (`net/core/page_pool.c`): a per-queue recycler of DMA-mapped
+/// pages with a lockless alloc cache for its owning context, a bounded
+/// multi-producer recycle ring for everyone else, and a memory provider behind
+/// both.
+///
+///     allocatePage()                          put(_:)
+///       | alloc cache (128, owner only) <------- owner thread (direct recycle)
+///       | refill 64 <--- recycle ring (ringSize) <--- any other thread
+///       | slow path: provider bulk (64 order-0 / 1 high order)
+///       v                                           ring full / refcount != 1
+///     provider.allocatePages                  ---> provider.releasePage
+///
+/// Owning context: the thread that created the pool (or called
+/// `bindToCurrentThread()`), the analog of the pool's NAPI/softirq CPU. Only it
+/// may allocate; `put` recycles directly into the cache only there, and through
+/// the ring everywhere else.
+///
+/// Inflight: `holdCount - releaseCount`, every page taken from the provider and
+/// not yet given back (pages in the cache and ring count until teardown
+/// returns them, as in the kernel).
+public final class PagePool: @unchecked Sendable, CustomStringConvertible {
+    /// `PP_ALLOC_CACHE_SIZE`.
+    public static let allocCacheSize = 128
+    /// `PP_ALLOC_CACHE_REFILL`: ring-to-cache refill and slow-path bulk size.
+    public static let allocCacheRefill = 64
+    /// `BIAS_MAX`: the fragment reference bias (`LONG_MAX >> 1`).
+    public static let fragmentBias = Int.max >> 1
+    /// `PP_SIGNATURE`-like magic in the low half of every pool signature; the pool
+    /// id is in the high half.
+    public static let signatureMagic: UInt64 = 0x0000_0000_dead_0040
+
+    /// The parameters the pool was created with (validated).
+    public let parameters: PagePoolParameters
+    /// The memory provider behind the pool.
+    public let provider: any PagePoolMemoryProvider
+    /// A process-wide unique id (`pool->user.id`).
+    public let id: UInt32
+    /// The value every page of this pool carries in `poolSignature` (`pp_magic`).
+    public let signature: UInt64
+    /// Whether the pool maps pages (`PP_FLAG_DMA_MAP`).
+    public let mapsDMA: Bool
+    /// The device pages are mapped for.
+    public let device: Device?
+    /// `dma_dir`.
+    public let dmaDirection: DMADirection
+
+    /// Owner-context state: the alloc cache and its counters. Lives in unsafe
+    /// storage so the fast path has no exclusivity checks and no ARC.
+    @usableFromInline let hot: UnsafeMutablePointer<_PagePoolHotState>
+    /// The alloc cache's pages (`pool->alloc.cache`).
+    @usableFromInline let cache: UnsafeMutablePointer<Page>
+    /// The recycle ring (`pool->ring`).
+    @usableFromInline let ring: _RecycleRing
+    /// Counters and state written from any thread.
+    @usableFromInline let shared: _PagePoolSharedState
+    /// Teardown state (destroy, retries, completion).
+    let teardown = Mutex(_PagePoolTeardownState())
+
+    private static let nextID = Atomic<UInt32>(1)
+
+    /// Creates a pool (`page_pool_create`) owned by the calling thread.
+    ///
+    /// - Throws: `PagePoolError.invalidParameter` naming the parameter at fault,
+    ///   or whatever the provider's `attach` throws.
+    public init(_ parameters: PagePoolParameters, provider: any PagePoolMemoryProvider) throws(PagePoolError) {
+        try parameters.validate()
+        self.parameters = parameters
+        self.provider = provider
+        // Relaxed: ids only need to be unique.
+        self.id = PagePool.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        self.signature = PagePool.signatureMagic | (UInt64(id) << 32)
+        self.mapsDMA = parameters.flags.contains(.dmaMap)
+        self.device = parameters.device
+        self.dmaDirection = parameters.dmaDirection
+        self.hot = .allocate(capacity: 1)
+        hot.initialize(to: _PagePoolHotState(
+            owner: pthread_self(),
+            dmaSync: parameters.flags.contains(.dmaSyncForDevice),
+            syncOffset: parameters.offset,
+            maxLength: parameters.maxLength,
+            signature: signature))
+        self.cache = .allocate(capacity: PagePool.allocCacheSize)
+        self.ring = _RecycleRing(capacity: parameters.ringSize)
+        self.shared = _PagePoolSharedState()
+        // Nothing is allocated yet; if attach throws, deinit frees the storage.
+        try provider.attach(to: self)
+    }
+
+    deinit {
+        // A pool must be destroyed (`page_pool_destroy`) and drained before it
+        // goes away; otherwise the pages it still holds never reach the provider.
+        if teardown.withLock({ $0.phase }) != .complete {
+            let held = hot.pointee.cacheCount + ring.count
+            parameters.logger.error("\(description) deallocated without destroy(): \(held) idle pages never returned to \(provider.name)")
+        }
+        hot.deinitialize(count: 1)
+        hot.deallocate()
+        cache.deallocate()
+        ring.deallocate()
+    }
+
+    /// The pool's name for diagnostics: `page_pool "name" id N`.
+    public var description: String { "page_pool \"\(parameters.name)\" id \(id)" }
+
+    /// The pool as stored in `PageDescriptor.ownerObject` (`page->pp`).
+    @inlinable
+    public var ownerObject: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    // MARK: Owning context
+
+    /// Makes the calling thread the owning context
+    /// (`page_pool_enable_direct_recycling`). The caller guarantees the
+    /// previous owner no longer allocates.
+    public func bindToCurrentThread() {
+        precondition(!isDestroyed, "\(self) is destroyed: it cannot be bound to a thread")
+        hot.pointee.owner = pthread_self()
+    }
+
+    /// Stops direct recycling (`page_pool_disable_direct_recycling`): every put
+    /// goes through the ring. Allocation stays allowed for a caller that
+    /// serializes it (the kernel does not check either).
+    public func disableDirectRecycling() {
+        hot.pointee.owner = _PagePoolHotState.noOwner
+    }
+
+    /// Whether the calling thread owns the pool.
+    @inlinable
+    public var isOwnedByCurrentThread: Bool {
+        let owner = hot.pointee.owner
+        return owner != _PagePoolHotState.noOwner && _isCurrentThread(owner)
+    }
+
+    /// Whether `destroy()` has been called.
+    public var isDestroyed: Bool { shared.destroyed.load(ordering: .acquiring) }
+
+    /// `page_pool_get_dma_addr`: the DMA address stored for a pool page.
+    @inlinable
+    public func dmaAddress(of page: Page) -> DMAAddress { page.head.dmaAddress }
+}
+
+/// Whether `thread` is the calling thread. glibc's `pthread_t` is the thread's
+/// descriptor address and `pthread_equal` is `==`, so compare inline and save a call.
+@inlinable
+func _isCurrentThread(_ thread: pthread_t) -> Bool {
+    #if os(Linux)
+    return thread == pthread_self()
+    #else
+    return pthread_equal(thread, pthread_self()) != 0
+    #endif
+}
+
+/// The owner-context half of a pool (`pool->alloc` and `pool->alloc_stats`,
+/// plus the frag state and the recycle counters only the owner bumps).
+@usableFromInline
+struct _PagePoolHotState {
+    /// No owning thread: direct recycling disabled.
+    @usableFromInline static let noOwner: pthread_t = 0
+
+    @usableFromInline var cacheCount: Int = 0
+    @usableFromInline var owner: pthread_t
+    @usableFromInline let dmaSync: Bool
+    @usableFromInline let syncOffset: Int
+    @usableFromInline let maxLength: Int
+    @usableFromInline let signature: UInt64
+
+    // alloc_stats (owner only, like the kernel's non-atomic alloc_stats).
+    @usableFromInline var allocFast = 0
+    @usableFromInline var allocSlow = 0
+    @usableFromInline var allocSlowHighOrder = 0
+    @usableFromInline var allocEmpty = 0
+    @usableFromInline var allocRefill = 0
+    @usableFromInline var allocWaive = 0
+    // recycle stats that only the owner context can produce.
+    @usableFromInline var recycleCached = 0
+    @usableFromInline var recycleCacheFull = 0
+
+    // frag state (`frag_page`, `frag_offset`, `frag_users`).
+    @usableFromInline var fragmentPage: Page? = nil
+    @usableFromInline var fragmentOffset = 0
+    @usableFromInline var fragmentUsers = 0
+
+    @usableFromInline
+    init(owner: pthread_t, dmaSync: Bool, syncOffset: Int, maxLength: Int, signature: UInt64) {
+        self.owner = owner
+        self.dmaSync = dmaSync
+        self.syncOffset = syncOffset
+        self.maxLength = maxLength
+        self.signature = signature
+    }
+}
+
+/// Counters and flags any thread may touch. Every update is a relaxed atomic:
+/// they are counters, read for reports, and order nothing.
+@usableFromInline
+final class _PagePoolSharedState: Sendable {
+    /// `pages_state_hold_cnt`: pages taken from the provider. Written by the
+    /// owner only, atomic so other threads can read it.
+    @usableFromInline let holdCount = Atomic<Int>(0)
+    /// `pages_state_release_cnt`: pages given back to the provider.
+    @usableFromInline let releaseCount = Atomic<Int>(0)
+    @usableFromInline let ringFull = Atomic<Int>(0)
+    @usableFromInline let releasedRefcount = Atomic<Int>(0)
+    /// Pages that came home after `destroy()` and went straight to the provider.
+    @usableFromInline let releasedAfterDestroy = Atomic<Int>(0)
+    /// Set by `destroy()`; read (acquiring) by puts that miss the cache.
+    @usableFromInline let destroyed = Atomic<Bool>(false)
+
+    init() {}
+}
