@@ -37,13 +37,27 @@ extension SWIOTLB {
         precondition(violations.isEmpty, "swiotlb invariants broken:\n" + violations.joined(separator: "\n"))
     }
 
-    /// Checks one area after an operation changed it; the area's lock is held.
-    /// Compiled in with `DMAPOOLS_INVARIANTS`.
-    func verifyAreaLocked(_ areaIndex: Int, _ state: AreaState) {
-        var violations: [String] = []
-        _ = areaViolations(areaIndex, state, into: &violations)
-        precondition(violations.isEmpty,
-                     "swiotlb area \(areaIndex) invariants broken:\n" + violations.joined(separator: "\n"))
+    /// The check run after every operation when compiled with
+    /// `DMAPOOLS_INVARIANTS`, with the changed area's lock held: walks the one
+    /// segment the operation changed (an allocation, its renumbered predecessors
+    /// and a release's merges all stay inside one segment) and bounds the area's
+    /// `used`. O(128) per operation, so debug builds stay usable with large pools;
+    /// `checkInvariants()` walks everything.
+    func verifySegmentLocked(containing slot: Int, _ state: AreaState) {
+        let first = slot & ~(Self.segmentSlots - 1)
+        var next = 0
+        var i = first + Self.segmentSlots - 1
+        while i >= first {
+            let allocated = slots[i].flags.rawValue & Slot.Flags.allocated.rawValue != 0
+            let list = Int(slots[i].list)
+            if list != (allocated ? 0 : next + 1) {
+                preconditionFailure("swiotlb segment \(first / Self.segmentSlots) broken at slot \(i): list \(list), allocated \(allocated), next list \(next)")
+            }
+            next = list
+            i -= 1
+        }
+        precondition(state.used >= 0 && state.used <= areaSlots,
+                     "swiotlb area used \(state.used) outside 0...\(areaSlots)")
     }
 
     /// Appends area `areaIndex`'s violations (its lock held) and returns its

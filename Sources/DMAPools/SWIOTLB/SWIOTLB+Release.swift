@@ -47,7 +47,7 @@ extension SWIOTLB {
                 state.bytesBouncedToCPU &+= bytesToCPU                // far below 2^63
             }
             #if DMAPOOLS_INVARIANTS
-            verifyAreaLocked(areaIndex, state)
+            verifySegmentLocked(containing: index, state)
             #endif
             return nslots
         }

@@ -102,7 +102,7 @@ extension SWIOTLB {
             state.index = next >= areaSlots ? 0 : next
             state.used &+= nslots                                    // <= areaSlots
             #if DMAPOOLS_INVARIANTS
-            verifyAreaLocked(areaIndex, state)
+            verifySegmentLocked(containing: slotIndex, state)
             #endif
             return slotIndex
         }
