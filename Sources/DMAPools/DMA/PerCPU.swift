@@ -1,0 +1,106 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The calling thread's CPU (`raw_smp_processor_id`) and the machine's CPU count.
+///
+/// `sched_getcpu` is a GNU extension the Swift Glibc module does not import, so it
+/// is resolved once with `dlsym` and called through a C function pointer (glibc
+/// answers it from rseq or the vDSO: a few nanoseconds, no system call).
+@usableFromInline
+struct CPUIdentity: Sendable {
+    @usableFromInline
+    typealias GetCPU = @convention(c) () -> Int32
+
+    @usableFromInline
+    let getcpu: GetCPU?
+
+    /// Resolved once per process.
+    static let shared = CPUIdentity()
+
+    private init() {
+        if let symbol = dlsym(nil, "sched_getcpu") {
+            getcpu = unsafeBitCast(symbol, to: GetCPU.self)
+        } else {
+            getcpu = nil
+        }
+    }
+
+    /// The CPU the calling thread runs on now (0 when unknown). The thread may
+    /// migrate right after: callers use it only to pick a starting area or a
+    /// counter stripe, never for correctness.
+    @inlinable
+    func current() -> Int {
+        guard let getcpu else { return 0 }
+        let cpu = getcpu()
+        return cpu >= 0 ? Int(cpu) : 0
+    }
+
+    /// Online CPUs (`num_online_cpus`), at least 1.
+    static func onlineCount() -> Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+}
+
+/// The smallest power of two >= `value` (`roundup_pow_of_two`), for `value >= 1`.
+@inlinable
+func roundUpToPowerOfTwo(_ value: Int) -> Int {
+    precondition(value >= 1 && value <= 1 << 62, "roundUpToPowerOfTwo(\(value)) out of range")
+    return value == 1 ? 1 : 1 << (Int.bitWidth - (value - 1).leadingZeroBitCount)
+}
+
+/// Event counters striped by CPU, one cache-line pair per stripe, so threads on
+/// different CPUs never write the same line. Each add is a relaxed atomic RMW:
+/// counters order nothing, and a thread that migrates mid-add only lands in
+/// another stripe. Reads sum every stripe and are a snapshot only when quiescent.
+///
+/// A value type holding one allocation; the owner calls `deallocate()` once.
+@usableFromInline
+struct PerCPUCounters: @unchecked Sendable {
+    /// Counters per stripe: 16 words = 128 bytes (two cache lines, against the
+    /// adjacent-line prefetcher).
+    @usableFromInline static let stride = 16
+
+    @usableFromInline let words: UnsafeMutablePointer<Atomic<Int>>
+    @usableFromInline let stripeMask: Int
+    @usableFromInline let cpu: CPUIdentity
+
+    init(counters: Int) {
+        precondition(counters > 0 && counters <= Self.stride, "at most \(Self.stride) counters per stripe")
+        let stripes = roundUpToPowerOfTwo(CPUIdentity.onlineCount())
+        stripeMask = stripes - 1
+        cpu = CPUIdentity.shared
+        let total = stripes * Self.stride
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: total * MemoryLayout<Atomic<Int>>.stride, alignment: 128)
+        words = raw.bindMemory(to: Atomic<Int>.self, capacity: total)
+        for i in 0..<total { (words + i).initialize(to: Atomic(0)) }
+    }
+
+    func deallocate() {
+        words.deinitialize(count: (stripeMask + 1) * Self.stride)
+        UnsafeMutableRawPointer(words).deallocate()
+    }
+
+    /// The calling CPU's stripe base.
+    @inlinable
+    func stripe() -> UnsafeMutablePointer<Atomic<Int>> {
+        // `current() & stripeMask` < stripes and `stride` is 16: the product is tiny.
+        words + (cpu.current() & stripeMask) &* Self.stride
+    }
+
+    /// Adds `amount` to counter `counter` in the calling CPU's stripe.
+    @inlinable
+    func add(_ counter: Int, _ amount: Int = 1) {
+        stripe()[counter].wrappingAdd(amount, ordering: .relaxed)
+    }
+
+    /// The sum of counter `counter` over every stripe.
+    func sum(_ counter: Int) -> Int {
+        var total = 0
+        for s in 0...stripeMask { total &+= words[s * Self.stride + counter].load(ordering: .relaxed) } // counts of events, far below 2^63
+        return total
+    }
+}
