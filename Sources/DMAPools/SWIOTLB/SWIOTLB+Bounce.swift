@@ -175,10 +175,11 @@ extension SWIOTLB {
         let address = PhysicalAddress(tlb)
         guard contains(address) else { throw notMapped(address) }
         let head = slotIndex(of: tlb)
-        let slot = slots[head]
-        guard slot.flags.contains(.mappingHead),
+        // Only the fields the mapping owns: `list` belongs to the area lock.
+        guard slots[head].flags.contains(.mappingHead),
               Int(truncatingIfNeeded: tlb) & (Self.slotSize &- 1)       // constant 2047
-                == Self.alignOffset(minAlignMask: device.minAlignMask, allocAlignMask: 0, address: slot.originalAddress)
+                == Self.alignOffset(minAlignMask: device.minAlignMask, allocAlignMask: 0,
+                                    address: slots[head].originalAddress)
         else { throw notMapped(address) }
         return head
     }
