@@ -50,6 +50,7 @@ public final class DMAAPI: @unchecked Sendable {
         let head = page.head
         // Bytes from `page` to the end of its run: a run is at most 2^9 pages.
         let runBytes = head.byteCount &- (page.descriptor - head.descriptor) &<< PageGeometry.shift
+        // runBytes - offset: 0 <= offset < runBytes by the time it is evaluated.
         guard offset >= 0, size > 0, offset < runBytes, size <= runBytes &- offset else {
             throw badRange(page, offset, size, runBytes)
         }
@@ -189,6 +190,7 @@ public final class DMAAPI: @unchecked Sendable {
     /// Whether a pool address lies in a zero-copy run (its descriptor says so).
     @inline(__always)
     func isZeroCopyAddress(_ physical: PhysicalAddress) -> Bool {
+        // A pool address: at or above the pool start, page index inside memory.
         let index = swiotlb.firstPageIndex
             &+ Int(truncatingIfNeeded: (physical.rawValue &- swiotlb.start.rawValue) >> UInt64(PageGeometry.shift))
         return swiotlb.isZeroCopy(memory.page(at: index))   // inside the pool: index is valid

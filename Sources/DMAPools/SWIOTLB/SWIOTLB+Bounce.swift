@@ -29,6 +29,7 @@ extension SWIOTLB {
         try device.checkPresent()
         guard device.dmaMask >= lastDMARaw else { throw poolUnreachable(device) }
         let originalRaw = original.rawValue
+        // `mask &+ 1` wraps only for UInt64.max, which the `< segmentBytes` test rejects.
         guard mappingSize > 0, allocAlignMask & (allocAlignMask &+ 1) == 0,
               allocAlignMask < UInt64(Self.segmentBytes),
               originalRaw >= guestStartRaw, originalRaw < guestEndRaw,
@@ -101,7 +102,7 @@ extension SWIOTLB {
                 .copyMemory(from: pointer(toPool: tlb), byteCount: mappingSize)
             copied = mappingSize
         }
-        let offset = Int(truncatingIfNeeded: tlb) & (Self.slotSize &- 1)
+        let offset = Int(truncatingIfNeeded: tlb) & (Self.slotSize &- 1)   // constant 2047
         guard releaseSlots(head: head, offset: offset, expected: .mappingHead, bytesToCPU: copied) > 0 else {
             throw notMapped(tlbAddress)     // lost a race with another unmap of the same address
         }
@@ -150,7 +151,8 @@ extension SWIOTLB {
         let index = slotIndex(of: tlb)
         let originalRaw = slots[index].originalAddress
         guard originalRaw != Slot.invalidAddress else { throw notMapped(tlbAddress) }
-        // Can be negative within the first `offset` bytes of a later slot.
+        // Can be negative within the first `offset` bytes of a later slot; both
+        // terms are in 0..<2048, so the difference cannot overflow.
         let tlbOffset = (Int(truncatingIfNeeded: tlb) & (Self.slotSize &- 1))
             &- Self.alignOffset(minAlignMask: device.minAlignMask, allocAlignMask: 0, address: originalRaw)
         let available = Int(slots[index].allocSize) &- tlbOffset   // both below 2^19 in magnitude
@@ -173,10 +175,11 @@ extension SWIOTLB {
         let address = PhysicalAddress(tlb)
         guard contains(address) else { throw notMapped(address) }
         let head = slotIndex(of: tlb)
-        let slot = slots[head]
-        guard slot.flags.contains(.mappingHead),
-              Int(truncatingIfNeeded: tlb) & (Self.slotSize &- 1)
-                == Self.alignOffset(minAlignMask: device.minAlignMask, allocAlignMask: 0, address: slot.originalAddress)
+        // Only the fields the mapping owns: `list` belongs to the area lock.
+        guard slots[head].flags.contains(.mappingHead),
+              Int(truncatingIfNeeded: tlb) & (Self.slotSize &- 1)       // constant 2047
+                == Self.alignOffset(minAlignMask: device.minAlignMask, allocAlignMask: 0,
+                                    address: slots[head].originalAddress)
         else { throw notMapped(address) }
         return head
     }
@@ -218,6 +221,7 @@ extension SWIOTLB {
         if mappingSize <= 0 {
             return .invalidArgument("swiotlb mapping size \(mappingSize) must be positive")
         }
+        // `&+ 1` wraps only for UInt64.max, caught by the second test.
         if allocAlignMask & (allocAlignMask &+ 1) != 0 || allocAlignMask >= UInt64(Self.segmentBytes) {
             return .invalidArgument(
                 "swiotlb allocAlignMask 0x\(String(allocAlignMask, radix: 16)) must be 2^n - 1 below 256 KiB")

@@ -18,13 +18,15 @@ extension SWIOTLB {
             guard slots[head].flags.contains(expected) else { return 0 }
             // head - pad_slots >= the run's first slot >= 0.
             let index = head &- Int(slots[head].padSlots)
+            // alloc_size <= 256 KiB and offset < 2 KiB.
             let nslots = Self.slotCount(Int(slots[index].allocSize) &+ offset)
             // Merge with the free run that follows, if it is in the same segment.
             let end = index &+ nslots                                 // <= nslabs
+            // ALIGN(index + 1, IO_TLB_SEGSIZE); index < nslabs, far from Int.max.
             let segmentEnd = (index &+ Self.segmentSlots) & ~(Self.segmentSlots &- 1)
             var free = end < segmentEnd ? Int(slots[end].list) : 0
             // Step 1: free the run, back to front.
-            var i = end &- 1
+            var i = end &- 1                                          // end > index >= 0
             while i >= index {
                 free &+= 1                                            // <= 128
                 slots[i].list = UInt16(truncatingIfNeeded: free)
@@ -32,14 +34,14 @@ extension SWIOTLB {
                 slots[i].allocSize = 0
                 slots[i].padSlots = 0
                 slots[i].flags = []
-                i &-= 1
+                i &-= 1                                               // stops at index - 1 >= -1
             }
             // Step 2: merge with the free slots before it in the segment.
-            i = index &- 1
+            i = index &- 1                                            // >= -1; -1 & 127 == 127 stops
             while Self.segmentOffset(i) != Self.segmentSlots - 1 && slots[i].list != 0 {
                 free &+= 1                                            // <= 128
                 slots[i].list = UInt16(truncatingIfNeeded: free)
-                i &-= 1
+                i &-= 1                                               // stops at a segment start - 1 >= -1
             }
             state.used &-= nslots                                     // these slots were counted
             if expected == .mappingHead {

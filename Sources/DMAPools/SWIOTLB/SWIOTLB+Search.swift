@@ -44,7 +44,7 @@ extension SWIOTLB {
                          "swiotlb starting area \(explicit) outside 0..<\(areaCount)")
             return explicit
         }
-        return cpu.current() & (areaCount &- 1)
+        return cpu.current() & (areaCount &- 1)                     // areaCount >= 1
     }
 
     /// `swiotlb_search_pool_area`: first fit from `area.index`, wrapping inside the
@@ -116,21 +116,21 @@ extension SWIOTLB {
         let slots = self.slots
         // alloc_size per slot: bytes from that slot to the end, less the offset.
         // All values are below 2^19: Int32 holds them.
-        var remaining = request.allocSize &- offset
-        for i in first..<(first &+ count) {
+        var remaining = request.allocSize &- offset                   // both below 2^18
+        for i in first..<(first &+ count) {                             // <= nslabs
             slots[i].list = 0
             slots[i].allocSize = Int32(truncatingIfNeeded: remaining)
             slots[i].flags = .allocated
-            remaining &-= Self.slotSize
+            remaining &-= Self.slotSize                                // >= -2^18: 128 steps at most
         }
         // Free slots before the run now end at it: renumber back to the segment start
         // (or the previous allocated slot). -1 & 127 == 127 stops at index 0.
         var free = 0
-        var i = first &- 1
+        var i = first &- 1                                             // >= -1
         while Self.segmentOffset(i) != Self.segmentSlots - 1 && slots[i].list != 0 {
             free &+= 1                                               // < 128
             slots[i].list = UInt16(truncatingIfNeeded: free)
-            i &-= 1
+            i &-= 1                                                    // stops at a segment start - 1 >= -1
         }
         switch request.kind {
         case .mapping:
@@ -138,7 +138,7 @@ extension SWIOTLB {
             slots[head].padSlots = UInt8(truncatingIfNeeded: request.padSlots)
             slots[head].flags = [.allocated, .mappingHead]
             var original = request.originalAddress
-            for j in head..<(first &+ count) {
+            for j in head..<(first &+ count) {                         // <= nslabs
                 slots[j].originalAddress = original
                 original &+= UInt64(Self.slotSize)                   // inside guest memory
             }

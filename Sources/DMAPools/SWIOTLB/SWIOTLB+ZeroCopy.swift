@@ -26,6 +26,9 @@ extension SWIOTLB {
     /// `Unmanaged<Device>` (the patch's `swiotlb_set_page_dev` + `get_device`); the
     /// reference is dropped by `freeZeroCopyPages`.
     ///
+    /// The cap reads the exact used count (the kernel's `CONFIG_DEBUG_FS`
+    /// `mem_used`), not the patch's jiffies-cached `fast_mem_used`.
+    ///
     /// - Throws: `.deviceRemoved`; `.invalidArgument` for an order outside
     ///   0...6; `.addressNotReachable` when the device cannot reach the pool;
     ///   `.zeroCopyCapReached` when the mode is disabled or

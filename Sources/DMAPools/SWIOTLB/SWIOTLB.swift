@@ -211,20 +211,20 @@ public final class SWIOTLB: @unchecked Sendable {
     /// The slot containing a pool address (the caller checked `contains`).
     @inline(__always)
     func slotIndex(of address: UInt64) -> Int {
-        Int(truncatingIfNeeded: (address &- startRaw) >> UInt64(Self.slotShift))
+        Int(truncatingIfNeeded: (address &- startRaw) >> UInt64(Self.slotShift))   // address >= startRaw
     }
 
     /// The bytes at a pool address (the caller checked `contains`).
     @inline(__always)
     func pointer(toPool address: UInt64) -> UnsafeMutableRawPointer {
-        startPointer + Int(truncatingIfNeeded: address &- startRaw)
+        startPointer + Int(truncatingIfNeeded: address &- startRaw)   // address >= startRaw
     }
 
     /// The bytes at a guest-physical address already known to be in guest memory
     /// (validated at map time): `phys_to_virt` without the checks.
     @inline(__always)
     func guestPointer(_ address: UInt64) -> UnsafeMutableRawPointer {
-        guestBase + Int(truncatingIfNeeded: address &- guestStartRaw)
+        guestBase + Int(truncatingIfNeeded: address &- guestStartRaw)   // address >= guestStartRaw
     }
 
     /// `io_tlb_offset`: a slot's position inside its segment.
