@@ -184,8 +184,9 @@ public struct PagePoolParameters: Sendable {
 public enum PagePoolError: Error, Hashable, CustomStringConvertible {
     /// A creation parameter breaks a rule: `(parameter, why)`.
     case invalidParameter(String, String)
-    /// The memory provider has no memory left for an order-`order` page.
-    case providerExhausted(provider: String, order: Int)
+    /// The memory provider has no memory left for an order-`order` page;
+    /// `reason` says which limit was hit (empty when the provider does not say).
+    case providerExhausted(provider: String, order: Int, reason: String = "")
     /// The memory provider failed for another reason.
     case providerFailed(provider: String, reason: String)
     /// The pool was destroyed: it hands out nothing more.
@@ -203,8 +204,8 @@ public enum PagePoolError: Error, Hashable, CustomStringConvertible {
         switch self {
         case .invalidParameter(let parameter, let why):
             "invalid page_pool parameter \(parameter): \(why)"
-        case .providerExhausted(let provider, let order):
-            "memory provider \(provider) has no order-\(order) page left"
+        case .providerExhausted(let provider, let order, let reason):
+            "memory provider \(provider) has no order-\(order) page left" + (reason.isEmpty ? "" : ": " + reason)
         case .providerFailed(let provider, let reason):
             "memory provider \(provider) failed: \(reason)"
         case .poolDestroyed(let pool):
