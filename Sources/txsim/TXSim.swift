@@ -6,7 +6,7 @@ struct TXSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "txsim",
         abstract: "Run and compare confidential-VM transmit designs over modelled page_pool and swiotlb.",
-        subcommands: [Report.self, Microbench.self],
-        defaultSubcommand: Report.self
+        subcommands: [Compare.self, Run.self, Layout.self, Microbench.self],
+        defaultSubcommand: Compare.self
     )
 }

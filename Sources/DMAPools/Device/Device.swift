@@ -146,6 +146,8 @@ public enum DMAError: Error, Hashable, CustomStringConvertible {
     case zeroCopyCapReached(percent: Int, usedSlots: Int, totalSlots: Int)
     /// The address is not a live mapping.
     case notMapped(DMAAddress)
+    /// A modelled private <-> shared conversion failed while mapping.
+    case conversionFailed(String)
 
     public var description: String {
         switch self {
@@ -159,6 +161,7 @@ public enum DMAError: Error, Hashable, CustomStringConvertible {
         case .zeroCopyCapReached(let pct, let used, let total):
             "swiotlb zero-copy cap reached: zerocopy_tx_percent \(pct), used \(used) of \(total) slots"
         case .notMapped(let a): "\(a) is not a live DMA mapping"
+        case .conversionFailed(let why): "in-place conversion failed: \(why)"
         }
     }
 }

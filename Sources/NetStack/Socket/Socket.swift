@@ -131,8 +131,15 @@ public final class Socket: @unchecked Sendable {
         var remaining = bytes
         var frame: Frame? = nil
         while remaining > 0 {
-            let current = frame ?? cache.allocate(flow: flow, streamOffset: streamOffset)
-            frame = current
+            let current: Frame
+            if let open = frame {
+                current = open
+            } else {
+                current = cache.allocate(flow: flow, streamOffset: streamOffset)
+                // `skb_mark_for_recycle`: the frame free path sends pool pages home.
+                if design.marksFramesForRecycle { cache.markForRecycle(current) }
+                frame = current
+            }
             let frameSpace = Self.maxFrameBytes - cache.length(of: current)
             var appended = 0
             if zeroCopy {

@@ -1,0 +1,128 @@
+/// A confidential VM guest: its memory, devices, swiotlb, DMA API and page
+/// allocators, wired the way the kernel wires them at boot.
+///
+/// Every TX design runs on a guest of its own built from the same
+/// configuration, so designs are compared on equal terms and one design's
+/// leftovers can never flatter or hurt another.
+public final class Guest: @unchecked Sendable {
+    /// How the page allocator's free path treats swiotlb zero-copy pages.
+    public enum FreePath: Sendable, Hashable {
+        /// The kernel as it is: a zero-copy swiotlb page reaching the free path
+        /// is a bug (a diagnosed trap).
+        case plain
+        /// The seed patch: `__free_frozen_pages` first asks swiotlb whether the
+        /// page is one of its zero-copy runs, on every free (counted).
+        case swiotlbHook
+    }
+
+    public let memory: GuestMemory
+    public let devices: DeviceRegistry
+    public let swiotlb: SWIOTLB
+    public let dma: DMAAPI
+    /// The general allocator (jemalloc over private memory): `alloc_pages`.
+    public let allocator: GeneralAllocator
+    /// The generic pre-decrypted allocator the review asked for.
+    public let decrypted: DecryptedAllocator
+    public let freePath: FreePath
+
+    /// Boots a guest.
+    /// - Parameters:
+    ///   - swiotlbAreas: swiotlb area count (default: CPUs rounded up to a power of two).
+    ///   - zeroCopyPercent: `swiotlb.zerocopy_tx_percent` (0 disables; at most 90).
+    ///   - decryptedReserveChunks: fully free pre-decrypted chunks the decrypted
+    ///     allocator keeps shared instead of converting back (each conversion is
+    ///     a modelled hypercall; a reserve stops chunks churning under load).
+    public init(_ configuration: GuestMemoryConfiguration = .init(), swiotlbAreas: Int? = nil,
+                zeroCopyPercent: Int = 0, freePath: FreePath = .plain, decryptedReserveChunks: Int = 8) throws {
+        let memory = try GuestMemory(configuration)
+        let swiotlb = try SWIOTLB(memory: memory, areaCount: swiotlbAreas)
+        try swiotlb.setZeroCopyPercent(zeroCopyPercent)
+        self.memory = memory
+        self.swiotlb = swiotlb
+        self.devices = DeviceRegistry(forceBounce: true)
+        self.dma = DMAAPI(memory: memory, swiotlb: swiotlb)
+        self.freePath = freePath
+        switch freePath {
+        case .plain:
+            allocator = try GeneralAllocator(memory: memory)
+        case .swiotlbHook:
+            allocator = try GeneralAllocator(memory: memory) { [swiotlb] page in
+                // The patch's swiotlb_free_pages(): is this one of ours?
+                guard page.head.owner == .swiotlbZeroCopy else { return false }
+                swiotlb.freeZeroCopyPages(page.head)
+                return true
+            }
+        }
+        decrypted = try DecryptedAllocator(general: allocator, configuration: .init(spareChunks: decryptedReserveChunks))
+    }
+
+    // MARK: The page allocator's free path
+
+    /// `put_page`: drops one reference; the last one frees the page to its
+    /// allocator (`freePage`).
+    @inlinable
+    public func putPage(_ page: Page) {
+        let head = page.head
+        if head.release() { freePage(head) }
+    }
+
+    /// `__free_pages`: gives a page run whose last reference is gone back to the
+    /// allocator that owns it. Pages of the general allocator (and, with the
+    /// seed patch's hook, zero-copy swiotlb runs) go through jemalloc's free path;
+    /// pre-decrypted pages go to their allocator, which the frame free path knows
+    /// by the page's owner (as `pp_recycle` tells it about pool pages).
+    public func freePage(_ page: Page) {
+        let head = page.head
+        switch head.owner {
+        case .generalAllocator, .user, .swiotlbZeroCopy:
+            allocator.freePages(head)
+        case .decryptedAllocator:
+            decrypted.free(head)
+        case .pagePool:
+            Self.misuse(head, "a page_pool page reached the page allocator's free path (a frame holding it was not marked pp_recycle)")
+        case .free, .swiotlbSlots:
+            Self.misuse(head, "freeing a page that is not allocated (double free?)")
+        }
+    }
+
+    @inline(never)
+    @usableFromInline
+    static func misuse(_ page: Page, _ what: String) -> Never {
+        fatalError("\(what): \(page)")
+    }
+
+    // MARK: Accounting
+
+    /// Pages that are not back with their owner: after every user of the guest
+    /// has released everything, this must be 0. It counts pages still held by an
+    /// allocator or pool, swiotlb slots still in use (in pages), and pages
+    /// outside swiotlb still shared (a conversion never undone). Spare chunks of
+    /// the decrypted allocator are released first: holding them is not a leak.
+    public func lostPages() -> Int {
+        decrypted.releaseSpareChunks(keeping: 0)
+        var held = 0
+        var sharedOutsideSWIOTLB = 0
+        for index in 0..<memory.pageCount {
+            let page = memory.page(at: index)
+            switch page.owner {
+            case .free, .swiotlbSlots: break
+            default: held += 1
+            }
+            if page.domain == .shared && !memory.swiotlbPages.contains(index) { sharedOutsideSWIOTLB += 1 }
+        }
+        let slotsPerPage = PageGeometry.size / SWIOTLB.slotSize
+        let swiotlbPages = (swiotlb.usedSlots + slotsPerPage - 1) / slotsPerPage
+        return held + swiotlbPages + sharedOutsideSWIOTLB
+    }
+}
+
+extension PagePool {
+    /// The pool a page belongs to (`page->pp`), or nil for a page that is not a
+    /// pool page.
+    @inlinable
+    public static func owning(_ page: Page) -> PagePool? {
+        let head = page.head
+        guard head.owner == .pagePool, let object = head.descriptor.pointee.ownerObject else { return nil }
+        return Unmanaged<PagePool>.fromOpaque(object).takeUnretainedValue()
+    }
+}

@@ -1,0 +1,128 @@
+import DMAPools
+import Synchronization
+
+/// `decrypted-pool`: socket pages from the generic pre-decrypted allocator
+/// (Mostafa Saleh's "CoCo allocators"): shared pages carved from chunks
+/// converted once, each carrying its DMA address. The driver uses that address
+/// as is: the pages are already device-visible, so nothing bounces. Freed pages
+/// go back to the allocator by their owner, as pool pages do by `pp_recycle`.
+public final class DecryptedPoolDesign: GuestDesign, @unchecked Sendable {
+    public override var name: String { "decrypted-pool" }
+    private let fallbacks = Atomic<Int>(0)
+
+    public override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
+        if let page = try? guest.decrypted.allocate(order: order) { return page }
+        fallbacks.wrappingAdd(1, ordering: .relaxed)
+        return try? guest.allocator.allocatePages(order: order)
+    }
+
+    public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+        let head = fragment.page.head
+        guard head.owner == .decryptedAllocator else { return try mapThroughDMAAPI(fragment, queue: queue) }
+        let address = head.dmaAddress + fragment.offset
+        guard queue.device.canAddress(address, size: fragment.length) else {
+            throw .addressNotReachable(device: queue.device.name, address: address, size: fragment.length)
+        }
+        return FragmentMapping(address: address, length: fragment.length, kind: .direct)
+    }
+
+    public override func reportFigures() -> [(String, String)] {
+        let s = guest.decrypted.statistics
+        return [
+            ("chunks converted", "\(s.chunksConverted)"),
+            ("fallbacks to general pages", "\(fallbacks.load(ordering: .relaxed))"),
+        ]
+    }
+}
+
+/// `inline-decrypt`: no special pages. `dma_map` converts the fragment's pages
+/// to shared in place (a modelled hypercall) and the completion converts them
+/// back, so nothing is copied but every mapping pays two conversions — the
+/// approach the review measured as slower than copying. A page shared by
+/// several in-flight fragments is converted once and converted back when the
+/// last of them completes.
+public final class InlineDecryptDesign: GuestDesign, @unchecked Sendable {
+    public override var name: String { "inline-decrypt" }
+    /// In-flight mappings per page of guest memory.
+    private let sharers: UnsafeMutablePointer<Atomic<Int32>>
+    private let pageCount: Int
+
+    public override init(guest: Guest, device: Device) {
+        pageCount = guest.memory.pageCount
+        sharers = .allocate(capacity: pageCount)
+        for i in 0..<pageCount { (sharers + i).initialize(to: Atomic(0)) }
+        super.init(guest: guest, device: device)
+    }
+
+    deinit {
+        sharers.deinitialize(count: pageCount)
+        sharers.deallocate()
+    }
+
+    /// The page indices a fragment touches.
+    private func pages(of fragment: Fragment) -> ClosedRange<Int> {
+        let first = guest.memory.index(of: fragment.page) + fragment.offset >> PageGeometry.shift
+        let last = guest.memory.index(of: fragment.page) + (fragment.offset + fragment.length - 1) >> PageGeometry.shift
+        return first...last
+    }
+
+    /// Converts `[start, end)` to `domain` in one call.
+    private func convert(_ start: Int, _ end: Int, to domain: MemoryDomain) throws(DMAError) {
+        guard end > start else { return }
+        do {
+            try guest.memory.convert(guest.memory.page(at: start), count: end - start, to: domain)
+        } catch {
+            throw .conversionFailed("\(error)")
+        }
+    }
+
+    public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+        let range = pages(of: fragment)
+        var runStart = -1
+        for index in range {
+            let first = sharers[index].wrappingAdd(1, ordering: .acquiringAndReleasing).oldValue == 0
+            if first && runStart < 0 { runStart = index }
+            if !first && runStart >= 0 {
+                do { try convert(runStart, index, to: .shared) } catch { undo(range, through: index); throw error }
+                runStart = -1
+            }
+        }
+        if runStart >= 0 {
+            do { try convert(runStart, range.upperBound + 1, to: .shared) } catch { undo(range, through: range.upperBound); throw error }
+        }
+        let physical = fragment.page.physicalAddress + fragment.offset
+        let address = guest.memory.unencryptedDMAAddress(of: physical)
+        return FragmentMapping(address: address, length: fragment.length, kind: .convertedInPlace)
+    }
+
+    /// Gives back the share counts taken for `range` up to `last` after a failed
+    /// conversion (pages converted earlier in the loop are converted back).
+    private func undo(_ range: ClosedRange<Int>, through last: Int) {
+        for index in range.lowerBound...last {
+            if sharers[index].wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0,
+               guest.memory.page(at: index).domain == .shared {
+                try? convert(index, index + 1, to: .private)
+            }
+        }
+    }
+
+    public override func unmap(_ mapping: FragmentMapping, fragment: Fragment, queue: TXQueue) throws(DMAError) {
+        let range = pages(of: fragment)
+        var runStart = -1
+        for index in range {
+            let last = sharers[index].wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0
+            if last && runStart < 0 { runStart = index }
+            if !last && runStart >= 0 { try convert(runStart, index, to: .private); runStart = -1 }
+        }
+        if runStart >= 0 { try convert(runStart, range.upperBound + 1, to: .private) }
+    }
+
+    public override func reportFigures() -> [(String, String)] {
+        let c = guest.memory.conversionStatistics
+        return [
+            ("conversion calls", "\(c.calls)"),
+            ("pages decrypted/encrypted", "\(c.pagesDecrypted)/\(c.pagesEncrypted)"),
+            ("conversion failures", "\(c.failures)"),
+        ]
+    }
+}

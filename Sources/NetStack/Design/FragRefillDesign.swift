@@ -1,0 +1,102 @@
+import DMAPools
+import Synchronization
+
+/// The socket's learned bounce device (`struct sk_swiotlb_info`).
+struct BounceDeviceCache {
+    var device: Device?
+    var serial: UInt32 = 0
+    var learnedAt: UInt64 = 0
+}
+
+/// One socket's `sk_swiotlb`, behind its own lock (the patch uses xchg/cmpxchg).
+final class SocketBounceState: Sendable {
+    let cache = Mutex(BounceDeviceCache())
+}
+
+/// `frag-refill`: the seed patch. A socket's page-frag refill takes naturally
+/// aligned runs straight from swiotlb (within `zerocopy_tx_percent`), so copy 1
+/// writes into bounce memory and `dma_map` returns the run's own address (no
+/// copy 2). The bounce device is learned per socket from the transmit path and
+/// invalidated by the device-removal serial; when the cap or the pool is
+/// reached the refill falls back to general pages. Freed pages find their way
+/// home through a hook in the page allocator's free path, checked on every free.
+public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
+    public override var name: String { "frag-refill" }
+    /// Rate limit for changing a socket's learned device (the patch: 1 s).
+    public static let relearnIntervalNanoseconds: UInt64 = 1_000_000_000
+
+    private let caches: [SocketBounceState]
+    private let zeroCopyRuns = Atomic<Int>(0)
+    private let fallbacks = Atomic<Int>(0)
+    private let invalidations = Atomic<Int>(0)
+    private let learned = Atomic<Int>(0)
+
+    /// - Precondition: `guest.freePath == .swiotlbHook`.
+    public init(guest: Guest, device: Device, flows: Int) {
+        precondition(guest.freePath == .swiotlbHook, "frag-refill needs the page allocator's free-path hook")
+        caches = (0..<flows).map { _ in SocketBounceState() }
+        super.init(guest: guest, device: device)
+    }
+
+    /// `alloc_any_pg`: a zero-copy swiotlb run when the socket knows its bounce
+    /// device and the cap allows; otherwise `alloc_pages`.
+    public override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
+        let swiotlb = guest.swiotlb
+        if swiotlb.zeroCopyPercent > 0 && !socket.zeroCopy {
+            let current = guest.devices.removalSerial
+            let device: Device? = caches[socket.flow].cache.withLock { cache in
+                guard let device = cache.device else { return nil }
+                if cache.serial != current {
+                    // A device went away since we learned ours: drop the cache
+                    // without touching the (possibly removed) device.
+                    cache.device = nil
+                    invalidations.wrappingAdd(1, ordering: .relaxed)
+                    return nil
+                }
+                return device
+            }
+            if let device {
+                if let page = try? swiotlb.allocateZeroCopyPages(order: order, device: device) {
+                    zeroCopyRuns.wrappingAdd(1, ordering: .relaxed)
+                    return page
+                }
+                fallbacks.wrappingAdd(1, ordering: .relaxed)
+            }
+        }
+        return try? guest.allocator.allocatePages(order: order)
+    }
+
+    /// `swiotlb_map` with `dma_learn_bounce_device`: the transmit path tells the
+    /// socket which device bounces for it.
+    public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+        let mapping = try mapThroughDMAAPI(fragment, queue: queue)
+        if !socket.zeroCopy { learn(queue.device, for: socket) }
+        return mapping
+    }
+
+    /// `sk_set_bounce_device`.
+    private func learn(_ device: Device, for socket: Socket) {
+        let serial = guest.devices.removalSerial
+        caches[socket.flow].cache.withLock { cache in
+            if cache.device === device && cache.serial == serial { return }
+            let now = monotonicNanoseconds()
+            if cache.device != nil && now < cache.learnedAt &+ Self.relearnIntervalNanoseconds { return }
+            cache.device = device
+            cache.serial = serial
+            cache.learnedAt = now
+            learned.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
+    public override func reportFigures() -> [(String, String)] {
+        let stats = guest.allocator.statistics
+        return [
+            ("zero-copy runs", "\(zeroCopyRuns.load(ordering: .relaxed))"),
+            ("fallbacks to general pages", "\(fallbacks.load(ordering: .relaxed))"),
+            ("devices learned", "\(learned.load(ordering: .relaxed))"),
+            ("cache invalidations", "\(invalidations.load(ordering: .relaxed))"),
+            ("free-path hook checks", "\(stats.hookChecks)"),
+            ("free-path hook interceptions", "\(stats.hookInterceptions)"),
+        ]
+    }
+}

@@ -1,0 +1,67 @@
+import DMAPools
+import Synchronization
+
+/// The common ground of the designs: a guest, the NIC's device, page references
+/// kept as the kernel keeps them for ordinary pages (`get_page`/`put_page`), and
+/// mapping through the DMA API (which bounces in a confidential VM).
+/// Designs override what they change.
+open class GuestDesign: TransmitDesign, @unchecked Sendable {
+    public let guest: Guest
+    public let device: Device
+    open var name: String { "base" }
+    open var marksFramesForRecycle: Bool { false }
+
+    public init(guest: Guest, device: Device) {
+        self.guest = guest
+        self.device = device
+    }
+
+    /// `alloc_pages` from the general allocator (private memory).
+    open func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
+        try? guest.allocator.allocatePages(order: order)
+    }
+
+    open func isSoleReference(_ page: Page) -> Bool { page.head.referenceCount == 1 }
+
+    open func retainFragment(_ page: Page) { page.head.retain() }
+
+    open func releaseSocketPage(_ page: Page) { guest.putPage(page) }
+
+    open func releaseFragment(_ page: Page, ppRecycle: Bool) { guest.putPage(page) }
+
+    /// `skb_frag_dma_map`: the DMA API decides (bounce, or the patch's zero-copy bypass).
+    open func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+        try mapThroughDMAAPI(fragment, queue: queue)
+    }
+
+    open func unmap(_ mapping: FragmentMapping, fragment: Fragment, queue: TXQueue) throws(DMAError) {
+        switch mapping.kind {
+        case .bounced:
+            try guest.dma.unmapPage(mapping.address, size: mapping.length, direction: .toDevice, device: queue.device)
+        case .direct, .convertedInPlace:
+            // A zero-copy swiotlb run: `dma_unmap_page` would do nothing; a pool
+            // or pre-decrypted page: the driver never mapped it.
+            break
+        }
+    }
+
+    public final func mapThroughDMAAPI(_ fragment: Fragment, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+        let address = try guest.dma.mapPage(fragment.page, offset: fragment.offset, size: fragment.length,
+                                            direction: .toDevice, device: queue.device)
+        let kind: FragmentMapping.Kind = fragment.page.head.owner == .swiotlbZeroCopy ? .direct : .bounced
+        return FragmentMapping(address: address, length: fragment.length, kind: kind)
+    }
+
+    open func queueStarted(_ queue: TXQueue) {}
+    open func senderStarted(_ sender: Int) {}
+    open func senderFinished(_ sender: Int) {}
+    open func shutdown() throws {}
+    open func reportFigures() -> [(String, String)] { [] }
+}
+
+/// `bounce`: today's kernel. Socket pages come from the general allocator
+/// (private); `dma_map` copies every fragment into a swiotlb slot in the TX
+/// softirq (copy 2), serialised per queue.
+public final class BounceDesign: GuestDesign, @unchecked Sendable {
+    public override var name: String { "bounce" }
+}
