@@ -120,12 +120,12 @@ enum ResultFormat {
 
     /// Two panels of bars: throughput, and bytes copied per payload byte.
     static func svg(_ results: [TransmitResult]) -> String {
-        let width = 760, panelHeight = 220, top = 60, left = 70, barGap = 18
+        let width = 760, panelHeight = 220, top = 60, left = 70, barGap = 18  // pixels
         let barWidth = max(30, (width - left - 40) / max(1, results.count) - barGap)
         let maxGbps = max(1, results.map(\.gbps).max() ?? 1)
-        let maxCopies = max(2.0, results.map(\.copiesPerByte).max() ?? 2)
+        let maxCopies = max(2.0, results.map(\.copiesPerByte).max() ?? 2) * 1.15
         let palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"]
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(top + 2 * panelHeight + 100)\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(top + 2 * panelHeight + 40)\" font-family=\"sans-serif\" font-size=\"12\">\n"
         s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         if let w = results.first?.workload {
             s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">TX designs in a confidential VM: \(w.senders) senders, \(w.queues) queue(s), \(w.flows) flows, \(w.messageBytes) B messages</text>\n"

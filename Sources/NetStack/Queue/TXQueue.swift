@@ -33,15 +33,23 @@ public struct TXQueueStatistics: Sendable, Hashable {
     }
 }
 
-/// A TX queue: a qdisc that senders enqueue clones into, and a transmit loop run
-/// by one thread (the TX softirq under `HARD_TX_LOCK`), so everything it does —
-/// including copy 2 in the bounce design — is serialised per queue.
+/// A TX queue: a qdisc that senders enqueue clones into, and a transmit
+/// routine that only one CPU runs at a time (the qdisc's running bit and
+/// `HARD_TX_LOCK`), so everything it does — including copy 2 in the bounce
+/// design — is serialised per queue.
 ///
-/// The loop takes up to `budget` frames, maps every fragment through the design,
-/// hands the descriptors to its NIC ring, then completes the batch (NAPI-like):
-/// unmaps, stamps the data as sent for the peer model, and frees the clones.
+/// As in `__dev_xmit_skb`, the sender that enqueues runs the qdisc itself when
+/// no other CPU is running it; otherwise it leaves its frame for the CPU that
+/// is. A run takes up to `budget` frames at a time, maps every fragment through
+/// the design, hands the descriptors to its NIC ring, then completes the batch
+/// (NAPI-like): unmaps, stamps the data as sent for the peer model, and frees
+/// the clones. After `quota` batches the runner lets go (the kernel defers to
+/// the TX softirq); senders that are waiting for acknowledgements pick up what
+/// is left, as ksoftirqd would.
 public final class TXQueue: @unchecked Sendable {
     public static let budget = 64
+    /// Batches one run may take before it lets go (`dev_tx_weight`-like).
+    public static let quota = 4
     /// Failed transmits before a frame is dropped for good.
     public static let maxRequeues = 8
 
@@ -52,11 +60,16 @@ public final class TXQueue: @unchecked Sendable {
     let cache: FrameCache
     private let sockets: [Socket]
     private let qdisc = Mutex(FrameRing(capacity: 1024))
-    private let parker = Parker()
-    private let stopping = Atomic<Bool>(false)
+    /// Frames in the qdisc, readable without its lock.
+    private let pending = Atomic<Int>(0)
+    /// The qdisc's running bit: whoever sets it is the only CPU transmitting.
+    private let running = Atomic<Bool>(false)
+    /// CPU time spent running this queue, by any thread (the "queue" role).
+    private let runCPU = Atomic<UInt64>(0)
     private let batch: UnsafeMutablePointer<Frame>
     private let mappings: UnsafeMutablePointer<FragmentMapping>
     private let mappingCounts: UnsafeMutablePointer<Int>
+    /// Written only by the CPU holding `running`; read after the run is over.
     public private(set) var statistics = TXQueueStatistics()
 
     init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket]) {
@@ -69,6 +82,7 @@ public final class TXQueue: @unchecked Sendable {
         batch = .allocate(capacity: Self.budget)
         mappings = .allocate(capacity: Self.budget * FrameData.maxFragments)
         mappingCounts = .allocate(capacity: Self.budget)
+        design.queueStarted(self)
     }
 
     deinit {
@@ -77,42 +91,59 @@ public final class TXQueue: @unchecked Sendable {
         mappingCounts.deallocate()
     }
 
-    /// `dev_queue_xmit` from a sender: enqueue a clone and raise the softirq.
+    /// CPU seconds spent transmitting and completing on this queue.
+    public var cpuNanoseconds: UInt64 { runCPU.load(ordering: .acquiring) }
+
+    /// Frames waiting in the qdisc.
+    public var backlog: Int { pending.load(ordering: .acquiring) }
+
+    /// `dev_queue_xmit` from a sender: enqueue a clone, then run the qdisc if no
+    /// other CPU is running it.
     func enqueue(_ clone: Frame) {
-        let wasEmpty = qdisc.withLock { ring in
-            let empty = ring.isEmpty
-            ring.append(clone)
-            return empty
-        }
-        if wasEmpty { parker.signal() }
+        qdisc.withLock { $0.append(clone) }
+        pending.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        runIfIdle()
     }
 
-    /// Asks the loop to finish once the qdisc is empty.
-    func stop() {
-        stopping.store(true, ordering: .releasing)
-        parker.signal()
+    /// `__qdisc_run` if the running bit is free: transmits up to `quota` batches.
+    /// Returns whether this call ran the queue.
+    @discardableResult
+    func runIfIdle() -> Bool {
+        var ran = false
+        // Re-check after letting go: a frame enqueued while we ran, whose sender
+        // found the bit taken, must not be stranded.
+        while pending.load(ordering: .sequentiallyConsistent) > 0 {
+            guard running.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged else {
+                return ran
+            }
+            ran = true
+            let start = threadCPUNanoseconds()
+            var batches = 0
+            while batches < Self.quota {
+                let taken = takeBatch()
+                if taken == 0 { break }
+                for i in 0..<taken { transmit(batch[i], slot: i) }
+                complete(taken)
+                batches += 1
+            }
+            runCPU.wrappingAdd(threadCPUNanoseconds() &- start, ordering: .relaxed)
+            running.store(false, ordering: .sequentiallyConsistent)
+            if batches == Self.quota { return ran }  // deferred: the next CPU to come by continues
+        }
+        return ran
     }
 
-    /// The transmit loop; returns when stopped and drained.
-    func run() {
-        design.queueStarted(self)
-        while true {
-            let taken = qdisc.withLock { ring -> Int in
-                var n = 0
-                while n < Self.budget, let frame = ring.removeFirst() {
-                    batch[n] = frame
-                    n += 1
-                }
-                return n
+    private func takeBatch() -> Int {
+        let taken = qdisc.withLock { ring -> Int in
+            var n = 0
+            while n < Self.budget, let frame = ring.removeFirst() {
+                batch[n] = frame
+                n += 1
             }
-            if taken == 0 {
-                if stopping.load(ordering: .acquiring) && qdisc.withLock({ $0.isEmpty }) { return }
-                parker.park(timeoutNanoseconds: 1_000_000)
-                continue
-            }
-            for i in 0..<taken { transmit(batch[i], slot: i) }
-            complete(taken)
+            return n
         }
+        if taken > 0 { pending.wrappingSubtract(taken, ordering: .sequentiallyConsistent) }
+        return taken
     }
 
     /// `ndo_start_xmit`: map every fragment and post the descriptors.
@@ -167,6 +198,7 @@ public final class TXQueue: @unchecked Sendable {
             let frame = batch[slot]
             if mappingCounts[slot] == -2 {
                 qdisc.withLock { $0.append(frame) }
+                pending.wrappingAdd(1, ordering: .sequentiallyConsistent)
                 continue
             }
             unmapAll(mappings + slot * FrameData.maxFragments, count: mappingCounts[slot], frame: frame)

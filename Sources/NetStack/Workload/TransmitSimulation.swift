@@ -55,9 +55,9 @@ public final class TransmitSimulation: @unchecked Sendable {
         let roundTrip = UInt64(workload.roundTripMicroseconds) * 1000
         let message = workload.messageBytes
 
-        let queueThreads = queues.map { queue in ModelThread.start(name: "txq\(queue.index)") { queue.run() } }
         let senderThreads = (0..<workload.senders).map { sender in
             let mine = sockets.filter { $0.sender == sender }
+            let myQueues = Array(Set(mine.map(\.queueIndex))).sorted().map { queues[$0] }
             return ModelThread.start(name: "sender\(sender)") { [cache, design, queues] in
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
@@ -74,13 +74,13 @@ public final class TransmitSimulation: @unchecked Sendable {
                         }
                     }
                     now = monotonicNanoseconds()
-                    if !progressed { Self.backOff(roundTrip: roundTrip) }
+                    if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues) }
                 }
                 // Drain: wait for every frame to be acknowledged.
                 while mine.contains(where: { $0.unacknowledgedFrames > 0 }) {
                     let now = monotonicNanoseconds()
                     for socket in mine { socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache) }
-                    Self.backOff(roundTrip: roundTrip)
+                    Self.wait(roundTrip: roundTrip, queues: myQueues)
                 }
                 for socket in mine { socket.releaseFragmentPage(design: design) }
                 design.senderFinished(sender)
@@ -92,15 +92,21 @@ public final class TransmitSimulation: @unchecked Sendable {
                 progress(min(1, Double(monotonicNanoseconds() - start) / Double(sendingNanoseconds)))
             }
         }
-        let senderCPU = senderThreads.reduce(UInt64(0)) { $0 + $1.join() }
+        let threadCPU = senderThreads.reduce(UInt64(0)) { $0 + $1.join() }
         let end = monotonicNanoseconds()
-        for queue in queues { queue.stop() }
-        let queueCPU = queueThreads.reduce(UInt64(0)) { $0 + $1.join() }
-        return try finish(seconds: Double(end - start) / 1e9, senderCPU: senderCPU, queueCPU: queueCPU)
+        for queue in queues { queue.runIfIdle() }
+        precondition(queues.allSatisfy { $0.backlog == 0 }, "frames left in a qdisc after every sender finished")
+        let queueCPU = queues.reduce(UInt64(0)) { $0 + $1.cpuNanoseconds }
+        return try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
+                          queueCPU: queueCPU)
     }
 
-    /// Waits a little when every socket is blocked on its send buffer.
-    private static func backOff(roundTrip: UInt64) {
+    /// What a sender does while all its sockets wait for acknowledgements: runs
+    /// queue work left behind (ksoftirqd), else waits a little.
+    private static func wait(roundTrip: UInt64, queues: [TXQueue]) {
+        var ran = false
+        for queue in queues where queue.runIfIdle() { ran = true }
+        if ran { return }
         if roundTrip >= 200_000 { sleep(nanoseconds: 50_000) } else { sched_yield() }
     }
 
