@@ -25,6 +25,39 @@ final class PoolFixture: @unchecked Sendable {
     }
 }
 
+/// A transmit pool over one of the real memory providers, on a small guest with
+/// a general allocator, swiotlb and the DMA API (conversions modelled as free).
+final class ProviderPoolFixture: @unchecked Sendable {
+    enum Kind { case system, swiotlb, decrypted }
+
+    let memory: GuestMemory
+    let provider: any PagePoolMemoryProvider
+    let pool: PagePool
+
+    init(_ kind: Kind, syncLength: Int = 0) {
+        memory = try! GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
+        let device = try! DeviceRegistry(forceBounce: true).add(name: "bench0")
+        switch kind {
+        case .system:
+            let swiotlb = try! SWIOTLB(memory: memory)
+            provider = SystemPageProvider(general: try! GeneralAllocator(memory: memory),
+                                          dma: DMAAPI(memory: memory, swiotlb: swiotlb), device: device)
+        case .swiotlb:
+            let swiotlb = try! SWIOTLB(memory: memory)
+            try! swiotlb.setZeroCopyPercent(90)
+            provider = SWIOTLBPageProvider(swiotlb: swiotlb, device: device)
+        case .decrypted:
+            provider = DecryptedPageProvider(allocator: try! DecryptedAllocator(general: try! GeneralAllocator(memory: memory)))
+        }
+        var flags: PagePoolFlags = [.dmaMap, .transmit]
+        if syncLength > 0 { flags.insert(.dmaSyncForDevice) }
+        pool = try! PagePool(.init(flags: flags, dmaDirection: .toDevice, maxLength: syncLength, device: device, name: "bench"),
+                             provider: provider)
+    }
+}
+
+nonisolated(unsafe) var providerFixture: ProviderPoolFixture?
+
 /// jemalloc's `mallocx` / `sdallocx`, loaded privately (RTLD_LOCAL) so it does
 /// not replace the process allocator, for the 32 KiB (order-3) comparison.
 struct Jemalloc {
@@ -82,9 +115,9 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // pool_slow_ns: alloc + release through the provider (bulk 64 from the
-    // provider on every 64th allocation, every page released).
-    Benchmark("pool_slow", configuration: .init(
+    // pool_slow_test_provider_ns: alloc + release through the test provider
+    // (bulk 64 from the provider on every 64th allocation, every page released).
+    Benchmark("pool_slow_test_provider", configuration: .init(
         scalingFactor: .kilo,
         setup: { fixture = PoolFixture() },
         teardown: { fixture?.pool.destroy(); fixture = nil }
@@ -93,6 +126,41 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             let page = try! pool.allocatePage()
             pool.releaseToProvider(page)
+        }
+    }
+
+    // pool_slow_ns (system pages), pool_slow_swiotlb_ns, pool_slow_decrypted_ns:
+    // the same loop through the real providers. System pages pay jemalloc, a
+    // bounce map with a 4 KiB copy, the unmap and the free for every page.
+    for (name, kind) in [("pool_slow", ProviderPoolFixture.Kind.system),
+                         ("pool_slow_swiotlb", .swiotlb), ("pool_slow_decrypted", .decrypted)] {
+        Benchmark(name, configuration: .init(
+            scalingFactor: .kilo,
+            setup: { providerFixture = ProviderPoolFixture(kind) },
+            teardown: { providerFixture?.pool.destroy(); providerFixture = nil }
+        )) { benchmark in
+            let pool = providerFixture!.pool
+            for _ in benchmark.scaledIterations {
+                let page = try! pool.allocatePage()
+                pool.releaseToProvider(page)
+            }
+        }
+    }
+
+    // pool_fast_sync_*: the fast path with PP_FLAG_DMA_SYNC_DEV syncing the whole
+    // 4 KiB page on every recycle: a 4 KiB bounce copy for system pages, nothing
+    // for swiotlb pages.
+    for (name, kind) in [("pool_fast_sync_system", ProviderPoolFixture.Kind.system), ("pool_fast_sync_swiotlb", .swiotlb)] {
+        Benchmark(name, configuration: .init(
+            scalingFactor: .kilo,
+            setup: { providerFixture = ProviderPoolFixture(kind, syncLength: 4096) },
+            teardown: { providerFixture?.pool.destroy(); providerFixture = nil }
+        )) { benchmark in
+            let pool = providerFixture!.pool
+            for _ in benchmark.scaledIterations {
+                let page = try! pool.allocatePage()
+                pool.recycleDirect(page)
+            }
         }
     }
 

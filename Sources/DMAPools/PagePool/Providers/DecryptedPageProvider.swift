@@ -62,6 +62,8 @@ public final class DecryptedPageProvider: PagePoolMemoryProvider {
         if let device = pool.device {
             let memory = allocator.memory
             let low = memory.page(at: memory.privatePages.lowerBound).physicalAddress
+            // The private range is not empty (the allocator carves from it): its
+            // last page and that page's last byte are inside guest memory.
             let high = memory.page(at: memory.privatePages.upperBound &- 1).physicalAddress + (PageGeometry.size &- 1)
             try _ProviderAttachChecks.reachable(
                 device, first: memory.unencryptedDMAAddress(of: low), last: memory.unencryptedDMAAddress(of: high),

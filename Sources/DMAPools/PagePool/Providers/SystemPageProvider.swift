@@ -75,6 +75,7 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     public var maximumMappedOrder: Int {
         let maxBytes = dma.swiotlb.maxMappingSize(for: device)
         var order = -1
+        // order < maxOrder (9) inside the loop: the increments cannot overflow.
         while order < PageGeometry.maxOrder && PageGeometry.bytes(order: order &+ 1) <= maxBytes { order &+= 1 }
         return order
     }
