@@ -101,10 +101,29 @@ public final class InlineDecryptDesign: GuestDesign, @unchecked Sendable {
         for index in range.lowerBound...last {
             if sharers[index].wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0,
                guest.memory.page(at: index).domain == .shared {
-                try? convert(index, index + 1, to: .private)
+                makePrivate(index, index + 1)
             }
         }
     }
+
+    /// Converts `[start, end)` back to private, retrying failed conversions: a
+    /// page must never go back to the general allocator while shared. Each
+    /// failure is counted by the memory's conversion statistics.
+    private func makePrivate(_ start: Int, _ end: Int) {
+        for attempt in 1...Self.conversionRetries {
+            do {
+                try convert(start, end, to: .private)
+                return
+            } catch {
+                if attempt == Self.conversionRetries {
+                    fatalError("inline-decrypt: pages \(start)..<\(end) could not be made private again after \(attempt) attempts: \(error)")
+                }
+            }
+        }
+    }
+
+    /// Attempts at converting pages back before the model gives up (a trap).
+    static let conversionRetries = 16
 
     public override func unmap(_ mapping: FragmentMapping, fragment: Fragment, queue: TXQueue) throws(DMAError) {
         let range = pages(of: fragment)
@@ -112,9 +131,9 @@ public final class InlineDecryptDesign: GuestDesign, @unchecked Sendable {
         for index in range {
             let last = sharers[index].wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0
             if last && runStart < 0 { runStart = index }
-            if !last && runStart >= 0 { try convert(runStart, index, to: .private); runStart = -1 }
+            if !last && runStart >= 0 { makePrivate(runStart, index); runStart = -1 }
         }
-        if runStart >= 0 { try convert(runStart, range.upperBound + 1, to: .private) }
+        if runStart >= 0 { makePrivate(runStart, range.upperBound + 1) }
     }
 
     public override func reportFigures() -> [(String, String)] {

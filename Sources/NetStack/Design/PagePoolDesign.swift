@@ -52,7 +52,9 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
     }
 
     public override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
-        if order == PageGeometry.socketFragOrder {
+        // A removed device's pools are being torn down (the driver's unregister
+        // path): sockets stop taking pages from them.
+        if order == PageGeometry.socketFragOrder && !device.isRemoved {
             if let page = try? pools[socket.sender].allocatePage() { return page }
             fallbacks.wrappingAdd(1, ordering: .relaxed)
         }

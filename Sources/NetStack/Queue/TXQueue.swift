@@ -16,6 +16,9 @@ public struct TXQueueStatistics: Sendable, Hashable {
     /// Frames given up after `TXQueue.maxRequeues` failed attempts: their data
     /// never reached the wire (a failure of the design under test).
     public var framesDropped = 0
+    /// Frames discarded because the queue's device was removed (expected after
+    /// a removal; their pages still come home).
+    public var framesDiscardedDeviceGone = 0
     public var unmapFailures = 0
     public var firstMapError: String?
     /// NAPI-style completion batches.
@@ -26,6 +29,7 @@ public struct TXQueueStatistics: Sendable, Hashable {
         s.frames += b.frames; s.fragments += b.fragments; s.bytesBounced += b.bytesBounced
         s.bytesDirect += b.bytesDirect; s.bytesConvertedInPlace += b.bytesConvertedInPlace
         s.mapFailures += b.mapFailures; s.requeues += b.requeues; s.framesDropped += b.framesDropped
+        s.framesDiscardedDeviceGone += b.framesDiscardedDeviceGone
         s.unmapFailures += b.unmapFailures
         s.firstMapError = a.firstMapError ?? b.firstMapError
         s.completionBatches += b.completionBatches
@@ -133,6 +137,18 @@ public final class TXQueue: @unchecked Sendable {
         return ran
     }
 
+    /// Takes the queue's running bit, waiting for a transmit in progress to
+    /// finish (`netif_tx_lock`). Pair with `unlockTransmit()`.
+    func lockTransmit() {
+        while !running.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
+            sched_yield()
+        }
+    }
+
+    func unlockTransmit() {
+        running.store(false, ordering: .sequentiallyConsistent)
+    }
+
     private func takeBatch() -> Int {
         let taken = qdisc.withLock { ring -> Int in
             var n = 0
@@ -149,6 +165,12 @@ public final class TXQueue: @unchecked Sendable {
     /// `ndo_start_xmit`: map every fragment and post the descriptors.
     private func transmit(_ frame: Frame, slot: Int) {
         mappingCounts[slot] = -1
+        if device.isRemoved {
+            // The carrier is gone: discard without touching the device.
+            statistics.framesDiscardedDeviceGone += 1
+            mappingCounts[slot] = 0
+            return
+        }
         let flow = cache.flow(of: frame)
         let socket = sockets[flow]
         var streamOffset = cache.streamOffset(of: frame)
@@ -219,3 +241,7 @@ public final class TXQueue: @unchecked Sendable {
         }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

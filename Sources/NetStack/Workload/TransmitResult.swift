@@ -46,8 +46,17 @@ public struct TransmitResult: Sendable {
     public var firstProblem: String?
     /// Design-specific figures (pool counters, fallbacks, hook checks...).
     public var designFigures: [(String, String)]
+    /// Frames discarded because the NIC was removed (fault runs only).
+    public var framesDiscardedDeviceGone: Int = 0
+    /// Operations attempted on the NIC's device after its removal (must be 0).
+    public var staleDeviceAccesses: Int = 0
+    /// The block device's mappings, when it ran (fault runs only).
+    public var blockDevice: BlockDeviceStatistics?
 
     /// Whether the run kept every promise: no DMA fault, nothing corrupt,
     /// nothing dropped, nothing lost.
-    public var passed: Bool { dmaFaults == 0 && corruptBytes == 0 && framesDropped == 0 && lostPages == 0 }
+    public var passed: Bool {
+        dmaFaults == 0 && corruptBytes == 0 && framesDropped == 0 && lostPages == 0 && staleDeviceAccesses == 0
+            && (blockDevice?.failures ?? 0) == 0
+    }
 }

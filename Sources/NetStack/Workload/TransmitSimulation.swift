@@ -1,6 +1,40 @@
 import DMAPools
 import Synchronization
 
+/// Faults injected into a run, on purpose. Removals fire from sender 0's
+/// thread once it has sent a given number of payload bytes, so they land at
+/// the same point of the traffic however loaded the machine is.
+public struct FaultPlan: Sendable, Hashable {
+    /// Remove the NIC's device once sender 0 has sent this many bytes.
+    public var removeNICAfterBytes: Int?
+    /// Remove another device (a block device) once sender 0 has sent this many
+    /// bytes: the removal serial moves, so cached devices must be re-validated.
+    public var removeOtherDeviceAfterBytes: Int?
+    /// A block-style device maps and unmaps its own buffers (64 KiB each, up
+    /// to 16 in flight) through swiotlb for the whole run, competing for slots.
+    public var blockDeviceTraffic: Bool
+
+    public init(removeNICAfterBytes: Int? = nil, removeOtherDeviceAfterBytes: Int? = nil, blockDeviceTraffic: Bool = false) {
+        self.removeNICAfterBytes = removeNICAfterBytes
+        self.removeOtherDeviceAfterBytes = removeOtherDeviceAfterBytes
+        self.blockDeviceTraffic = blockDeviceTraffic
+    }
+
+    public static let none = FaultPlan()
+}
+
+/// What the block device did during a run with `blockDeviceTraffic`.
+public struct BlockDeviceStatistics: Sendable, Hashable {
+    public var mappings = 0
+    public var failures = 0
+    public var firstFailure: String?
+}
+
+/// The block device thread's counters, shared with the main thread.
+final class BlockDeviceRecorder: Sendable {
+    let statistics = Mutex(BlockDeviceStatistics())
+}
+
 /// Runs one workload through one design on one guest, with real threads: the
 /// senders (copy 1 in process context), one thread per TX queue (map, NIC,
 /// completion), and the peer model acknowledging frames one round-trip after
@@ -46,19 +80,33 @@ public final class TransmitSimulation: @unchecked Sendable {
         }
     }
 
+    /// `netif_tx_disable` on every queue, then `device_del`: no transmit can be
+    /// halfway through a mapping when the device goes; later transmits discard
+    /// their frames, and the removal serial moves.
+    public func removeNIC() {
+        for queue in queues { queue.lockTransmit() }
+        device.remove()
+        for queue in queues.reversed() { queue.unlockTransmit() }
+    }
+
     /// Runs the workload. `progress` is called about twice a second with the
-    /// fraction of the sending time elapsed.
-    public func run(progress: (@Sendable (Double) -> Void)? = nil) throws -> TransmitResult {
+    /// fraction of the sending time elapsed; `faults` are injected on time.
+    public func run(progress: (@Sendable (Double) -> Void)? = nil, faults: FaultPlan = .none) throws -> TransmitResult {
         let start = monotonicNanoseconds()
         let sendingNanoseconds = UInt64(workload.durationSeconds * 1e9)
         let deadline = start + sendingNanoseconds
         let roundTrip = UInt64(workload.roundTripMicroseconds) * 1000
         let message = workload.messageBytes
 
+        let other = faults.removeOtherDeviceAfterBytes == nil ? nil : try guest.devices.add(name: "blk-removed")
         let senderThreads = (0..<workload.senders).map { sender in
             let mine = sockets.filter { $0.sender == sender }
+
             let myQueues = Array(Set(mine.map(\.queueIndex))).sorted().map { queues[$0] }
-            return ModelThread.start(name: "sender\(sender)") { [cache, design, queues] in
+            return ModelThread.start(name: "sender\(sender)") { [self, cache, design, queues] in
+                var removeNICAt = sender == 0 ? faults.removeNICAfterBytes : nil
+                var removeOtherAt = sender == 0 ? faults.removeOtherDeviceAfterBytes : nil
+                var sent = 0
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
                 while now < deadline {
@@ -67,12 +115,14 @@ public final class TransmitSimulation: @unchecked Sendable {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
                         if socket.canSend(message) {
                             let queue = queues[socket.queueIndex]
-                            _ = socket.send(message, design: design, cache: cache) { frame in
+                            sent += socket.send(message, design: design, cache: cache) { frame in
                                 queue.enqueue(cache.clone(frame))
                             }
                             progressed = true
                         }
                     }
+                    if let at = removeNICAt, sent >= at { removeNICAt = nil; self.removeNIC() }
+                    if let at = removeOtherAt, sent >= at { removeOtherAt = nil; other?.remove() }
                     now = monotonicNanoseconds()
                     if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues) }
                 }
@@ -86,19 +136,30 @@ public final class TransmitSimulation: @unchecked Sendable {
                 design.senderFinished(sender)
             }
         }
-        if let progress {
-            while monotonicNanoseconds() < deadline {
-                sleep(nanoseconds: 500_000_000)
-                progress(min(1, Double(monotonicNanoseconds() - start) / Double(sendingNanoseconds)))
+        let block = faults.blockDeviceTraffic ? try startBlockDevice(until: deadline) : nil
+        var nextProgress = start + 500_000_000
+        while monotonicNanoseconds() < deadline {
+            sleep(nanoseconds: 10_000_000)
+            let now = monotonicNanoseconds()
+            if let progress, now >= nextProgress {
+                progress(min(1, Double(now - start) / Double(sendingNanoseconds)))
+                nextProgress += 500_000_000
             }
+        }
+        var blockStatistics: BlockDeviceStatistics? = nil
+        if let (thread, recorder) = block {
+            thread.join()
+            blockStatistics = recorder.statistics.withLock { $0 }
         }
         let threadCPU = senderThreads.reduce(UInt64(0)) { $0 + $1.join() }
         let end = monotonicNanoseconds()
         for queue in queues { queue.runIfIdle() }
         precondition(queues.allSatisfy { $0.backlog == 0 }, "frames left in a qdisc after every sender finished")
         let queueCPU = queues.reduce(UInt64(0)) { $0 + $1.cpuNanoseconds }
-        return try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
-                          queueCPU: queueCPU)
+        var result = try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
+                                queueCPU: queueCPU)
+        result.blockDevice = blockStatistics
+        return result
     }
 
     /// What a sender does while all its sockets wait for acknowledgements: runs
@@ -108,6 +169,45 @@ public final class TransmitSimulation: @unchecked Sendable {
         for queue in queues where queue.runIfIdle() { ran = true }
         if ran { return }
         if roundTrip >= 200_000 { sleep(nanoseconds: 50_000) } else { sched_yield() }
+    }
+
+    /// A block device doing its own streaming mappings until `deadline`.
+    private func startBlockDevice(until deadline: UInt64) throws -> (ModelThread, BlockDeviceRecorder) {
+        let disk = try guest.devices.add(name: "blk0", dmaMaskBits: 64)
+        let buffer = try guest.allocator.allocatePages(order: 8)  // 1 MiB of private pages: 16 x 64 KiB requests
+        let recorder = BlockDeviceRecorder()
+        let guest = self.guest
+        let thread = ModelThread.start(name: "blk0") {
+            var inFlight: [(DMAAddress, Int)] = []
+            var request = 0
+            while monotonicNanoseconds() < deadline {
+                let offset = (request % 16) * 65536
+                request += 1
+                let direction: DMADirection = request % 2 == 0 ? .toDevice : .fromDevice
+                do {
+                    let address = try guest.dma.mapPage(buffer, offset: offset, size: 65536, direction: direction, device: disk)
+                    inFlight.append((address, direction.rawValue == DMADirection.toDevice.rawValue ? 1 : 2))
+                    recorder.statistics.withLock { $0.mappings += 1 }
+                } catch {
+                    recorder.statistics.withLock { s in
+                        s.failures += 1
+                        if s.firstFailure == nil { s.firstFailure = "\(error)" }
+                    }
+                }
+                if inFlight.count == 16 || monotonicNanoseconds() >= deadline {
+                    for (address, kind) in inFlight {
+                        try? guest.dma.unmapPage(address, size: 65536, direction: kind == 1 ? .toDevice : .fromDevice, device: disk)
+                    }
+                    inFlight.removeAll(keepingCapacity: true)
+                    sleep(nanoseconds: 100_000)  // a disk is slower than memory
+                }
+            }
+            for (address, kind) in inFlight {
+                try? guest.dma.unmapPage(address, size: 65536, direction: kind == 1 ? .toDevice : .fromDevice, device: disk)
+            }
+            guest.allocator.freePages(buffer)
+        }
+        return (thread, recorder)
     }
 
     private func finish(seconds: Double, senderCPU: UInt64, queueCPU: UInt64) throws -> TransmitResult {
@@ -136,7 +236,9 @@ public final class TransmitSimulation: @unchecked Sendable {
             lostPages: guest.lostPages(),
             refillFailures: socketStats.refillFailures,
             firstProblem: nicStats.firstProblem ?? queueStats.firstMapError,
-            designFigures: designFigures)
+            designFigures: designFigures,
+            framesDiscardedDeviceGone: queueStats.framesDiscardedDeviceGone,
+            staleDeviceAccesses: device.staleAccessCount)
     }
 }
 
