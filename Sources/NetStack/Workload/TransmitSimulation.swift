@@ -107,9 +107,13 @@ public final class TransmitSimulation: @unchecked Sendable {
                 var removeNICAt = sender == 0 ? faults.removeNICAfterBytes : nil
                 var removeOtherAt = sender == 0 ? faults.removeOtherDeviceAfterBytes : nil
                 var sent = 0
+                // Sender 0 keeps going past the deadline until its faults have
+                // fired, then sends a few more messages, so traffic always follows
+                // a fault however slow the machine is.
+                var messagesAfterFault = 0
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
-                while now < deadline {
+                while now < deadline || removeNICAt != nil || removeOtherAt != nil || messagesAfterFault > 0 {
                     var progressed = false
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
@@ -118,11 +122,20 @@ public final class TransmitSimulation: @unchecked Sendable {
                             sent += socket.send(message, design: design, cache: cache) { frame in
                                 queue.enqueue(cache.clone(frame))
                             }
+                            if messagesAfterFault > 0 { messagesAfterFault -= 1 }
                             progressed = true
                         }
                     }
-                    if let at = removeNICAt, sent >= at { removeNICAt = nil; self.removeNIC() }
-                    if let at = removeOtherAt, sent >= at { removeOtherAt = nil; other?.remove() }
+                    if let at = removeNICAt, sent >= at {
+                        removeNICAt = nil
+                        self.removeNIC()
+                        messagesAfterFault = Self.messagesAfterFault
+                    }
+                    if let at = removeOtherAt, sent >= at {
+                        removeOtherAt = nil
+                        other?.remove()
+                        messagesAfterFault = Self.messagesAfterFault
+                    }
                     now = monotonicNanoseconds()
                     if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues) }
                 }
@@ -161,6 +174,9 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.blockDevice = blockStatistics
         return result
     }
+
+    /// Messages sender 0 still sends after injecting a fault.
+    static let messagesAfterFault = 16
 
     /// What a sender does while all its sockets wait for acknowledgements: runs
     /// queue work left behind (ksoftirqd), else waits a little.
