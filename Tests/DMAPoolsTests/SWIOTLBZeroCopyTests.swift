@@ -90,15 +90,20 @@ import Testing
         weak var weakDevice: Device?
         var page: Page?
         do {
-            let device = try f.registry.add(name: "eth1")
+            // A registry of its own, dropped at the end of this scope: afterwards
+            // only the zero-copy run can keep the device alive.
+            let registry = DeviceRegistry()
+            let device = try registry.add(name: "eth1")
             weakDevice = device
             page = try f.swiotlb.allocateZeroCopyPages(order: 2, device: device)
         }
-        #expect(weakDevice != nil)    // the registry and the run hold it
+        #expect(weakDevice != nil, "the run holds a reference to its device (get_device)")
         let run = try #require(page)
+        #expect(f.swiotlb.zeroCopyDevice(of: run) === weakDevice)
         run.setReferenceCount(0)
         f.swiotlb.freeZeroCopyPages(run)
         #expect(f.swiotlb.zeroCopyDevice(of: run) == nil)
+        #expect(weakDevice == nil, "freeing the run drops its device reference")
     }
 
     @Test func noFreeAlignedRunFailsZeroCopyAndCountsIt() throws {

@@ -23,17 +23,19 @@ public final class Device: Sendable, CustomStringConvertible {
 
     private let removed = Atomic<Bool>(false)
     private let staleAccesses = Atomic<Int>(0)
-    private let registry: DeviceRegistry
+    /// The registry's removal serial (shared without a reference back to the
+    /// registry, which holds its devices: no cycle).
+    private let removalSerial: RemovalSerial
 
     init(id: Int, name: String, dmaMask: UInt64, isCoherent: Bool, mustBounce: Bool,
-         minAlignMask: UInt64, registry: DeviceRegistry) {
+         minAlignMask: UInt64, removalSerial: RemovalSerial) {
         self.id = id
         self.name = name
         self.dmaMask = dmaMask
         self.isCoherent = isCoherent
         self.mustBounce = mustBounce
         self.minAlignMask = minAlignMask
-        self.registry = registry
+        self.removalSerial = removalSerial
     }
 
     /// Whether the device has been removed.
@@ -72,7 +74,7 @@ public final class Device: Sendable, CustomStringConvertible {
     /// registry's removal serial moves so cached references can be invalidated.
     public func remove() {
         if !removed.exchange(true, ordering: .acquiringAndReleasing) {
-            registry.noteRemoval()
+            removalSerial.value.wrappingAdd(1, ordering: .releasing)
         }
     }
 
@@ -81,10 +83,15 @@ public final class Device: Sendable, CustomStringConvertible {
     }
 }
 
+/// The global device-removal serial the seed patch adds (`global_device_serial`).
+final class RemovalSerial: Sendable {
+    let value = Atomic<UInt32>(0)
+}
+
 /// The set of devices in a guest, with the global device-removal serial the seed
 /// patch adds (`global_device_serial`).
 public final class DeviceRegistry: Sendable {
-    private let serial = Atomic<UInt32>(0)
+    private let serial = RemovalSerial()
     private let devices = Mutex<[Device]>([])
     /// Whether the guest forces bouncing (a confidential VM does).
     public let forceBounce: Bool
@@ -100,9 +107,7 @@ public final class DeviceRegistry: Sendable {
     public var removalSerial: UInt32 { _removalSerial }
 
     @usableFromInline
-    var _removalSerial: UInt32 { serial.load(ordering: .acquiring) }
-
-    func noteRemoval() { serial.wrappingAdd(1, ordering: .releasing) }
+    var _removalSerial: UInt32 { serial.value.load(ordering: .acquiring) }
 
     /// Adds a device.
     /// - Parameters:
@@ -120,7 +125,7 @@ public final class DeviceRegistry: Sendable {
         let mask = dmaMaskBits == 64 ? UInt64.max : (UInt64(1) << dmaMaskBits) - 1
         return devices.withLock { list in
             let device = Device(id: list.count, name: name, dmaMask: mask, isCoherent: isCoherent,
-                                mustBounce: forceBounce, minAlignMask: minAlignMask, registry: self)
+                                mustBounce: forceBounce, minAlignMask: minAlignMask, removalSerial: serial)
             list.append(device)
             return device
         }
