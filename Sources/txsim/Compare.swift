@@ -1,25 +1,26 @@
 import ArgumentParser
 import DMAPools
 import NetStack
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Runs designs one after another on the same workload, each on a fresh guest.
-func runDesigns(_ kinds: [DesignKind], workload: Workload, guest: GuestOptions, output: OutputOptions) throws -> [TransmitResult] {
-    var results: [TransmitResult] = []
-    for kind in kinds {
-        if !output.quiet {
-            printError("txsim: \(kind.rawValue): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 1)) s")
+/// Runs designs on the same workload, interleaved in rounds, each on a fresh guest.
+func runDesigns(_ kinds: [DesignKind], workload: Workload, rounds: Int, guest: GuestOptions,
+                output: OutputOptions) throws -> [TransmitResult] {
+    if !output.quiet {
+        printError("txsim: \(kinds.map(\.rawValue).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 1)) s each in \(rounds) interleaved round(s)")
+    }
+    let total = kinds.count * rounds
+    let counter = Mutex(0)
+    let quiet = output.quiet
+    let results = try Experiment.compare(kinds, workload: workload, rounds: rounds, configuration: guest.configuration) { kind, round in
+        let done = counter.withLock { n -> Int in n += 1; return n }
+        if !quiet && (total > 1) {
+            printError("txsim:   [\(done)/\(total)] round \(round + 1): \(kind.rawValue)")
         }
-        let name = kind.rawValue
-        var progress: (@Sendable (Double) -> Void)? = nil
-        if !output.quiet && workload.durationSeconds >= 2 {
-            progress = { fraction in printError("txsim:   \(name) \(Int(fraction * 100))%") }
-        }
-        let result = try Experiment.run(kind, workload: workload, configuration: guest.configuration, progress: progress)
-        results.append(result)
     }
     emit(results, output: output)
     return results
@@ -73,10 +74,19 @@ struct Compare: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @Option(help: "Comma-separated designs (default: all).")
     var designs: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: "Interleaved rounds: each design runs duration/rounds seconds per round; Gbps is the median round.")
+    var rounds: Int = 4
+
+    func validate() throws {
+        guard (1...100).contains(rounds) else { throw ValidationError("--rounds \(rounds) must be in 1...100") }
+        for name in designs.split(separator: ",") {
+            do { _ = try DesignKind.named(String(name)) } catch { throw ValidationError(error.description) }
+        }
+    }
 
     func run() throws {
         let kinds = try designs.split(separator: ",").map { name throws(DesignError) in try DesignKind.named(String(name)) }
-        let results = try runDesigns(kinds, workload: workload.workload, guest: guest, output: output)
+        let results = try runDesigns(kinds, workload: workload.workload, rounds: rounds, guest: guest, output: output)
         if results.contains(where: { !$0.passed }) { throw ExitCode(2) }
     }
 }
@@ -95,7 +105,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let results = try runDesigns([try DesignKind.named(design)], workload: workload.workload, guest: guest, output: output)
+        let results = try runDesigns([try DesignKind.named(design)], workload: workload.workload, rounds: 1, guest: guest, output: output)
         if results.contains(where: { !$0.passed }) { throw ExitCode(2) }
     }
 }

@@ -34,10 +34,13 @@ enum ResultFormat {
         }
     }
 
-    /// The stable report columns. The first seven keys are the contract for checks.
+    /// The stable report columns. design, gbps, copies_per_byte, zero_copy_fraction,
+    /// dma_faults, verified_bytes and lost_pages are the contract for checks.
     static let rows: [Row] = [
         Row(label: "design", key: "design") { .string($0.design) },
         Row(label: "Gbps (payload)", key: "gbps") { .double($0.gbps, digits: 2) },
+        Row(label: "Gbps slowest round", key: "gbps_min") { .double($0.gbpsRange.lowerBound, digits: 2) },
+        Row(label: "Gbps fastest round", key: "gbps_max") { .double($0.gbpsRange.upperBound, digits: 2) },
         Row(label: "bytes copied per payload byte", key: "copies_per_byte") { .double($0.copiesPerByte, digits: 3) },
         Row(label: "zero-copy fraction", key: "zero_copy_fraction") { .double($0.zeroCopyFraction, digits: 3) },
         Row(label: "DMA faults", key: "dma_faults") { .int($0.dmaFaults) },
@@ -67,7 +70,8 @@ enum ResultFormat {
         guard let first = results.first else { return "(no results)" }
         let w = first.workload
         var lines: [String] = []
-        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(fixed(w.durationSeconds, 1)) s per design\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbps" } ?? "")")
+        let rounds = first.roundGbps.count
+        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(fixed(w.durationSeconds, 1)) s per design\(rounds > 1 ? " in \(rounds) interleaved rounds (Gbps: median round)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbps" } ?? "")")
         let labelWidth = 32
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
         for row in rows {

@@ -194,3 +194,32 @@ final class PrivateDMADesign: GuestDesign, @unchecked Sendable {
         #expect(throws: DesignError.self) { try DesignKind.named("page_pool") }
     }
 }
+
+@Suite struct CompareTests {
+    @Test func interleavedRoundsAddUpAndKeepEachRoundsThroughput() throws {
+        let w = Small.workload(seconds: 0.4)
+        let results = try Experiment.compare([.bounce, .pagePool], workload: w, rounds: 2, configuration: Small.configuration)
+        #expect(results.map(\.design) == ["bounce", "page-pool"])
+        for r in results {
+            #expect(r.roundGbps.count == 2)
+            #expect(r.gbpsRange.lowerBound <= r.gbps && r.gbps <= r.gbpsRange.upperBound)
+            #expect(r.workload.durationSeconds == 0.4, "the report shows the whole duration, not a round's")
+            #expect(r.verifiedBytes == r.payloadBytes && r.payloadBytes > 0)
+            #expect(r.passed)
+        }
+        #expect(results[0].copiesPerByte == 2)
+        #expect(results[1].copiesPerByte == 1)
+    }
+
+    @Test func aggregateSumsCountersAndTakesPeaks() throws {
+        let one = try Experiment.run(.bounce, workload: Small.workload(seconds: 0.1), configuration: Small.configuration)
+        var two = one
+        two.swiotlbPeakSlots = one.swiotlbPeakSlots + 5
+        two.payloadBytes = 3
+        let total = TransmitResult.aggregate([one, two])
+        #expect(total.payloadBytes == one.payloadBytes + 3)
+        #expect(total.swiotlbPeakSlots == one.swiotlbPeakSlots + 5)
+        #expect(total.bytesCopiedBySender == 2 * one.bytesCopiedBySender)
+        #expect(total.roundGbps.count == 2)
+    }
+}

@@ -72,6 +72,28 @@ public enum Experiment {
         return (guest, device, design)
     }
 
+    /// Runs every design in `kinds` on the same workload, interleaved: `rounds`
+    /// rounds, each running every design for `workload.durationSeconds / rounds`
+    /// on a fresh guest, so a burst of load on a shared machine falls on all
+    /// designs alike. Returns one aggregate per design, in `kinds` order.
+    public static func compare(_ kinds: [DesignKind], workload: Workload, rounds: Int = 1,
+                               configuration: ExperimentConfiguration = .init(),
+                               progress: (@Sendable (_ design: DesignKind, _ round: Int) -> Void)? = nil) throws -> [TransmitResult] {
+        precondition(rounds >= 1, "rounds must be at least 1")
+        var slice = workload
+        slice.durationSeconds = workload.durationSeconds / Double(rounds)
+        var perDesign = [[TransmitResult]](repeating: [], count: kinds.count)
+        for round in 0..<rounds {
+            for (i, kind) in kinds.enumerated() {
+                progress?(kind, round)
+                var result = try run(kind, workload: slice, configuration: configuration)
+                result.workload = workload
+                perDesign[i].append(result)
+            }
+        }
+        return perDesign.map(TransmitResult.aggregate)
+    }
+
     /// Runs `workload` through `kind` on a fresh guest.
     public static func run(_ kind: DesignKind, workload: Workload, configuration: ExperimentConfiguration = .init(),
                            progress: (@Sendable (Double) -> Void)? = nil) throws -> TransmitResult {

@@ -8,7 +8,22 @@ public struct TransmitResult: Sendable {
     public var seconds: Double
     /// Payload bytes the NIC consumed.
     public var payloadBytes: Int
-    public var gbps: Double { seconds > 0 ? Double(payloadBytes) * 8 / seconds / 1e9 : 0 }
+    /// Throughput of each round, when the result aggregates interleaved rounds.
+    public var roundGbps: [Double] = []
+    /// Payload Gbps: the median round when there were rounds, else bytes over time.
+    public var gbps: Double {
+        if !roundGbps.isEmpty {
+            let sorted = roundGbps.sorted()
+            let mid = sorted.count / 2
+            return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+        }
+        return seconds > 0 ? Double(payloadBytes) * 8 / seconds / 1e9 : 0
+    }
+    /// The slowest and fastest round (equal to `gbps` for a single run).
+    public var gbpsRange: ClosedRange<Double> {
+        guard let low = roundGbps.min(), let high = roundGbps.max() else { return gbps...gbps }
+        return low...high
+    }
     /// Bytes copied by the CPU, by site (each counted where the copy happens).
     public var bytesCopiedBySender: Int      // copy 1: user -> socket page
     public var bytesCopiedByDMALayer: Int    // copy 2: swiotlb bounces (map and sync)
@@ -52,6 +67,46 @@ public struct TransmitResult: Sendable {
     public var staleDeviceAccesses: Int = 0
     /// The block device's mappings, when it ran (fault runs only).
     public var blockDevice: BlockDeviceStatistics?
+
+    /// Adds up rounds of one design: counters are summed, peaks are maxima, and
+    /// each round's throughput is kept so the median and the spread can be shown.
+    public static func aggregate(_ rounds: [TransmitResult]) -> TransmitResult {
+        precondition(!rounds.isEmpty, "aggregate of no rounds")
+        var total = rounds[0]
+        total.roundGbps = rounds.map(\.gbps)
+        for r in rounds.dropFirst() {
+            total.seconds += r.seconds
+            total.payloadBytes += r.payloadBytes
+            total.bytesCopiedBySender += r.bytesCopiedBySender
+            total.bytesCopiedByDMALayer += r.bytesCopiedByDMALayer
+            total.bytesMappedDirect += r.bytesMappedDirect
+            total.bytesMappedBounced += r.bytesMappedBounced
+            total.bytesConvertedInPlace += r.bytesConvertedInPlace
+            total.senderCPUSeconds += r.senderCPUSeconds
+            total.queueCPUSeconds += r.queueCPUSeconds
+            total.swiotlbPeakSlots = max(total.swiotlbPeakSlots, r.swiotlbPeakSlots)
+            total.conversionCalls += r.conversionCalls
+            total.conversionModelledSeconds += r.conversionModelledSeconds
+            total.dmaFaults += r.dmaFaults
+            total.verifiedBytes += r.verifiedBytes
+            total.corruptBytes += r.corruptBytes
+            total.framesDropped += r.framesDropped
+            total.requeues += r.requeues
+            total.lostPages += r.lostPages
+            total.refillFailures += r.refillFailures
+            total.framesDiscardedDeviceGone += r.framesDiscardedDeviceGone
+            total.staleDeviceAccesses += r.staleDeviceAccesses
+            total.firstProblem = total.firstProblem ?? r.firstProblem
+            // Design figures are counters too where they are integers.
+            total.designFigures = zip(total.designFigures, r.designFigures).map { a, b in
+                guard a.0 == b.0 else { return a }
+                let left = a.1.split(separator: "/"), right = b.1.split(separator: "/")
+                let summed = zip(left, right).compactMap { x, y in Int(x).flatMap { i in Int(y).map { String(i + $0) } } }
+                return summed.count == left.count && left.count == right.count ? (a.0, summed.joined(separator: "/")) : a
+            }
+        }
+        return total
+    }
 
     /// Whether the run kept every promise: no DMA fault, nothing corrupt,
     /// nothing dropped, nothing lost.
