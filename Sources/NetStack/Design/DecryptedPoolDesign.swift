@@ -17,13 +17,8 @@ public final class DecryptedPoolDesign: GuestDesign, @unchecked Sendable {
     }
 
     public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
-        let head = fragment.page.head
-        guard head.owner == .decryptedAllocator else { return try mapThroughDMAAPI(fragment, queue: queue) }
-        let address = head.dmaAddress + fragment.offset
-        guard queue.device.canAddress(address, size: fragment.length) else {
-            throw .addressNotReachable(device: queue.device.name, address: address, size: fragment.length)
-        }
-        return FragmentMapping(address: address, length: fragment.length, kind: .direct)
+        guard fragment.page.head.owner == .decryptedAllocator else { return try mapThroughDMAAPI(fragment, queue: queue) }
+        return try mapByStoredAddress(fragment, queue: queue)
     }
 
     public override func reportFigures() -> [(String, String)] {

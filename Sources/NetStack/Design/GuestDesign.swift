@@ -52,6 +52,16 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
         return FragmentMapping(address: address, length: fragment.length, kind: kind)
     }
 
+    /// Maps a fragment of a page that carries its own DMA address (a pool or
+    /// pre-decrypted page: `page_pool_get_dma_addr`), without the DMA API.
+    public final func mapByStoredAddress(_ fragment: Fragment, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+        let address = fragment.page.head.dmaAddress + fragment.offset
+        guard queue.device.canAddress(address, size: fragment.length) else {
+            throw .addressNotReachable(device: queue.device.name, address: address, size: fragment.length)
+        }
+        return FragmentMapping(address: address, length: fragment.length, kind: .direct)
+    }
+
     open func queueStarted(_ queue: TXQueue) {}
     open func senderStarted(_ sender: Int) {}
     open func senderFinished(_ sender: Int) {}

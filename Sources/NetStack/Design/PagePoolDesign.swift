@@ -82,13 +82,8 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
     /// Pool pages carry their DMA address (`page_pool_get_dma_addr`): the driver
     /// uses it as is. Fallback pages go through the DMA API and bounce.
     public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
-        let head = fragment.page.head
-        guard head.owner == .pagePool else { return try mapThroughDMAAPI(fragment, queue: queue) }
-        let address = head.dmaAddress + fragment.offset
-        guard queue.device.canAddress(address, size: fragment.length) else {
-            throw .addressNotReachable(device: queue.device.name, address: address, size: fragment.length)
-        }
-        return FragmentMapping(address: address, length: fragment.length, kind: .direct)
+        guard fragment.page.head.owner == .pagePool else { return try mapThroughDMAAPI(fragment, queue: queue) }
+        return try mapByStoredAddress(fragment, queue: queue)
     }
 
     public override func shutdown() throws {

@@ -83,24 +83,13 @@ public final class DecryptedPageProvider: PagePoolMemoryProvider {
     /// `providerFailed`; thrown only when no page was filled.
     public func allocatePages(for pool: PagePool, order: Int,
                               into pages: UnsafeMutableBufferPointer<Page>) throws(PagePoolError) -> Int {
-        accounting.count(.allocateCalls)
-        var filled = 0
-        var failure: PagePoolError? = nil
-        while filled < pages.count {
-            do {
-                pages[filled] = try allocator.allocate(order: order)
+        try accounting.fill(pages) { () throws(PagePoolError) -> Page in
+            do throws(AllocatorError) {
+                return try allocator.allocate(order: order)
             } catch {
-                failure = .from(error, provider: name, order: order)
-                break
+                throw .from(error, provider: name, order: order)
             }
-            filled &+= 1                                    // <= pages.count
         }
-        if filled > 0 { accounting.count(.pagesAllocated, filled) }
-        if let failure {
-            accounting.noteAllocationFailure(failure.description)
-            if filled == 0 { throw failure }
-        }
-        return filled
     }
 
     /// Drops the pool's reference; the last one frees the run to the allocator.

@@ -106,6 +106,31 @@ final class _ProviderAccounting: Sendable {
 
     /// Records an allocation failure (slow path only).
     @inline(never)
+    /// The providers' bulk contract (`mp_ops->alloc_netmems`): fills `pages`
+    /// with `take()` until it fails, counts what was filled, and throws the
+    /// failure only when nothing was.
+    func fill(_ pages: UnsafeMutableBufferPointer<Page>,
+              _ take: () throws(PagePoolError) -> Page) throws(PagePoolError) -> Int {
+        count(.allocateCalls)
+        var filled = 0
+        var failure: PagePoolError? = nil
+        while filled < pages.count {
+            do {
+                pages[filled] = try take()
+            } catch {
+                failure = error
+                break
+            }
+            filled &+= 1                                    // <= pages.count
+        }
+        if filled > 0 { count(.pagesAllocated, filled) }
+        if let failure {
+            noteAllocationFailure(failure.description)
+            if filled == 0 { throw failure }
+        }
+        return filled
+    }
+
     func noteAllocationFailure(_ text: String) {
         count(.allocationFailures)
         lastFailureText.withLock { $0 = text }

@@ -95,24 +95,13 @@ public final class SWIOTLBPageProvider: PagePoolMemoryProvider {
     /// when no page was filled.
     public func allocatePages(for pool: PagePool, order: Int,
                               into pages: UnsafeMutableBufferPointer<Page>) throws(PagePoolError) -> Int {
-        accounting.count(.allocateCalls)
-        var filled = 0
-        var failure: PagePoolError? = nil
-        while filled < pages.count {
-            do {
-                pages[filled] = try swiotlb.allocateZeroCopyPages(order: order, device: device)
+        try accounting.fill(pages) { () throws(PagePoolError) -> Page in
+            do throws(DMAError) {
+                return try swiotlb.allocateZeroCopyPages(order: order, device: device)
             } catch {
-                failure = .from(error, provider: name, order: order)
-                break
+                throw .from(error, provider: name, order: order)
             }
-            filled &+= 1                                    // <= pages.count
         }
-        if filled > 0 { accounting.count(.pagesAllocated, filled) }
-        if let failure {
-            accounting.noteAllocationFailure(failure.description)
-            if filled == 0 { throw failure }
-        }
-        return filled
     }
 
     /// Drops the pool's reference; the last one returns the run to the slots.

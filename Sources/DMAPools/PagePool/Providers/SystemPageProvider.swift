@@ -128,43 +128,30 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     /// `providerFailed`; thrown only when no page was filled.
     public func allocatePages(for pool: PagePool, order: Int,
                               into pages: UnsafeMutableBufferPointer<Page>) throws(PagePoolError) -> Int {
-        accounting.count(.allocateCalls)
         let maps = pool.mapsDMA
         let direction = pool.dmaDirection
         let bytes = PageGeometry.bytes(order: order)
-        var filled = 0
-        var failure: PagePoolError? = nil
-        while filled < pages.count {
+        let filled = try accounting.fill(pages) { () throws(PagePoolError) -> Page in
             let page: Page
-            do {
+            do throws(AllocatorError) {
                 page = try general.allocatePages(order: order)
             } catch {
-                failure = .from(error, provider: name, order: order)
-                break
+                throw .from(error, provider: name, order: order)
             }
-            if maps {
-                do {
-                    page.dmaAddress = try dma.mapPage(page, offset: 0, size: bytes, direction: direction, device: device)
-                } catch {
-                    general.freePages(page)
-                    failure = .from(error, provider: name, order: order)
-                    break
-                }
-            } else {
+            guard maps else {
                 page.dmaAddress = .mappingError
+                return page
             }
-            pages[filled] = page
-            filled &+= 1                                    // <= pages.count
+            do throws(DMAError) {
+                page.dmaAddress = try dma.mapPage(page, offset: 0, size: bytes, direction: direction, device: device)
+            } catch {
+                general.freePages(page)
+                throw .from(error, provider: name, order: order)
+            }
+            return page
         }
-        if filled > 0 {
-            accounting.count(.pagesAllocated, filled)
-            // dma_map bounces for every direction; at most 64 pages of <= 2 MiB.
-            if maps { accounting.count(.bytesCopiedAtMap, filled &* bytes) }
-        }
-        if let failure {
-            accounting.noteAllocationFailure(failure.description)
-            if filled == 0 { throw failure }
-        }
+        // dma_map bounces for every direction; at most 64 pages of <= 2 MiB.
+        if maps { accounting.count(.bytesCopiedAtMap, filled &* bytes) }
         return filled
     }
 
