@@ -72,6 +72,10 @@ enum ResultFormat {
         var lines: [String] = []
         let rounds = first.roundGbps.count
         lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(fixed(w.durationSeconds, 1)) s per design\(rounds > 1 ? " in \(rounds) interleaved rounds (Gbps: median round)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbps" } ?? "")")
+        if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
+           !guest.isEmpty {
+            lines.append("Guest: " + guest + "; every design on a fresh guest")
+        }
         let labelWidth = 32
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
         for row in rows {

@@ -4,6 +4,8 @@ import DMAPools
 public struct TransmitResult: Sendable {
     public var design: String
     public var workload: Workload
+    /// The guest the design ran on (memory, swiotlb, cap, hypercall model).
+    public var guestDescription: String = ""
     /// Wall-clock seconds from the first send to the last acknowledgement.
     public var seconds: Double
     /// Payload bytes the NIC consumed.
