@@ -172,7 +172,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         var result = try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
                                 queueCPU: queueCPU)
         let c = guest.memory.configuration
-        result.guestDescription = "guest \(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, zerocopy_tx_percent \(guest.swiotlb.zeroCopyPercent), hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, \(c.hypercall.charge.rawValue))"
+        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, zerocopy_tx_percent \(guest.swiotlb.zeroCopyPercent), hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, \(c.hypercall.charge.rawValue))"
         result.blockDevice = blockStatistics
         return result
     }
