@@ -25,10 +25,12 @@ let package = Package(
             pkgConfig: "jemalloc",
             providers: [.apt(["libjemalloc-dev"])]
         ),
+        .systemLibrary(name: "CSanitizer"),
         .target(
             name: "DMAPools",
             dependencies: [
                 "CJemalloc",
+                "CSanitizer",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: invariantSettings

@@ -160,7 +160,7 @@ func smallGuest(megabytes: Int = 64, swiotlbMegabytes: Int = 4,
 
     @Test func freeHookRunsFirstAndIsCounted() throws {
         let memory = try smallGuest()
-        let taken = Mutex<[Page]>([])
+        let taken = Lock<[Page]>([])
         // Takes order-1 runs, as the seed patch diverts its zero-copy pages.
         let allocator = try GeneralAllocator(memory: memory) { page in
             guard page.order == 1 else { return false }

@@ -8,7 +8,7 @@ import Glibc
 
 /// A page hand-off from the owner to one worker: batches under a lock.
 final class PageInbox: Sendable {
-    private let batches = Mutex<[[Page]]>([])
+    private let batches = Lock<[[Page]]>([])
     let closed = Atomic<Bool>(false)
 
     var count: Int { batches.withLock { $0.count } }

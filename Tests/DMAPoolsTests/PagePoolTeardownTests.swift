@@ -6,7 +6,7 @@ import Testing
 /// A log handler that keeps messages, to check the stall warning's text.
 struct CapturingLogHandler: LogHandler {
     final class Store: Sendable {
-        let messages = Mutex<[String]>([])
+        let messages = Lock<[String]>([])
     }
     let store: Store
     var metadata: Logger.Metadata = [:]

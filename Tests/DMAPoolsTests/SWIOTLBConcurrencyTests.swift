@@ -13,7 +13,7 @@ import Testing
         let dma = DMAAPI(memory: f.memory, swiotlb: f.swiotlb)
         let threads = 4
         let operations = 20_000
-        let failures = Mutex<[String]>([])
+        let failures = Lock<[String]>([])
         let exhausted = Atomic<Int>(0)
         let seed = UInt64.random(in: 0...UInt64.max)
         // Each thread's originals: an order-6 run (64 private pages) of its own.

@@ -5,7 +5,7 @@ import Testing
 
 /// Records what the frame free path released.
 final class ReleaseLog: Sendable {
-    let entries = Mutex<[(Page, Int, Bool)]>([])
+    let entries = Lock<[(Page, Int, Bool)]>([])
     var count: Int { entries.withLock { $0.count } }
     func record(_ fragment: Fragment, _ recycle: Bool) {
         entries.withLock { $0.append((fragment.page, fragment.offset, recycle)) }

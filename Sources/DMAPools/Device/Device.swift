@@ -92,7 +92,7 @@ final class RemovalSerial: Sendable {
 /// patch adds (`global_device_serial`).
 public final class DeviceRegistry: Sendable {
     private let serial = RemovalSerial()
-    private let devices = Mutex<[Device]>([])
+    private let devices = Lock<[Device]>([])
     /// Whether the guest forces bouncing (a confidential VM does).
     public let forceBounce: Bool
 

@@ -69,20 +69,20 @@ struct CarveState: Sendable {
 /// One heap block per arena holding its `extent_hooks_t` followed by its carve
 /// state, so a hook finds its state from the `extent_hooks_t *` jemalloc passes:
 ///
-///     [ extent_hooks_t | padding | Mutex<CarveState> ]
+///     [ extent_hooks_t | padding | Lock<CarveState> ]
 ///     ^ the pointer given to arenas.create
 ///
 /// The block outlives the arena: it is freed only after `arena.<i>.destroy`.
 enum ExtentHookBlock {
     static let stateOffset: Int = {
-        let align = MemoryLayout<Mutex<CarveState>>.alignment
+        let align = MemoryLayout<Lock<CarveState>>.alignment
         return (MemoryLayout<extent_hooks_t>.size + align - 1) / align * align
     }()
 
-    static var byteCount: Int { stateOffset + MemoryLayout<Mutex<CarveState>>.size }
+    static var byteCount: Int { stateOffset + MemoryLayout<Lock<CarveState>>.size }
 
     static var alignment: Int {
-        max(MemoryLayout<extent_hooks_t>.alignment, MemoryLayout<Mutex<CarveState>>.alignment)
+        max(MemoryLayout<extent_hooks_t>.alignment, MemoryLayout<Lock<CarveState>>.alignment)
     }
 
     /// Allocates and fills a block for the private range `[start, limit)`.
@@ -99,14 +99,14 @@ enum ExtentHookBlock {
             purge_forced: nil,
             split: extentSplitOrMerge,
             merge: extentMerge))
-        (raw + stateOffset).bindMemory(to: Mutex<CarveState>.self, capacity: 1)
-            .initialize(to: Mutex(CarveState(start: start, limit: limit)))
+        (raw + stateOffset).bindMemory(to: Lock<CarveState>.self, capacity: 1)
+            .initialize(to: Lock(CarveState(start: start, limit: limit)))
         return hooks
     }
 
     /// The carve state that follows `hooks`.
-    static func state(_ hooks: UnsafeMutablePointer<extent_hooks_t>) -> UnsafeMutablePointer<Mutex<CarveState>> {
-        (UnsafeMutableRawPointer(hooks) + stateOffset).assumingMemoryBound(to: Mutex<CarveState>.self)
+    static func state(_ hooks: UnsafeMutablePointer<extent_hooks_t>) -> UnsafeMutablePointer<Lock<CarveState>> {
+        (UnsafeMutableRawPointer(hooks) + stateOffset).assumingMemoryBound(to: Lock<CarveState>.self)
     }
 
     /// Frees a block whose arena has been destroyed.

@@ -90,7 +90,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     private let mapping: UnsafeMutableRawPointer
     private let mappingBytes: Int
-    private let conversions = Mutex(ConversionStatistics())
+    private let conversions = Lock(ConversionStatistics())
 
     public init(_ configuration: GuestMemoryConfiguration = .init()) throws(MemoryError) {
         let twoMiB = 2 << 20

@@ -61,7 +61,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     /// Counters and state written from any thread.
     @usableFromInline let shared: _PagePoolSharedState
     /// Teardown state (destroy, retries, completion).
-    let teardown = Mutex(_PagePoolTeardownState())
+    let teardown = Lock(_PagePoolTeardownState())
 
     private static let nextID = Atomic<UInt32>(1)
 

@@ -75,7 +75,7 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
         var detached = 0
         var failNextAllocations = 0
     }
-    private let state: Mutex<State>
+    private let state: Lock<State>
     private let syncs = Atomic<Int>(0)
     private let lastSyncLength = Atomic<Int>(-1)
     private let lastSyncOffset = Atomic<Int>(-1)
@@ -87,7 +87,7 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
         precondition(range.lowerBound >= 0 && range.upperBound <= memory.pageCount, "page range \(range) outside guest memory")
         self.pages = range
         self.name = name
-        self.state = Mutex(State(next: range.lowerBound))
+        self.state = Lock(State(next: range.lowerBound))
     }
 
     public func attach(to pool: PagePool) throws(PagePoolError) {

@@ -158,8 +158,8 @@ public final class SWIOTLB: @unchecked Sendable {
         areaStorage = .allocate(byteCount: nareas * Self.areaStride, alignment: Self.areaStride)
         for a in 0..<nareas {
             (areaStorage + a * Self.areaStride)
-                .bindMemory(to: Mutex<AreaState>.self, capacity: 1)
-                .initialize(to: Mutex(AreaState()))
+                .bindMemory(to: Lock<AreaState>.self, capacity: 1)
+                .initialize(to: Lock(AreaState()))
         }
     }
 
@@ -173,9 +173,9 @@ public final class SWIOTLB: @unchecked Sendable {
 
     /// Area `index`'s lock and state.
     @inline(__always)
-    func area(_ index: Int) -> UnsafeMutablePointer<Mutex<AreaState>> {
+    func area(_ index: Int) -> UnsafeMutablePointer<Lock<AreaState>> {
         // index < areaCount, so the product is at most the allocation size.
-        (areaStorage + index &* Self.areaStride).assumingMemoryBound(to: Mutex<AreaState>.self)
+        (areaStorage + index &* Self.areaStride).assumingMemoryBound(to: Lock<AreaState>.self)
     }
 
     // MARK: Addresses

@@ -10,7 +10,7 @@ struct BounceDeviceCache {
 
 /// One socket's `sk_swiotlb`, behind its own lock (the patch uses xchg/cmpxchg).
 final class SocketBounceState: Sendable {
-    let cache = Mutex(BounceDeviceCache())
+    let cache = Lock(BounceDeviceCache())
 }
 
 /// `frag-refill`: the seed patch. A socket's page-frag refill takes naturally

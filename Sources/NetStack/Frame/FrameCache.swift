@@ -72,10 +72,10 @@ public final class FrameCache: @unchecked Sendable {
 
     @usableFromInline let headerChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameHeader>?>
     @usableFromInline let dataChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameData>?>
-    private let freeHeaders: Mutex<SlotStack>
-    private let freeData: Mutex<SlotStack>
-    private let chunkCount = Mutex(0)
-    private let counters = Mutex(FrameCacheStatistics())
+    private let freeHeaders: Lock<SlotStack>
+    private let freeData: Lock<SlotStack>
+    private let chunkCount = Lock(0)
+    private let counters = Lock(FrameCacheStatistics())
     /// Called for each fragment when the last reference to a frame's data goes.
     public let releaseFragment: FragmentRelease
 
@@ -88,8 +88,8 @@ public final class FrameCache: @unchecked Sendable {
         headerChunks.initialize(repeating: nil, count: Self.maxChunks)
         dataChunks = .allocate(capacity: Self.maxChunks)
         dataChunks.initialize(repeating: nil, count: Self.maxChunks)
-        freeHeaders = Mutex(SlotStack(capacity: Self.chunkSize))
-        freeData = Mutex(SlotStack(capacity: Self.chunkSize))
+        freeHeaders = Lock(SlotStack(capacity: Self.chunkSize))
+        freeData = Lock(SlotStack(capacity: Self.chunkSize))
     }
 
     deinit {

@@ -63,7 +63,7 @@ public final class TXQueue: @unchecked Sendable {
     let design: TransmitDesign
     let cache: FrameCache
     private let sockets: [Socket]
-    private let qdisc = Mutex(FrameRing(capacity: 1024))
+    private let qdisc = Lock(FrameRing(capacity: 1024))
     /// Frames in the qdisc, readable without its lock.
     private let pending = Atomic<Int>(0)
     /// The qdisc's running bit: whoever sets it is the only CPU transmitting.

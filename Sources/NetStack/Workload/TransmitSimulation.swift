@@ -32,7 +32,7 @@ public struct BlockDeviceStatistics: Sendable, Hashable {
 
 /// The block device thread's counters, shared with the main thread.
 final class BlockDeviceRecorder: Sendable {
-    let statistics = Mutex(BlockDeviceStatistics())
+    let statistics = Lock(BlockDeviceStatistics())
 }
 
 /// Runs one workload through one design on one guest, with real threads: the

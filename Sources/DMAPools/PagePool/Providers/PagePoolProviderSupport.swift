@@ -69,7 +69,7 @@ enum _ProviderCounter: Int, CaseIterable {
 @usableFromInline
 final class _ProviderAccounting: Sendable {
     @usableFromInline let counters: PerCPUCounters
-    let lastFailureText = Mutex<String?>(nil)
+    let lastFailureText = Lock<String?>(nil)
     let logger: Logger
 
     init(label: String) {
