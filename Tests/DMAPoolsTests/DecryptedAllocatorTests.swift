@@ -122,8 +122,26 @@ import Testing
         #expect(stats.conversions == 5 && stats.conversionFailures == 2 && stats.failures == 1)
         #expect(stats.livePages == 0 && stats.chunksHeld == 1 && stats.spareChunks == 1)
         #expect(allocator.general.statistics.livePages == 512)
-        #expect(allocator.releaseSpareChunks() == 0)  // call 6 fails again: still kept
+        #expect(allocator.releaseSpareChunks(attempts: 1) == 0)  // call 6 fails again: one attempt, still kept
         #expect(allocator.releaseSpareChunks() == 1)  // call 7
+        #expect(allocator.general.statistics.livePages == 0)
+        #expect(allocator.memory.sharedPageCount() == allocator.memory.swiotlbPages.count)
+    }
+
+    @Test func releaseRetriesATransientFailureAndGivesUpOnAPersistentOne() throws {
+        // Every second conversion fails: a release that fails is retried in the
+        // same pass, so teardown returns every chunk.
+        let everyOther = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0, charge: .accountOnly, failEveryNthCall: 2)
+        let allocator = try makeAllocator(hypercall: everyOther, configuration: .init(chunkOrder: 9, spareChunks: 4))
+        var pages: [Page] = []
+        while allocator.statistics.chunksHeld < 3 {
+            if let page = try? allocator.allocate(order: 3) { pages.append(page) }
+        }
+        for page in pages { allocator.free(page) }
+        let held = allocator.statistics.chunksHeld
+        #expect(held == 3, "spares kept: \(allocator.statistics)")
+        #expect(allocator.releaseSpareChunks() == held)
+        #expect(allocator.statistics.conversionFailures > 1)
         #expect(allocator.general.statistics.livePages == 0)
         #expect(allocator.memory.sharedPageCount() == allocator.memory.swiotlbPages.count)
     }

@@ -58,7 +58,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
     public let configuration: Configuration
 
     /// Counters, guarded by the lock that also guards `freeLists` and `blocks`.
-    let state: Mutex<Counters>
+    let state: Lock<Counters>
     /// Heads of the free lists, one per order 0...chunkOrder. Guarded by `state`.
     let freeLists: UnsafeMutablePointer<UnsafeMutablePointer<PageDescriptor>?>
     /// One byte per guest page (see `BlockState`). Guarded by `state`.
@@ -79,7 +79,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
         self.general = general
         self.memory = general.memory
         self.configuration = configuration
-        self.state = Mutex(Counters())
+        self.state = Lock(Counters())
         self.freeLists = .allocate(capacity: configuration.chunkOrder + 1)
         freeLists.initialize(repeating: nil, count: configuration.chunkOrder + 1)
         self.blocks = .allocate(capacity: general.memory.pageCount)
@@ -154,10 +154,16 @@ public final class DecryptedAllocator: @unchecked Sendable {
 
     /// Converts back and returns fully free chunks beyond `keeping` spares.
     /// Returns how many chunks went back to the general allocator.
+    ///
+    /// A failed conversion (a hypercall that reported failure and changed
+    /// nothing) relinks the chunk as a spare; the next pass takes it again.
+    /// After `attempts` failures in a row the rest stay spares, shared and
+    /// counted, rather than retrying forever.
     @discardableResult
-    public func releaseSpareChunks(keeping: Int = 0) -> Int {
+    public func releaseSpareChunks(keeping: Int = 0, attempts: Int = 4) -> Int {
         var released = 0
-        while let chunk = state.withLock({ counters -> UnsafeMutablePointer<PageDescriptor>? in
+        var failuresInARow = 0
+        while failuresInARow < attempts, let chunk = state.withLock({ counters -> UnsafeMutablePointer<PageDescriptor>? in
             guard counters.spareChunks > keeping, let head = freeLists[configuration.chunkOrder] else { return nil }
             unlink(head, order: configuration.chunkOrder)
             blocks[head - descriptors] = BlockState.none
@@ -165,8 +171,12 @@ public final class DecryptedAllocator: @unchecked Sendable {
             counters.chunksHeld -= 1
             return head
         }) {
-            // A failed conversion relinks the chunk as a spare: stop rather than retry it.
-            if release(chunk: Page(descriptor: chunk)) { released += 1 } else { break }
+            if release(chunk: Page(descriptor: chunk)) {
+                released += 1
+                failuresInARow = 0
+            } else {
+                failuresInARow += 1
+            }
         }
         return released
     }
