@@ -15,6 +15,10 @@ public final class ModelThread: @unchecked Sendable {
 
     private init(body: @escaping @Sendable () -> Void) { self.body = body }
 
+    private static let startedCount = Atomic<Int>(0)
+    /// Model threads started in this process so far (for reliability reports).
+    public static var started: Int { startedCount.load(ordering: .relaxed) }
+
     /// Starts `body` on a new thread (`name` is kept for diagnostics).
     public static func start(name: String, _ body: @escaping @Sendable () -> Void) -> ModelThread {
         let handle = ModelThread(body: body)
@@ -26,6 +30,7 @@ public final class ModelThread: @unchecked Sendable {
             return nil
         }, context)
         precondition(rc == 0, "pthread_create failed for thread \(name): \(rc)")
+        startedCount.wrappingAdd(1, ordering: .relaxed)   // a count of threads: cannot overflow
         return handle
     }
 

@@ -1,0 +1,118 @@
+import ArgumentParser
+import DMAPools
+import NetStack
+
+/// `txsim reliability`: the adversarial campaign CI runs on every submission,
+/// summed into one line of figures. Each part fails loudly on its own.
+///
+/// 1. Fuzz: seeded swiotlb and page_pool runs against their reference models.
+/// 2. Faults in running traffic, every byte verified by the NIC, on every
+///    design: the NIC's device removed mid-traffic; another device removed
+///    (invalidating frag-refill's cached device); a block device mapping its
+///    own buffers while zero-copy pages fill the bounce pool; the modelled
+///    conversion failing every third call (inline decryption and the
+///    pre-decrypted allocator). Provider failures are in the page_pool fuzzer.
+struct Reliability: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the fuzzers and fault injection into verified traffic; print one summary line.")
+
+    @Option(help: "Seconds of fuzzing (split between swiotlb and page_pool).")
+    var fuzzSeconds: Double = 20
+    @Option(help: "Seconds each fault-injected transmit run sends.")
+    var runSeconds: Double = 0.4
+    @Option(help: "The first fuzz seed (default: random).")
+    var seed: UInt64?
+
+    func validate() throws {
+        guard fuzzSeconds > 0 && fuzzSeconds <= 86_400 else { throw ValidationError("--fuzz-seconds \(fuzzSeconds) must be in (0, 86400]") }
+        guard runSeconds >= 0.05 && runSeconds <= 600 else { throw ValidationError("--run-seconds \(runSeconds) must be in 0.05...600") }
+    }
+
+    struct Fault {
+        var name: String
+        var kinds: [DesignKind]
+        var plan: FaultPlan
+        /// A fault whose fallbacks the run records as problems (a failed
+        /// conversion is retried): judged by its figures, not by `passed`.
+        var fallsBack = false
+        var configure: (DesignKind, inout Workload, inout ExperimentConfiguration) -> Void = { _, _, _ in }
+    }
+
+    func run() throws {
+        let firstSeed = seed ?? UInt64.random(in: 0...UInt64.max)
+        print("reliability: fuzzing \(fixed(fuzzSeconds, 1)) s from seed 0x\(String(firstSeed, radix: 16))")
+        let fuzz = try FuzzTotals.campaign(.all, seconds: fuzzSeconds, seed: firstSeed, steps: 3000,
+                                           maximumRuns: nil, stopOnFailure: false)
+        for failure in fuzz.failures { print("  \(failure)") }
+        print("  fuzz: \(fuzz.runs) runs, \(fuzz.operations) operations, \(fuzz.bytesVerified) bytes verified, \(fuzz.lostPages) lost")
+
+        let faults: [Fault] = [
+            Fault(name: "NIC removed", kinds: DesignKind.allCases, plan: FaultPlan(removeNICAfterBytes: 8 << 20)),
+            Fault(name: "other device removed", kinds: [.fragRefill, .pagePool], plan: FaultPlan(removeOtherDeviceAfterBytes: 8 << 20)),
+            Fault(name: "block device at the zero-copy cap", kinds: [.fragRefill, .pagePool], plan: FaultPlan(blockDeviceTraffic: true)) { _, w, c in
+                w.flows = 16
+                w.roundTripMicroseconds = 200_000
+                w.sendBufferBytes = 4 << 20
+                c.memory.swiotlbBytes = 64 << 20
+            },
+            Fault(name: "conversions failing", kinds: [.inlineDecrypt, .decryptedPool], plan: .none, fallsBack: true) { kind, w, c in
+                // The pre-decrypted allocator converts once per 2 MiB chunk: more
+                // flows and every 2nd call failing so that some do fail.
+                if kind == .decryptedPool { w.flows = 8 }
+                c.memory.hypercall = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0,
+                                                        charge: .accountOnly, failEveryNthCall: kind == .decryptedPool ? 2 : 3)
+            },
+        ]
+
+        var operations = fuzz.operations
+        var faultsInjected = 0
+        var bytesVerified = fuzz.bytesVerified
+        var lostPages = fuzz.lostPages
+        var dmaFaults = 0
+        var failures = fuzz.failures.count
+        let threadsBefore = ModelThread.started
+        for fault in faults {
+            for kind in fault.kinds {
+                var workload = Workload()
+                workload.senders = 2
+                workload.queues = 1
+                workload.flows = 2
+                workload.roundTripMicroseconds = 20
+                workload.durationSeconds = runSeconds
+                workload.verify = true
+                workload.sendBufferBytes = 1 << 20
+                var configuration = ExperimentConfiguration(
+                    memory: GuestMemoryConfiguration(guestBytes: 256 << 20, swiotlbBytes: 32 << 20, hypercall: .free),
+                    zeroCopyPercent: 90)
+                fault.configure(kind, &workload, &configuration)
+                let (guest, device, design) = try Experiment.prepare(kind, workload: workload, configuration: configuration)
+                let r = try TransmitSimulation(guest: guest, design: design, device: device, workload: workload).run(faults: fault.plan)
+                let injected = (fault.plan.removeNICAfterBytes != nil ? 1 : 0)
+                    + (fault.plan.removeOtherDeviceAfterBytes != nil ? 1 : 0)
+                    + (r.blockDevice?.mappings ?? 0)
+                    + guest.memory.conversionStatistics.failures
+                faultsInjected += injected
+                operations += r.payloadBytes / max(1, workload.messageBytes)
+                bytesVerified += r.verifiedBytes
+                lostPages += r.lostPages
+                dmaFaults += r.dmaFaults
+                // The block device's slots must keep coming; removed devices
+                // and failed conversions must cost nothing but fallbacks.
+                var problem = fault.fallsBack ? nil : r.firstProblem
+                if r.dmaFaults > 0 || r.lostPages > 0 { problem = problem ?? r.firstProblem ?? "DMA faults or lost pages" }
+                if r.verifiedBytes != r.payloadBytes && fault.fallsBack { problem = problem ?? "\(r.payloadBytes - r.verifiedBytes) bytes not verified" }
+                if r.corruptBytes > 0 { problem = problem ?? "\(r.corruptBytes) corrupt bytes" }
+                if let b = r.blockDevice, b.failures > 0 { problem = problem ?? "block device: \(b.firstFailure ?? "\(b.failures) failures")" }
+                if injected == 0 { problem = problem ?? "no fault was injected" }
+                let outcome = problem == nil && (fault.fallsBack || r.passed) ? "ok" : "FAILED: \(problem ?? "see report")"
+                if outcome != "ok" { failures += 1 }
+                print("  \(fault.name.padded(34)) \(kind.rawValue.padded(15)) \(String(injected).leftPadded(7)) injected  "
+                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)")
+            }
+        }
+        let threads = ModelThread.started - threadsBefore
+        print("reliability: operations \(operations), threads \(threads), faults injected \(faultsInjected), "
+              + "bytes verified \(bytesVerified), pages lost \(lostPages), DMA faults \(dmaFaults), failures \(failures)")
+        if failures > 0 || lostPages > 0 || dmaFaults > 0 { throw ExitCode(2) }
+    }
+}
