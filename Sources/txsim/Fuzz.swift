@@ -18,6 +18,18 @@ enum FuzzTarget: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
+/// A fuzz seed on the command line: decimal, or hexadecimal with `0x` as the
+/// reports print it.
+struct Seed: ExpressibleByArgument {
+    var value: UInt64
+
+    init?(argument: String) {
+        let hex = argument.lowercased().hasPrefix("0x")
+        guard let value = UInt64(hex ? String(argument.dropFirst(2)) : argument, radix: hex ? 16 : 10) else { return nil }
+        self.value = value
+    }
+}
+
 /// What a bounded fuzz campaign did, summed over its runs.
 struct FuzzTotals {
     var runs = 0
@@ -73,8 +85,8 @@ struct Fuzz: ParsableCommand {
     var target: FuzzTarget = .all
     @Option(help: "Seconds to keep starting new runs.")
     var seconds: Double = 10
-    @Option(help: "The first seed (default: random); later runs use the next seeds.")
-    var seed: UInt64?
+    @Option(help: "The first seed, decimal or 0x-hexadecimal (default: random); later runs use the next seeds.")
+    var seed: Seed?
     @Option(help: "Operations per run.")
     var steps: Int = 3000
     @Option(help: "Stop after this many runs.")
@@ -101,7 +113,7 @@ struct Fuzz: ParsableCommand {
                 }
             }
         } else {
-            let first = seed ?? UInt64.random(in: 0...UInt64.max)
+            let first = seed?.value ?? UInt64.random(in: 0...UInt64.max)
             print("fuzz: \(target.rawValue), \(fixed(seconds, 1)) s, seeds from 0x\(String(first, radix: 16)), \(steps) steps a run")
             totals = try FuzzTotals.campaign(target, seconds: seconds, seed: first, steps: steps,
                                             maximumRuns: runs, stopOnFailure: true)

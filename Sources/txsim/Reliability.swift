@@ -20,8 +20,8 @@ struct Reliability: ParsableCommand {
     var fuzzSeconds: Double = 20
     @Option(help: "Seconds each fault-injected transmit run sends.")
     var runSeconds: Double = 0.4
-    @Option(help: "The first fuzz seed (default: random).")
-    var seed: UInt64?
+    @Option(help: "The first fuzz seed, decimal or 0x-hexadecimal (default: random).")
+    var seed: Seed?
 
     func validate() throws {
         guard fuzzSeconds > 0 && fuzzSeconds <= 86_400 else { throw ValidationError("--fuzz-seconds \(fuzzSeconds) must be in (0, 86400]") }
@@ -39,7 +39,7 @@ struct Reliability: ParsableCommand {
     }
 
     func run() throws {
-        let firstSeed = seed ?? UInt64.random(in: 0...UInt64.max)
+        let firstSeed = seed?.value ?? UInt64.random(in: 0...UInt64.max)
         print("reliability: fuzzing \(fixed(fuzzSeconds, 1)) s from seed 0x\(String(firstSeed, radix: 16))")
         let fuzz = try FuzzTotals.campaign(.all, seconds: fuzzSeconds, seed: firstSeed, steps: 3000,
                                            maximumRuns: nil, stopOnFailure: false)
@@ -89,15 +89,17 @@ struct Reliability: ParsableCommand {
                 let r = try TransmitSimulation(guest: guest, design: design, device: device, workload: workload).run(faults: fault.plan)
                 let injected = (fault.plan.removeNICAfterBytes != nil ? 1 : 0)
                     + (fault.plan.removeOtherDeviceAfterBytes != nil ? 1 : 0)
-                    + (r.blockDevice?.mappings ?? 0)
+                    + ((r.blockDevice?.mappings ?? 0) > 0 ? 1 : 0)
                     + guest.memory.conversionStatistics.failures
                 faultsInjected += injected
                 operations += r.payloadBytes / max(1, workload.messageBytes)
                 bytesVerified += r.verifiedBytes
                 lostPages += r.lostPages
                 dmaFaults += r.dmaFaults
-                // The block device's slots must keep coming; removed devices
-                // and failed conversions must cost nothing but fallbacks.
+                // Injected: each device removal, the block-device scenario once,
+                // each failed conversion. The block device's slots must keep
+                // coming; removed devices and failed conversions must cost
+                // nothing but fallbacks.
                 var problem = fault.fallsBack ? nil : r.firstProblem
                 if r.dmaFaults > 0 || r.lostPages > 0 { problem = problem ?? r.firstProblem ?? "DMA faults or lost pages" }
                 if r.verifiedBytes != r.payloadBytes && fault.fallsBack { problem = problem ?? "\(r.payloadBytes - r.verifiedBytes) bytes not verified" }
@@ -106,8 +108,9 @@ struct Reliability: ParsableCommand {
                 if injected == 0 { problem = problem ?? "no fault was injected" }
                 let outcome = problem == nil && (fault.fallsBack || r.passed) ? "ok" : "FAILED: \(problem ?? "see report")"
                 if outcome != "ok" { failures += 1 }
+                let blockMappings = r.blockDevice.map { "  (block device: \($0.mappings) mappings, \($0.failures) failed)" } ?? ""
                 print("  \(fault.name.padded(34)) \(kind.rawValue.padded(15)) \(String(injected).leftPadded(7)) injected  "
-                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)")
+                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)\(blockMappings)")
             }
         }
         let threads = ModelThread.started - threadsBefore
