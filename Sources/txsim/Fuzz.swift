@@ -120,9 +120,9 @@ struct Fuzz: ParsableCommand {
         }
         for failure in totals.failures {
             print(failure)
-            if let seed = failure.origin.split(separator: " ").last, failure.origin.hasPrefix("seed") {
-                let name = failure.target == "swiotlb" ? "swiotlb" : "page-pool"
-                print("reproduce: txsim fuzz --target \(name) --seed \(seed) --runs 1 --steps \(steps)")
+            if let seed = failure.seed {
+                let name = failure.target == "swiotlb" ? FuzzTarget.swiotlb : .pagePool
+                print("reproduce: txsim fuzz --target \(name.rawValue) --seed 0x\(String(seed, radix: 16)) --runs 1 --steps \(steps)")
             }
         }
         print("fuzz: \(totals.runs) runs, \(totals.operations) operations, \(totals.bytesVerified) bytes verified, "

@@ -39,6 +39,9 @@ public struct FuzzSource: RandomNumberGenerator, Sendable {
     }
 
     /// A source that reads its choices from `bytes`, 8 at a time.
+    /// Bytes in the input, for an input-driven source.
+    var inputCount: Int { input?.count ?? 0 }
+
     public init(bytes: [UInt8]) {
         generator = SplitMix64(seed: 0)
         input = bytes
@@ -72,6 +75,8 @@ public struct FuzzReport: Sendable, CustomStringConvertible {
     public var target: String
     /// How the run can be reproduced ("seed 0x…" or "input of N bytes").
     public var origin: String
+    /// The seed that reproduces the run, for a seeded run.
+    public var seed: UInt64?
     /// Operations applied to the system under test (map, sync, unmap, alloc, put...).
     public var operations = 0
     /// Bytes compared byte for byte against what the model says they must be.
@@ -82,9 +87,10 @@ public struct FuzzReport: Sendable, CustomStringConvertible {
     /// step it happened at. Nil when the run passed.
     public var problem: String?
 
-    public init(target: String, origin: String) {
+    public init(target: String, source: FuzzSource) {
         self.target = target
-        self.origin = origin
+        self.seed = source.seed
+        self.origin = source.seed.map { "seed 0x\(String($0, radix: 16))" } ?? "input of \(source.inputCount) bytes"
     }
 
     public var passed: Bool { problem == nil && lostPages == 0 }
@@ -97,12 +103,5 @@ public struct FuzzReport: Sendable, CustomStringConvertible {
     /// Records the first problem only (later ones usually follow from it).
     mutating func fail(_ message: @autoclosure () -> String) {
         if problem == nil { problem = message() }
-    }
-}
-
-extension FuzzSource {
-    var originDescription: String {
-        if let seed { return "seed 0x\(String(seed, radix: 16))" }
-        return "input of \(input?.count ?? 0) bytes"
     }
 }

@@ -38,7 +38,7 @@ public enum PagePoolFuzzer {
     }
 
     public static func run(_ source: inout FuzzSource, steps: Int, modelFault: ModelFault = .none) throws -> FuzzReport {
-        var report = FuzzReport(target: "page_pool", origin: source.originDescription)
+        var report = FuzzReport(target: "page_pool", source: source)
         let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
         let providerPages = source.pick([256, 1024, 4096])
         let provider = PagePoolTestProvider(memory: memory, pages: 0..<providerPages, name: "fuzz-pages")

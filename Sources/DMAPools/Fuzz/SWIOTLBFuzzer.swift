@@ -27,7 +27,7 @@ public enum SWIOTLBFuzzer {
     /// in 1, 2 or 4 areas: small enough that exhaustion, wrap-around and
     /// segment ends are reached often.
     public static func run(_ source: inout FuzzSource, steps: Int, modelFault: ModelFault = .none) throws -> FuzzReport {
-        var report = FuzzReport(target: "swiotlb", origin: source.originDescription)
+        var report = FuzzReport(target: "swiotlb", source: source)
         let areaCount = source.pick([1, 2, 4])
         let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 1 << 20, hypercall: .free))
         let swiotlb = try SWIOTLB(memory: memory, areaCount: areaCount)

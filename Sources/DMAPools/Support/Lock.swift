@@ -12,8 +12,8 @@ import CSanitizer
 /// guarded access as a race (a two-thread counter under `Mutex.withLock` is
 /// enough to show it). Built with `-DDMAPOOLS_TSAN` (as `.ci/run` builds its
 /// ThreadSanitizer pass), `withLock` tells the sanitizer what the lock does:
-/// acquire on the guarded value's address right after locking, release right
-/// before unlocking. Without the flag it is exactly `Mutex`.
+/// acquire on the lock's address right after locking, release right before
+/// unlocking. Without the flag it is exactly `Mutex`.
 @frozen
 public struct Lock<Value: ~Copyable>: ~Copyable {
     @usableFromInline let mutex: Mutex<Value>
