@@ -21,9 +21,9 @@ import Testing
     /// Every invalid combination, and the parameter its error must name.
     static let invalid: [(PagePoolParameters, String)] = [
         (PagePoolParameters(flags: PagePoolFlags(rawValue: 1 << 5)), "flags"),
-        (PagePoolParameters(flags: PagePoolFlags(rawValue: 1 << 2 | 1)), "flags"),
+        (PagePoolParameters(flags: PagePoolFlags(rawValue: 1 << 4 | 1)), "flags"),
         (PagePoolParameters(order: -1), "order"),
-        (PagePoolParameters(order: 10), "order"),
+        (PagePoolParameters(order: 11), "order"),
         (PagePoolParameters(poolSize: -1), "poolSize"),
         // DMA_MAP: FROM_DEVICE or BIDIRECTIONAL only (the kernel's rule)...
         (PagePoolParameters(flags: .dmaMap, dmaDirection: .toDevice, device: device), "dmaDirection"),
@@ -63,7 +63,7 @@ import Testing
     @Test func poolCreationValidates() throws {
         let memory = try GuestMemory(.init(guestBytes: 16 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
         let provider = PagePoolTestProvider(memory: memory)
-        #expect(throws: PagePoolError.invalidParameter("order", "11 is outside 0...9 (MAX_PAGE_ORDER)")) {
+        #expect(throws: PagePoolError.invalidParameter("order", "11 is outside 0...10 (MAX_PAGE_ORDER)")) {
             _ = try PagePool(.init(order: 11), provider: provider)
         }
         #expect(provider.attachCount == 0)

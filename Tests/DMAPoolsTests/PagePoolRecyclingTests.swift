@@ -200,7 +200,7 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
         #expect(c.page != a.page && c.offset == 0)
         #expect(pool.fragmentReferenceCount(of: a.page) == 2)
         let d = try pool.allocateFragment(size: 100)
-        #expect(d.page == c.page && d.offset == 128, "fragments are cache-line aligned")
+        #expect(d.page == c.page && d.offset == 100, "x86-64: dma_get_cache_alignment() is 1, so no padding")
         pool.put(a)
         #expect(pool.fragmentReferenceCount(of: a.page) == 1 && pool.statistics.recycling.cached == 0)
         pool.retainFragment(b.page)   // a clone takes a frag ref
@@ -311,31 +311,51 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
 }
 
 @Suite struct PagePoolRingTests {
-    @Test(arguments: [3, 4, 100])
+    @Test(arguments: [1, 2, 3, 4, 5, 33, 100])
     func theRingKeepsOrderAndCapacityOverManyLaps(_ capacity: Int) throws {
         let memory = try GuestMemory(.init(guestBytes: 16 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
         let ring = _RecycleRing(capacity: capacity)
-        defer { ring.deallocate() }
         var next = 0, expected = 0
         for lap in 0..<10 {
-            #expect(ring.isEmpty)
+            let empty = ring.isEmpty
+            #expect(empty)
             for _ in 0..<capacity {
-                #expect(ring.produce(memory.page(at: next)))
+                let produced = ring.produce(memory.page(at: next))
+                #expect(produced)
                 next += 1
             }
-            #expect(!ring.produce(memory.page(at: 0)), "full at exactly \(capacity)")
-            #expect(ring.count == capacity)
+            let overfilled = ring.produce(memory.page(at: 0))
+            #expect(!overfilled, "full at exactly \(capacity)")
+            let count = ring.count
+            #expect(count == capacity)
             for _ in 0..<(lap % 2 == 0 ? capacity : capacity - 1) {
-                #expect(ring.consume() == memory.page(at: expected))
+                let page = ring.consume()
+                #expect(page == memory.page(at: expected))
                 expected += 1
             }
             while let page = ring.consume() {
                 #expect(page == memory.page(at: expected))
                 expected += 1
             }
+            let occupied = ring.occupiedSlotCount
+            #expect(occupied == 0, "a whole lap consumed clears every slot")
         }
-        #expect(ring.consume() == nil)
-        #expect(ring.producedCount == 10 * capacity)
+        let last = ring.consume()
+        let produced = ring.producedCount
+        #expect(last == nil)
+        #expect(produced == 10 * capacity)
+    }
+
+    @Test func aBulkProduceStopsAtTheFirstOccupiedSlot() throws {
+        let memory = try GuestMemory(.init(guestBytes: 16 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
+        let ring = _RecycleRing(capacity: 5)
+        let pages = (0..<8).map { memory.page(at: $0) }
+        let first = pages.withUnsafeBufferPointer { ring.produce(contentsOf: $0) }
+        let oldest = ring.consume()
+        let second = pages.withUnsafeBufferPointer { ring.produce(contentsOf: UnsafeBufferPointer(rebasing: $0[5..<8])) }
+        let (count, produced) = (ring.count, ring.producedCount)
+        #expect(first == 5 && oldest == pages[0] && second == 1)
+        #expect(count == 5 && produced == 6)
     }
 
     @Test func theMicrobenchEntryPointReportsEveryKey() throws {

@@ -1,23 +1,62 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Random operation sequences against a real `PagePool` over
-/// `PagePoolTestProvider`, each step checked against an exact model of the
-/// kernel's recycling machinery: the alloc cache as a LIFO stack of 128, the
-/// ring as a FIFO of the pool's ring size, refills of up to 64 from the ring,
-/// bulk slow allocations of 64 from the provider, direct and ring recycling,
-/// cache_full, ring_full and released_refcnt. After every step the pool's
-/// cache and ring depths, every counter and the inflight count must equal the
-/// model's, and the provider's outstanding pages must equal the pool's
-/// inflight. Every page handed out is filled with its own pattern, checked
-/// before it goes back (two users of one page would tear it).
+/// `PagePoolTestProvider`, each step checked against a reference model written
+/// from the kernel's own rules (`net/core/page_pool.c`, `include/linux/ptr_ring.h`),
+/// not from the pool's code:
 ///
-/// A second phase carves fragments of random sizes from a fragment pool, each
-/// filled with its own pattern and checked when freed.
+/// - the alloc cache: a LIFO stack of 128, refilled with up to 64 pages from the
+///   ring when empty (`page_pool_refill_alloc_cache`), else 64 order-0 pages in
+///   bulk from the provider;
+/// - the ring: an array of slots where a slot is free only when it holds no
+///   page; the producer fails (`ring_full`) on an occupied slot; the consumer
+///   clears consumed slots only in batches (`__ptr_ring_discard_one`, batch 16
+///   for rings of 32 or more with 64-byte lines, else 1) and at the array's end;
+/// - puts: `page_pool_put_unrefed_netmem` widens `allow_direct` to the owning
+///   context (`page_pool_napi_local`), so an owner's put is cached unless the
+///   cache is full (`cache_full`, then the ring); a put from another thread
+///   (here a real second thread) takes the ring; a page with an extra
+///   reference is released (`released_refcnt`);
+/// - bulk puts (`page_pool_put_netmem_bulk`): runs of at most 16; the pages of
+///   a run that need the ring go in under one producer lock, `ring_full` counts
+///   once for the run and the rest of the run is released.
+///
+/// After every step the pool's cache depth, ring depth, occupied ring slots,
+/// every counter and the inflight count must equal the model's, and the
+/// provider's outstanding pages must equal the pool's inflight. Every page
+/// handed out is filled with its own pattern, checked before it goes back.
+/// Ring sizes include 1, 2, 3 and sizes that are not powers of two.
+///
+/// A second phase carves fragments of random sizes (zero included) from a
+/// fragment pool on a random architecture, each filled with its own pattern and
+/// checked when freed.
 ///
 /// At the end every page is put back, the pools are destroyed, and the provider
 /// must have every page home with clean descriptors.
 public enum PagePoolFuzzer {
     /// A deliberate disagreement planted in the model, so a test can show the
-    /// fuzzer catches one. `.none` in every real run.
-    public enum ModelFault: Sendable { case none, cacheHoldsOneLess }
+    /// fuzzer tells the two behaviours apart. Each but the first re-creates a
+    /// behaviour the pool once had. `.none` in every real run.
+    public enum ModelFault: Sendable, CaseIterable {
+        case none
+        /// The alloc cache holds 127 pages.
+        case cacheHoldsOneLess
+        /// A ring of one slot accepts a second page over the first (the old
+        /// sequence-numbered ring used one value for "full" and "free").
+        case ringOfOneOverwrites
+        /// The consumer clears each slot as it consumes it (no batching).
+        case consumerClearsAtOnce
+        /// A bulk put counts `ring_full` once per page that did not fit.
+        case ringFullPerBulkPage
+        /// An owner's put with `allowDirect: false` goes to the ring.
+        case ownerPutSkipsTheCache
+    }
+
+    /// The ring sizes a run picks from when none is given.
+    public static let ringSizes = [0, 1, 2, 3, 5, 16, 17, 31, 32, 33, 64, 100, 200, 512]
 
     struct Held {
         var page: Page
@@ -25,27 +64,86 @@ public enum PagePoolFuzzer {
         var extraReference: Bool
     }
 
+    /// The kernel's `ptr_ring`, as the header describes it.
+    struct ReferenceRing {
+        var queue: [Page?]
+        var producer = 0
+        var consumerHead = 0
+        var consumerTail = 0
+        let batch: Int
+        let overwriteWhenSingle: Bool
+        /// Pages produced and not consumed.
+        var pages = 0
+
+        init(size: Int, cacheLineBytes: Int, fault: ModelFault) {
+            queue = Array(repeating: nil, count: size)
+            // `__ptr_ring_set_size`: two cache lines of pointers, 1 if more than half the ring.
+            let lineBatch = 2 * cacheLineBytes / 8
+            batch = fault == .consumerClearsAtOnce || lineBatch > size / 2 ? 1 : lineBatch
+            overwriteWhenSingle = fault == .ringOfOneOverwrites && size == 1
+        }
+
+        /// `__ptr_ring_produce`.
+        mutating func produce(_ page: Page) -> Bool {
+            if queue[producer] != nil && !overwriteWhenSingle { return false }
+            if queue[producer] == nil { pages += 1 }
+            queue[producer] = page
+            producer += 1
+            if producer >= queue.count { producer = 0 }
+            return true
+        }
+
+        /// `__ptr_ring_empty`.
+        var isEmpty: Bool { queue[consumerHead] == nil }
+
+        /// `__ptr_ring_consume` with `__ptr_ring_discard_one`.
+        mutating func consume() -> Page? {
+            guard let page = queue[consumerHead] else { return nil }
+            let consumed = consumerHead
+            consumerHead += 1
+            if consumerHead - consumerTail >= batch || consumerHead >= queue.count {
+                var i = consumed
+                while i >= consumerTail { queue[i] = nil; i -= 1 }
+                consumerTail = consumerHead
+            }
+            if consumerHead >= queue.count {
+                consumerHead = 0
+                consumerTail = 0
+            }
+            pages -= 1
+            return page
+        }
+
+        var occupiedSlots: Int { queue.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
+    }
+
     struct Model {
         var cacheCapacity = PagePool.allocCacheSize
-        var ringCapacity: Int
+        var ring: ReferenceRing
         /// The alloc cache, bottom to top; nil for a page the model has not seen
         /// yet (the rest of a bulk allocation from the provider).
         var cache: [Page?] = []
-        var ring: [Page] = []
         var statistics = PagePoolStatistics()
         var providerFailures = 0
         var handedOff = 0
+        let fault: ModelFault
     }
 
-    public static func run(_ source: inout FuzzSource, steps: Int, modelFault: ModelFault = .none) throws -> FuzzReport {
+    public static func run(_ source: inout FuzzSource, steps: Int, modelFault: ModelFault = .none,
+                           poolSize: Int? = nil) throws -> FuzzReport {
         var report = FuzzReport(target: "page_pool", source: source)
         let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
-        let providerPages = source.pick([256, 1024, 4096])
+        let providerPages = source.pick([65, 256, 1024, 4096])
         let provider = PagePoolTestProvider(memory: memory, pages: 0..<providerPages, name: "fuzz-pages")
         let device = try DeviceRegistry().add(name: "eth0")
-        let poolSize = source.pick([0, 16, 64, 200, 512])
+        let poolSize = poolSize ?? source.pick(ringSizes)
         let pool = try PagePool(.init(poolSize: poolSize, flags: .dmaMap, device: device, name: "fuzz"), provider: provider)
-        var model = Model(ringCapacity: pool.parameters.ringSize)
+        let remote = RemoteContext()
+        defer { remote.stop() }
+        var model = Model(ring: ReferenceRing(size: pool.parameters.ringSize,
+                                              cacheLineBytes: pool.parameters.architecture.cacheLineBytes,
+                                              fault: modelFault),
+                          fault: modelFault)
         if modelFault == .cacheHoldsOneLess { model.cacheCapacity -= 1 }
         var held: [Held] = []
 
@@ -68,9 +166,10 @@ public enum PagePoolFuzzer {
                 expected = top
                 model.statistics.allocation.fast += 1
             } else if !model.ring.isEmpty {
-                let moved = min(PagePool.allocCacheRefill, model.ring.count)
-                model.cache = model.ring.prefix(moved).map { $0 }
-                model.ring.removeFirst(moved)
+                // `page_pool_refill_alloc_cache`: consume while the cache holds fewer than 64.
+                while model.cache.count < PagePool.allocCacheRefill, let page = model.ring.consume() {
+                    model.cache.append(page)
+                }
                 expected = model.cache.removeLast()
                 model.statistics.allocation.refill += 1
             } else {
@@ -103,7 +202,7 @@ public enum PagePoolFuzzer {
                 model.statistics.holdCount += got
                 model.cache = Array(repeating: nil, count: got - 1)
             } else if let expectedPage = expected, page != expectedPage {
-                report.fail("allocation returned \(page), the LIFO cache's top is \(expectedPage); \(context)")
+                report.fail("allocation returned \(page), the model expected \(expectedPage); \(context)")
                 return false
             }
             if held.contains(where: { $0.page == page }) {
@@ -120,40 +219,99 @@ public enum PagePoolFuzzer {
             return true
         }
 
-        /// Gives back held page `index`, directly (owner) or through the ring.
-        func put(_ index: Int, direct: Bool, _ context: String) -> Bool {
-            let h = held.remove(at: index)
-            guard intact(h.page, h.pattern) else {
-                report.fail("\(h.page) was written by someone else while held; \(context)")
-                return false
-            }
-            pool.put(h.page, allowDirect: direct)
+        /// How a put reaches the pool.
+        enum PutKind { case recycleDirect, ownerNotDirect, remote }
+
+        /// The model's `__page_pool_put_page` for one page: true if it needs the ring.
+        func modelPutCandidate(_ h: Held, local: Bool) -> Bool {
             if h.extraReference {
                 model.statistics.recycling.releasedRefcount += 1
                 model.statistics.releaseCount += 1
-                // Whoever held the other reference drops it now: the last one.
-                guard h.page.release() else {
-                    report.fail("\(h.page) still referenced after released_refcnt; \(context)")
-                    return false
-                }
-                model.handedOff += 1
-                return true
+                return false
             }
-            if direct {
+            if local {
                 if model.cache.count < model.cacheCapacity {
                     model.cache.append(h.page)
                     model.statistics.recycling.cached += 1
-                    return true
+                    return false
                 }
                 model.statistics.recycling.cacheFull += 1
             }
-            if model.ring.count < model.ringCapacity {
-                model.ring.append(h.page)
-                model.statistics.recycling.ring += 1
-            } else {
-                model.statistics.recycling.ringFull += 1
-                model.statistics.releaseCount += 1
+            return true
+        }
+
+        /// Takes held page `index` out of `held`, checking its bytes.
+        func takeHeld(_ index: Int, _ context: String) -> Held? {
+            let h = held.remove(at: index)
+            guard intact(h.page, h.pattern) else {
+                report.fail("\(h.page) was written by someone else while held; \(context)")
+                return nil
             }
+            return h
+        }
+
+        /// The holder of an extra reference drops it after the pool released the page.
+        func dropExtraReference(_ h: Held, _ context: String) -> Bool {
+            guard h.extraReference else { return true }
+            guard h.page.release() else {
+                report.fail("\(h.page) still referenced after released_refcnt; \(context)")
+                return false
+            }
+            model.handedOff += 1
+            return true
+        }
+
+        /// Gives back held page `index`.
+        func put(_ index: Int, _ kind: PutKind, _ context: String) -> Bool {
+            guard let h = takeHeld(index, context) else { return false }
+            switch kind {
+            case .recycleDirect: pool.recycleDirect(h.page)
+            case .ownerNotDirect: pool.put(h.page, allowDirect: false)
+            case .remote:
+                let page = h.page
+                remote.run { pool.put(page) }
+            }
+            // `page_pool_napi_local`: the owner's puts are local whatever they say.
+            let local = kind == .recycleDirect || (kind == .ownerNotDirect && model.fault != .ownerPutSkipsTheCache)
+            if modelPutCandidate(h, local: local) {
+                if model.ring.produce(h.page) {
+                    model.statistics.recycling.ring += 1
+                } else {
+                    model.statistics.recycling.ringFull += 1
+                    model.statistics.releaseCount += 1
+                }
+            }
+            return dropExtraReference(h, context)
+        }
+
+        /// A bulk put (`page_pool_put_netmem_bulk`) of the `count` most recent pages.
+        func bulkPut(_ count: Int, remotely: Bool, _ context: String) -> Bool {
+            var pages: [Held] = []
+            for _ in 0..<count {
+                guard let h = takeHeld(held.count - 1, context) else { return false }
+                pages.append(h)
+            }
+            let batch = PageBatch(pages: pages.map(\.page))
+            if remotely {
+                remote.run { pool.put(contentsOf: batch.pages) }
+            } else {
+                pool.put(contentsOf: batch.pages)
+            }
+            var start = 0
+            while start < pages.count {
+                let run = pages[start..<min(start + PagePool.bulkPutSize, pages.count)]
+                start += run.count
+                let candidates = run.filter { modelPutCandidate($0, local: !remotely) }
+                var produced = 0
+                while produced < candidates.count && model.ring.produce(candidates[produced].page) { produced += 1 }
+                model.statistics.recycling.ring += produced
+                let left = candidates.count - produced
+                if left > 0 {
+                    model.statistics.recycling.ringFull += model.fault == .ringFullPerBulkPage ? left : 1
+                    model.statistics.releaseCount += left
+                }
+            }
+            for h in pages where !dropExtraReference(h, context) { return false }
             return true
         }
 
@@ -166,12 +324,13 @@ public enum PagePoolFuzzer {
                 report.fail("counters \(s) differ from the model's \(expected); \(context)")
                 return false
             }
-            if pool.cachedPageCount != model.cache.count || pool.ringPageCount != model.ring.count {
-                report.fail("cache \(pool.cachedPageCount) ring \(pool.ringPageCount), the model has \(model.cache.count) and \(model.ring.count); \(context)")
+            if pool.cachedPageCount != model.cache.count || pool.ringPageCount != model.ring.pages
+                || pool.ringOccupiedSlotCount != model.ring.occupiedSlots {
+                report.fail("cache \(pool.cachedPageCount), ring \(pool.ringPageCount) pages in \(pool.ringOccupiedSlotCount) occupied slots; the model has \(model.cache.count), \(model.ring.pages) in \(model.ring.occupiedSlots); \(context)")
                 return false
             }
-            if s.inflight != held.count + model.cache.count + model.ring.count {
-                report.fail("inflight \(s.inflight) but \(held.count) held + \(model.cache.count) cached + \(model.ring.count) ringed; \(context)")
+            if s.inflight != held.count + model.cache.count + model.ring.pages {
+                report.fail("inflight \(s.inflight) but \(held.count) held + \(model.cache.count) cached + \(model.ring.pages) ringed; \(context)")
                 return false
             }
             if provider.outstandingPages != s.inflight {
@@ -181,33 +340,32 @@ public enum PagePoolFuzzer {
             return true
         }
 
-        // Phase 1: whole pages against the exact model.
+        // Phase 1: whole pages against the reference model.
         let pageSteps = steps * 3 / 4
         step: for step in 0..<pageSteps {
             if source.isExhausted { break }
-            let context = "step \(step), ring \(model.ringCapacity), \(providerPages) provider pages"
+            let context = "step \(step), ring \(pool.parameters.ringSize), \(providerPages) provider pages"
             let roll = source.int(in: 0..<100)
             report.operations += 1
             switch roll {
-            case 0..<38 where held.count < 3 * providerPages / 4:
+            case 0..<36 where held.count < 3 * providerPages / 4:
                 guard allocate(context) else { break step }
-            case 0..<45 where held.count < 3 * providerPages / 4:
+            case 0..<44 where held.count < 3 * providerPages / 4:
                 // A bulk allocation is a run of single ones (`allocatePages`).
                 for _ in 0..<source.int(in: 2...80) where held.count < providerPages {
                     guard allocate(context) else { break step }
                 }
-            case 45..<70 where !held.isEmpty:
-                guard put(source.int(in: 0..<held.count), direct: true, context) else { break step }
-            case 70..<88 where !held.isEmpty:
-                guard put(source.int(in: 0..<held.count), direct: false, context) else { break step }
-            case 88..<93 where !held.isEmpty:
+            case 44..<56 where !held.isEmpty:
+                guard put(source.int(in: 0..<held.count), .recycleDirect, context) else { break step }
+            case 56..<64 where !held.isEmpty:
+                guard put(source.int(in: 0..<held.count), .ownerNotDirect, context) else { break step }
+            case 64..<84 where !held.isEmpty:
+                guard put(source.int(in: 0..<held.count), .remote, context) else { break step }
+            case 84..<92 where !held.isEmpty:
                 // A bulk put of the most recent pages, as a driver completing a batch.
                 let count = min(held.count, source.int(in: 2...70))
-                let direct = source.int(in: 0..<2) == 0
-                for _ in 0..<count {
-                    guard put(held.count - 1, direct: direct, context) else { break step }
-                }
-            case 93..<97 where !held.isEmpty:
+                guard bulkPut(count, remotely: source.int(in: 0..<3) != 0, context) else { break step }
+            case 92..<97 where !held.isEmpty:
                 // Someone else takes a page reference: the put must release the page.
                 let i = source.int(in: 0..<held.count)
                 if !held[i].extraReference {
@@ -230,12 +388,11 @@ public enum PagePoolFuzzer {
             try fragments(&source, steps: steps - pageSteps, memory: memory, device: device, report: &report)
         }
 
-        // Teardown: everything back, the pool destroyed, every page home.
-        for h in held {
-            pool.put(h.page, allowDirect: false)
-            if h.extraReference { _ = h.page.release() }
-            report.operations += 1
-        }
+        // Teardown: everything back from the other thread, the pool destroyed, every page home.
+        let leftovers = PageBatch(pages: held.map(\.page))
+        remote.run { for page in leftovers.pages { pool.put(page) } }
+        for h in held where h.extraReference { _ = h.page.release() }
+        report.operations += held.count
         held.removeAll()
         pool.destroy()
         let end = pool.statistics
@@ -258,17 +415,23 @@ public enum PagePoolFuzzer {
         var pattern: UInt8
     }
 
-    /// Fragments of random sizes from an order-0 or order-1 pool: each filled
-    /// with its own byte and checked when freed, so overlapping fragments or a
-    /// page recycled under a live fragment are caught.
+    /// Fragments of random sizes (zero included) from an order-0 or order-1
+    /// pool on x86-64 or arm64: each filled with its own byte and checked when
+    /// freed, so overlapping fragments or a page recycled under a live fragment
+    /// are caught; each offset must be the previous one plus the previous size
+    /// rounded up to the architecture's `dma_get_cache_alignment()`.
     static func fragments(_ source: inout FuzzSource, steps: Int, memory: GuestMemory, device: Device,
                           report: inout FuzzReport) throws {
         let order = source.int(in: 0...1)
+        let architecture = source.pick([Architecture.x86_64, .arm64])
         let firstPage = 8192
         let provider = PagePoolTestProvider(memory: memory, pages: firstPage..<(firstPage + 1024), name: "fuzz-fragments")
-        let pool = try PagePool(.init(order: order, poolSize: 64, flags: .dmaMap, device: device, name: "fuzz-fragments"),
+        let pool = try PagePool(.init(order: order, poolSize: 64, flags: .dmaMap, device: device, name: "fuzz-fragments",
+                                      architecture: architecture),
                                 provider: provider)
+        let alignment = architecture.dmaCacheAlignment
         var live: [HeldFragment] = []
+        var last: (page: Page, end: Int)?
         func intact(_ h: HeldFragment) -> Bool {
             report.bytesVerified &+= h.fragment.length   // bounded by steps: cannot overflow
             return UnsafeRawBufferPointer(start: h.fragment.bytes, count: h.fragment.length).allSatisfy { $0 == h.pattern }
@@ -277,7 +440,8 @@ public enum PagePoolFuzzer {
             if source.isExhausted || report.problem != nil { break }
             report.operations += 1
             if live.isEmpty || (source.int(in: 0..<100) < 55 && live.count < 400) {
-                let size = source.pick([64, 256, 1500, 2048, 3000, pool.parameters.pageBytes, source.int(in: 1...pool.parameters.pageBytes)])
+                let pageBytes = pool.parameters.pageBytes
+                let size = source.pick([0, 64, 130, 256, 1500, 2048, 3000, pageBytes, source.int(in: 1...pageBytes)])
                 let fragment: PagePoolFragment
                 do {
                     fragment = try pool.allocateFragment(size: size)
@@ -288,10 +452,16 @@ public enum PagePoolFuzzer {
                     }
                     continue
                 }
-                if fragment.offset + fragment.length > pool.parameters.pageBytes || fragment.offset % PagePool.fragmentAlignment != 0 {
+                let reserved = (size + alignment - 1) / alignment * alignment
+                if fragment.offset + reserved > pageBytes || fragment.length != size {
                     report.fail("fragment at +\(fragment.offset) of \(fragment.length) bytes does not fit its page; fragment step \(step)")
                     break
                 }
+                if let last, last.page == fragment.page, fragment.offset != 0, fragment.offset != last.end {
+                    report.fail("fragment at +\(fragment.offset) follows one ending at +\(last.end) (alignment \(alignment)); fragment step \(step)")
+                    break
+                }
+                last = (fragment.page, fragment.offset + reserved)
                 let pattern = UInt8(truncatingIfNeeded: source.next())
                 fragment.bytes.initializeMemory(as: UInt8.self, repeating: pattern, count: fragment.length)
                 live.append(HeldFragment(fragment: fragment, pattern: pattern))
@@ -314,5 +484,57 @@ public enum PagePoolFuzzer {
             report.fail("fragment pool after destroy: \(pool.shutdownPhase), \(pool.statistics.inflight) inflight")
         }
         report.lostPages += provider.outstandingPages
+    }
+}
+
+/// Pages as a Sendable bag, to carry them to the other thread.
+struct PageBatch: @unchecked Sendable { var pages: [Page] }
+
+/// A second thread that runs one closure at a time for the fuzzer and waits for
+/// it: a put from a context that does not own the pool, in step with the model.
+final class RemoteContext: @unchecked Sendable {
+    private let work = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+    private var job: (@Sendable () -> Void)?
+    private var thread = pthread_t()
+    private var stopped = false
+
+    init() {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { argument in
+            guard let argument else { return nil }
+            let context = Unmanaged<RemoteContext>.fromOpaque(argument).takeRetainedValue()
+            context.loop()
+            return nil
+        }, box)
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+    }
+
+    private func loop() {
+        while true {
+            work.wait()
+            // The semaphores order `job` between the two threads.
+            guard let job else { break }
+            job()
+            self.job = nil
+            done.signal()
+        }
+    }
+
+    /// Runs `body` on the other thread and returns when it has finished.
+    func run(_ body: @escaping @Sendable () -> Void) {
+        precondition(!stopped, "remote context used after stop()")
+        job = body
+        work.signal()
+        done.wait()
+    }
+
+    /// Ends the thread (and waits for it).
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        job = nil
+        work.signal()
+        pthread_join(thread, nil)
     }
 }

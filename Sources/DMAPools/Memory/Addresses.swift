@@ -4,8 +4,11 @@ public enum PageGeometry {
     public static let shift = 12
     /// `PAGE_SIZE`: 4 KiB.
     public static let size = 1 << shift
-    /// The highest page order the framework hands out (order 9 = 2 MiB, a THP).
+    /// The highest page order the framework's own allocators hand out (order 9 = 2 MiB, a THP).
     public static let maxOrder = 9
+    /// `MAX_PAGE_ORDER`: the highest order the kernel's page allocator (and so
+    /// `page_pool_init`) accepts (order 10 = 4 MiB).
+    public static let maxPageOrder = 10
     /// `SKB_FRAG_PAGE_ORDER`: the socket page-frag order (32 KiB).
     public static let socketFragOrder = 3
 

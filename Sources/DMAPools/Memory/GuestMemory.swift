@@ -213,7 +213,7 @@ public final class GuestMemory: @unchecked Sendable {
     /// Makes `head` the head of an order-`order` run (`prep_compound_page`).
     /// The caller holds all `1 << order` pages exclusively.
     public func prepareCompound(_ head: Page, order: Int, owner: PageOwner) {
-        precondition((0...PageGeometry.maxOrder).contains(order), "page order \(order) outside 0...\(PageGeometry.maxOrder)")
+        precondition((0...PageGeometry.maxPageOrder).contains(order), "page order \(order) outside 0...\(PageGeometry.maxPageOrder) (MAX_PAGE_ORDER)")
         let count = 1 << order
         precondition(index(of: head) % count == 0, "order-\(order) run at \(head.physicalAddress) is not naturally aligned")
         head.descriptor.pointee.order = UInt8(order)

@@ -6,7 +6,7 @@ public struct PagePoolFragment: Hashable, Sendable {
     public let page: Page
     /// Byte offset of the fragment in the page.
     public let offset: Int
-    /// Bytes requested (the pool reserves `length` rounded up to a cache line).
+    /// Bytes requested (the pool reserves `length` rounded up to its `fragmentAlignment`).
     public let length: Int
 
     @inlinable
@@ -26,9 +26,9 @@ public struct PagePoolFragment: Hashable, Sendable {
 }
 
 extension PagePool {
-    /// `dma_get_cache_alignment()`: fragments are rounded up to a cache line so
-    /// that two fragments never share one.
-    public static let fragmentAlignment = 64
+    /// `dma_get_cache_alignment()` of the pool's architecture: fragment sizes
+    /// are rounded up to it (1 on x86-64, 128 on arm64).
+    public var fragmentAlignment: Int { parameters.architecture.dmaCacheAlignment }
 
     /// `page_pool_alloc_frag`: `size` bytes carved from the pool's current
     /// fragment page. The page's fragment count (`pp_ref_count`) starts at a
@@ -36,21 +36,27 @@ extension PagePool {
     /// fragment holds one reference, given back with `put(_:)` (or
     /// `put(_ fragment:)`). The page is recycled when its last fragment is freed.
     /// Owning context only.
+    ///
+    /// A zero-byte fragment is served, as the kernel serves it (it only refuses
+    /// `size > PAGE_SIZE << order`): it takes a reference at the current offset.
+    ///
+    /// - Throws: `fragmentTooLarge` for a size outside `0...pageBytes`.
     public func allocateFragment(size: Int) throws(PagePoolError) -> PagePoolFragment {
         let pageBytes = parameters.pageBytes
-        guard size > 0, size <= pageBytes else {
+        guard size >= 0, size <= pageBytes else {
             throw .fragmentTooLarge(size: size, pageBytes: pageBytes)
         }
-        let alignment = PagePool.fragmentAlignment
-        // size <= pageBytes <= 2 MiB: the rounding cannot overflow.
-        let reserved = min((size &+ alignment &- 1) & ~(alignment &- 1), pageBytes)
+        let alignment = fragmentAlignment
+        // `ALIGN(size, dma_get_cache_alignment())`: the alignment is a power of
+        // two dividing the page, so a size <= pageBytes stays <= pageBytes.
+        let reserved = (size &+ alignment &- 1) & ~(alignment &- 1)
         let hot = self.hot
         var page = hot.pointee.fragmentPage
         let offset = hot.pointee.fragmentOffset
         if let current = page {
             if offset + reserved <= pageBytes {
                 // Fits: one more user of the current page.
-                hot.pointee.fragmentUsers &+= 1   // at most pageBytes / 64 users: cannot overflow
+                hot.pointee.fragmentUsers &+= 1   // each user holds a reference, fewer than BIAS_MAX: cannot overflow
                 hot.pointee.fragmentOffset = offset &+ reserved   // <= pageBytes
                 return PagePoolFragment(page: current, offset: offset, length: size)
             }

@@ -21,19 +21,21 @@ extension PagePool {
 
     /// `page_pool_put_page(pool, page, dma_sync_size, allow_direct)`.
     ///
+    /// As `page_pool_put_unrefed_netmem` does, `allowDirect: false` is widened
+    /// to direct recycling when the caller is the pool's owning context
+    /// (`page_pool_napi_local`): an owner's put lands in the alloc cache either way.
+    ///
     /// - Parameters:
     ///   - dmaSyncSize: bytes to sync for the device on recycle (capped at
     ///     `maxLength`; -1 = `maxLength`), with `PP_FLAG_DMA_SYNC_DEV`.
-    ///   - allowDirect: recycle into the lockless cache. Only the owning thread
-    ///     may; from any other thread this traps (after `destroy()` it is ignored,
-    ///     as destroy disables direct recycling).
+    ///   - allowDirect: the caller vouches for recycling into the lockless
+    ///     cache. Only the owning thread may; from any other thread this traps
+    ///     (after `destroy()` it is ignored, as destroy disables direct recycling).
     @inlinable
     public func put(_ page: Page, dmaSyncSize: Int = -1, allowDirect: Bool) {
-        var direct = allowDirect
-        if allowDirect && !isOwnedByCurrentThread {
-            if isDestroyed { direct = false } else { _directRecycleFromNonOwner(page) }
-        }
-        _put(page, dmaSyncSize: dmaSyncSize, allowDirect: direct)
+        let local = isOwnedByCurrentThread
+        if allowDirect && !local && !isDestroyed { _directRecycleFromNonOwner(page) }
+        _put(page, dmaSyncSize: dmaSyncSize, allowDirect: local)
     }
 
     /// `page_pool_recycle_direct`: the owning thread gives a page straight back
@@ -49,26 +51,76 @@ extension PagePool {
     public func tryPut(_ page: Page, allowDirect: Bool? = nil) throws(PagePoolError) {
         let head = page.head
         if let problem = _diagnose(head) { throw problem }
-        let direct: Bool
-        if let allowDirect {
-            if allowDirect && !isOwnedByCurrentThread && !isDestroyed { throw .notOwner(pool: description) }
-            direct = allowDirect && !isDestroyed
-        } else {
-            direct = isOwnedByCurrentThread
-        }
-        _put(head, dmaSyncSize: -1, allowDirect: direct)
+        let local = isOwnedByCurrentThread
+        if allowDirect == true && !local && !isDestroyed { throw .notOwner(pool: description) }
+        _put(head, dmaSyncSize: -1, allowDirect: local)
     }
 
+    /// `XDP_BULK_QUEUE_SIZE`: the most pages one `page_pool_put_netmem_bulk`
+    /// call handles; longer batches are put in runs of this size.
+    public static let bulkPutSize = 16
+
     /// `page_pool_put_netmem_bulk`: gives back a batch of pages of this pool.
+    ///
+    /// Each page drops its reference; the ones that were last are recycled
+    /// (into the cache in the owning context, else collected), and the
+    /// collected ones go into the ring under one hold of the producer lock
+    /// (`page_pool_recycle_ring_bulk`): when the ring fills, `ring_full` counts
+    /// once for the run and the rest of the run is released to the provider.
+    /// Runs are at most `bulkPutSize` pages.
     public func put(contentsOf pages: UnsafeBufferPointer<Page>) {
         let direct = isOwnedByCurrentThread
-        for page in pages { _put(page, dmaSyncSize: -1, allowDirect: direct) }
+        var start = 0
+        while start < pages.count {
+            let end = min(start + PagePool.bulkPutSize, pages.count)
+            _putBulk(UnsafeBufferPointer(rebasing: pages[start..<end]), allowDirect: direct)
+            start = end
+        }
     }
 
     /// `page_pool_put_netmem_bulk` for any sequence of pages of this pool.
     public func put<S: Sequence<Page>>(contentsOf pages: S) {
         let direct = isOwnedByCurrentThread
-        for page in pages { _put(page, dmaSyncSize: -1, allowDirect: direct) }
+        withUnsafeTemporaryAllocation(of: Page.self, capacity: PagePool.bulkPutSize) { run in
+            var count = 0
+            for page in pages {
+                run.initializeElement(at: count, to: page)
+                count += 1
+                if count == PagePool.bulkPutSize {
+                    _putBulk(UnsafeBufferPointer(rebasing: run[0..<count]), allowDirect: direct)
+                    count = 0
+                }
+            }
+            if count > 0 { _putBulk(UnsafeBufferPointer(rebasing: run[0..<count]), allowDirect: direct) }
+        }
+    }
+
+    /// One run (at most `bulkPutSize` pages) of `page_pool_put_netmem_bulk`.
+    func _putBulk(_ pages: UnsafeBufferPointer<Page>, allowDirect: Bool) {
+        withUnsafeTemporaryAllocation(of: Page.self, capacity: PagePool.bulkPutSize) { bulk in
+            var count = 0
+            for page in pages {
+                let head = page.head
+                guard _unreference(head) else { continue }
+                // `__page_pool_put_page`: approved pages collect for the ring.
+                if _recycleCandidate(head, dmaSyncSize: -1, allowDirect: allowDirect) {
+                    bulk.initializeElement(at: count, to: head)
+                    count += 1
+                }
+            }
+            guard count > 0 else { return }
+            if _slowPath(shared.destroyed.load(ordering: .relaxed)) {
+                for i in 0..<count { _releaseAfterDestroy(bulk[i]) }
+                return
+            }
+            // `page_pool_recycle_ring_bulk`.
+            let produced = ring.produce(contentsOf: UnsafeBufferPointer(rebasing: bulk[0..<count]))
+            if _slowPath(produced < count) {
+                // Once per bulk, as the kernel counts it; the rest go to the provider.
+                shared.ringFull.wrappingAdd(1, ordering: .relaxed)
+                for i in produced..<count { _returnToProvider(bulk[i]) }
+            }
+        }
     }
 
     /// Takes a page out of the pool for good and gives it to the provider (the
@@ -88,21 +140,28 @@ extension PagePool {
     @inlinable
     func _put(_ page: Page, dmaSyncSize: Int, allowDirect: Bool) {
         let head = page.head
+        guard _unreference(head) else { return }
+        _putUnreferenced(head, dmaSyncSize: dmaSyncSize, allowDirect: allowDirect)
+    }
+
+    /// The pool-signature check and `page_pool_unref_and_test`: true if this
+    /// was the page's last fragment reference.
+    @inlinable
+    func _unreference(_ head: Page) -> Bool {
         let descriptor = head.descriptor
         // The sentinel: every put checks the pool signature (`pp_magic`).
         if _slowPath(descriptor.pointee.poolSignature != hot.pointee.signature) {
             _misuse(_diagnose(head) ?? .foreignPage(page: "\(head)", pool: description, owner: "unknown"))
         }
-        // `page_pool_unref_and_test`. Relaxed: a count of 1 means we are the only
-        // holder, and whoever handed us the page synchronized with us already.
+        // Relaxed: a count of 1 means we are the only holder, and whoever
+        // handed us the page synchronized with us already.
         let references = descriptor.pointee._fragmentReferenceCount.load(ordering: .relaxed)
         if _fastPath(references == 1) {
             // Back to "in the pool". Nobody else can see this page any more.
             descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
-        } else if !_dropFragmentReference(head, references) {
-            return
+            return true
         }
-        _putUnreferenced(head, dmaSyncSize: dmaSyncSize, allowDirect: allowDirect)
+        return _dropFragmentReference(head, references)
     }
 
     /// The multi-holder case of `page_pool_unref_and_test`: returns true if this
@@ -118,18 +177,34 @@ extension PagePool {
         return remaining == 0
     }
 
-    /// `page_pool_put_unrefed_netmem` / `__page_pool_put_page`: the pool holds the
-    /// page again; recycle it if its reference count is 1, else release it.
+    /// `page_pool_put_unrefed_netmem`: the pool holds the page again; recycle
+    /// it into the cache or the ring, or release it.
     @inlinable
     func _putUnreferenced(_ head: Page, dmaSyncSize: Int, allowDirect: Bool) {
+        if _recycleCandidate(head, dmaSyncSize: dmaSyncSize, allowDirect: allowDirect) {
+            _recycleInRing(head)
+        }
+    }
+
+    /// `__page_pool_put_page`: a page whose reference count is not 1 is
+    /// released (`released_refcnt`); otherwise it is synced for the device
+    /// (with `PP_FLAG_DMA_SYNC_DEV`, until `destroy()` clears the sync as
+    /// `page_pool_scrub` does) and, if `allowDirect`, recycled into the cache.
+    /// Returns true if the page still needs the ring (the cache was full, or
+    /// direct recycling was not allowed).
+    @inlinable
+    func _recycleCandidate(_ head: Page, dmaSyncSize: Int, allowDirect: Bool) -> Bool {
         // `__page_pool_page_can_be_recycled`: acquiring load (the kernel's
         // page_ref_count read barrier) so a concurrent put_page is ordered.
         guard _fastPath(head.referenceCount == 1) else {
             _releaseElevatedReference(head)
-            return
+            return false
         }
         let hot = self.hot
-        if _slowPath(hot.pointee.dmaSync) { _syncForDevice(head, size: dmaSyncSize) }
+        // Acquiring: a put that sees the pool destroyed also sees the scrub.
+        if _slowPath(hot.pointee.dmaSync) && !shared.destroyed.load(ordering: .acquiring) {
+            _syncForDevice(head, size: dmaSyncSize)
+        }
         if allowDirect {
             // `page_pool_recycle_in_cache`.
             let count = hot.pointee.cacheCount
@@ -137,11 +212,11 @@ extension PagePool {
                 cache[count] = head
                 hot.pointee.cacheCount = count &+ 1   // < 128: cannot overflow
                 hot.pointee.recycleCached &+= 1       // event counter: cannot overflow in practice
-                return
+                return false
             }
             hot.pointee.recycleCacheFull &+= 1        // event counter: cannot overflow in practice
         }
-        _recycleInRing(head)
+        return true
     }
 
     /// `page_pool_recycle_in_ring`, or straight to the provider once destroyed.

@@ -1,163 +1,243 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// One slot of the recycle ring: a sequence number that says whose turn it is,
-/// and the page.
-@usableFromInline
-struct _RecycleRingSlot: ~Copyable {
-    /// `position` when a producer may fill the slot, `position + 1` when it
-    /// holds a page for the consumer, `position + capacity` once consumed.
-    @usableFromInline let sequence: Atomic<Int>
-    @usableFromInline var page: Page?
-
-    @usableFromInline
-    init(sequence: Int) {
-        self.sequence = Atomic(sequence)
-        self.page = nil
-    }
-}
-
-/// The pool's `ptr_ring`: a bounded multi-producer, single-consumer ring of
-/// pages, lock-free (Dmitry Vyukov's bounded queue with a sequence per slot).
+/// The pool's `ptr_ring` (`include/linux/ptr_ring.h`), with the kernel's rules,
+/// because they decide how many pages leave the pool when the ring fills:
 ///
-/// Producers are any thread returning a page (`page_pool_recycle_in_ring`);
-/// the consumer is the pool's owning context refilling its alloc cache, or
-/// teardown once the owner has stopped (the kernel's rule: `page_pool_destroy`
-/// runs when allocation can no longer happen concurrently). The capacity is
-/// exactly the kernel's ring size, which need not be a power of two.
+/// - A slot is free exactly when it holds no page (the kernel's NULL). A
+///   producer looks at the slot at `producer` and reports full (`-ENOSPC`) when
+///   it is occupied, so a ring of size N holds exactly N pages, whatever N is
+///   (1 included, and N need not be a power of two).
+/// - Producers serialise on the producer lock (`producer_lock`);
+///   `page_pool_recycle_ring_bulk` holds it across a whole bulk.
+/// - One consumer (the owning context refilling its alloc cache, or teardown
+///   once allocation has stopped). A consumed slot is not cleared at once:
+///   `__ptr_ring_discard_one` clears consumed slots in batches of `batch`, in
+///   reverse order, and whenever the head reaches the end of the array. Until
+///   then the producer still sees them occupied, so the ring reports full up to
+///   `batch - 1` puts before it holds `size` pages.
+/// - `batch` is `2 * SMP_CACHE_BYTES / sizeof(void *)` (16 with 64-byte cache
+///   lines), or 1 when that is more than half the ring (`__ptr_ring_set_size`).
 ///
-/// Positions only grow: at one operation per nanosecond a 64-bit position
-/// wraps after 292 years, so the `&+` on positions cannot overflow in practice.
+/// Memory orderings: the producer publishes a page with a releasing store into
+/// its slot, the consumer takes it with an acquiring load (the kernel's
+/// `smp_wmb` / `READ_ONCE` pair); the consumer clears slots with releasing
+/// stores and the producer's check loads acquiring, so the consumer's read of
+/// the old page happens before the slot is reused.
 @usableFromInline
-struct _RecycleRing {
-    @usableFromInline let slots: UnsafeMutablePointer<_RecycleRingSlot>
+struct _RecycleRing: ~Copyable {
+    /// The array of slots: a page's descriptor address, or 0 (NULL) when free.
+    @usableFromInline let slots: UnsafeMutablePointer<Atomic<UInt>>
+    /// `size`: how many pages the ring holds.
     @usableFromInline let capacity: Int
-    /// `capacity - 1` when the capacity is a power of two, else -1.
-    @usableFromInline let mask: Int
-    /// Producer and consumer positions, each on its own cache line.
-    @usableFromInline let positions: UnsafeMutableRawPointer
+    /// `batch`: consumed slots are cleared this many at a time.
+    @usableFromInline let batch: Int
+    /// Two cache lines: the producer's (lock, index, produced count) and the
+    /// consumer's (head, tail, consumed count), as the kernel aligns them.
+    @usableFromInline let lines: UnsafeMutableRawPointer
 
-    @usableFromInline static let cacheLine = 128
+    @usableFromInline static let lineBytes = 128
 
-    init(capacity: Int) {
+    /// A ring of `capacity` slots; `cacheLineBytes` is the platform's
+    /// `SMP_CACHE_BYTES`, which sets the consumer's batch.
+    init(capacity: Int, cacheLineBytes: Int = Architecture.x86_64.cacheLineBytes) {
         precondition(capacity > 0, "ring capacity \(capacity) must be positive")
         self.capacity = capacity
-        self.mask = capacity & (capacity - 1) == 0 ? capacity - 1 : -1
+        self.batch = _RecycleRing.batch(capacity: capacity, cacheLineBytes: cacheLineBytes)
         self.slots = .allocate(capacity: capacity)
-        for i in 0..<capacity { (slots + i).initialize(to: _RecycleRingSlot(sequence: i)) }
-        self.positions = .allocate(byteCount: 3 * Self.cacheLine, alignment: Self.cacheLine)
-        (positions + Self.cacheLine).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
-        (positions + 2 * Self.cacheLine).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        for i in 0..<capacity { (slots + i).initialize(to: Atomic(0)) }
+        self.lines = .allocate(byteCount: 2 * Self.lineBytes, alignment: Self.lineBytes)
+        lines.initializeMemory(as: UInt8.self, repeating: 0, count: 2 * Self.lineBytes)
+        (lines + Self.producerLockOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (lines + Self.producedOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (lines + Self.consumedOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (lines + Self.producerIndexOffset).bindMemory(to: Int.self, capacity: 1).initialize(to: 0)
+        (lines + Self.consumerHeadOffset).bindMemory(to: Int.self, capacity: 2).initialize(repeating: 0, count: 2)
     }
 
-    func deallocate() {
+    deinit {
         slots.deinitialize(count: capacity)
         slots.deallocate()
-        positions.deallocate()
+        lines.deallocate()
     }
 
-    /// The next position a producer claims; also the number of pages ever
-    /// produced (the `recycle.ring` counter).
-    @usableFromInline
-    var producerPosition: UnsafePointer<Atomic<Int>> {
-        UnsafePointer((positions + Self.cacheLine).assumingMemoryBound(to: Atomic<Int>.self))
+    /// `__ptr_ring_set_size`'s batch.
+    static func batch(capacity: Int, cacheLineBytes: Int) -> Int {
+        let batch = cacheLineBytes * 2 / MemoryLayout<UnsafeRawPointer>.size
+        return batch > capacity / 2 || batch == 0 ? 1 : batch
     }
 
-    /// The next position the consumer takes. Only the consumer moves it, but it
-    /// is atomic so that `count` can be read from any thread.
-    @usableFromInline
-    var consumerPosition: UnsafePointer<Atomic<Int>> {
-        UnsafePointer((positions + 2 * Self.cacheLine).assumingMemoryBound(to: Atomic<Int>.self))
+    // Producer line.
+    @usableFromInline static let producerLockOffset = 0
+    @usableFromInline static let producerIndexOffset = 8
+    @usableFromInline static let producedOffset = 16
+    // Consumer line.
+    @usableFromInline static let consumerHeadOffset = lineBytes
+    @usableFromInline static let consumerTailOffset = lineBytes + 8
+    @usableFromInline static let consumedOffset = lineBytes + 16
+
+    @inlinable var producerLock: UnsafePointer<Atomic<Int>> {
+        UnsafePointer((lines + Self.producerLockOffset).assumingMemoryBound(to: Atomic<Int>.self))
+    }
+    /// `producer`: written only under the producer lock.
+    @inlinable var producerIndex: UnsafeMutablePointer<Int> {
+        (lines + Self.producerIndexOffset).assumingMemoryBound(to: Int.self)
+    }
+    /// Pages ever produced (the `recycle.ring` counter). Written under the
+    /// producer lock, atomic so reports can read it from anywhere.
+    @inlinable var produced: UnsafePointer<Atomic<Int>> {
+        UnsafePointer((lines + Self.producedOffset).assumingMemoryBound(to: Atomic<Int>.self))
+    }
+    /// `consumer_head` and `consumer_tail`: the consumer's alone.
+    @inlinable var consumerHead: UnsafeMutablePointer<Int> {
+        (lines + Self.consumerHeadOffset).assumingMemoryBound(to: Int.self)
+    }
+    @inlinable var consumerTail: UnsafeMutablePointer<Int> {
+        (lines + Self.consumerTailOffset).assumingMemoryBound(to: Int.self)
+    }
+    /// Pages ever consumed, for `count`.
+    @inlinable var consumed: UnsafePointer<Atomic<Int>> {
+        UnsafePointer((lines + Self.consumedOffset).assumingMemoryBound(to: Atomic<Int>.self))
     }
 
+    // MARK: Producer lock
+
+    /// `spin_lock(&r->producer_lock)`.
     @inlinable
-    func slot(_ position: Int) -> UnsafeMutablePointer<_RecycleRingSlot> {
-        // Positions are non-negative (they start at 0 and only grow), so `%` is a plain remainder.
-        slots + (mask >= 0 ? position & mask : position % capacity)
+    func lockProducer() {
+        // Acquiring: the previous holder's writes to the index and slots are visible.
+        if _fastPath(producerLock.pointee.compareExchange(
+            expected: 0, desired: 1, successOrdering: .acquiring, failureOrdering: .relaxed).exchanged) {
+            return
+        }
+        _lockProducerContended()
     }
 
-    /// `__ptr_ring_produce`: appends a page; false if the ring is full.
-    @inlinable
-    func produce(_ page: Page) -> Bool {
-        // Relaxed: the position is only a guess; the slot's sequence decides.
-        var position = producerPosition.pointee.load(ordering: .relaxed)
+    /// Spins on a plain load (no cache-line ping-pong), and yields now and then:
+    /// a user-space holder can be preempted, which a kernel spinlock holder cannot.
+    @inline(never)
+    @usableFromInline
+    func _lockProducerContended() {
+        var spins = 0
         while true {
-            let slot = slot(position)
-            // Acquiring: pairs with the consumer's releasing store, so the
-            // consumer's read of the old page happens before our write below.
-            let sequence = slot.pointee.sequence.load(ordering: .acquiring)
-            let lag = sequence &- position   // both < 2^63: no overflow (see type comment)
-            if lag == 0 {
-                // The slot is free for `position`: claim it. Relaxed is enough for
-                // the claim itself; publication happens through the slot's sequence.
-                let (exchanged, current) = producerPosition.pointee.weakCompareExchange(
-                    expected: position, desired: position &+ 1,
-                    successOrdering: .relaxed, failureOrdering: .relaxed)
-                if exchanged {
-                    slot.pointee.page = page
-                    // Releasing: publishes the page (and every write the producer
-                    // made to it) to the consumer's acquiring load.
-                    slot.pointee.sequence.store(position &+ 1, ordering: .releasing)
-                    return true
-                }
-                position = current
-            } else if lag < 0 {
-                // The slot still holds the page from one lap ago: the ring is full.
-                return false
-            } else {
-                // Another producer claimed `position`; move on.
-                position = producerPosition.pointee.load(ordering: .relaxed)
+            // Relaxed: a hint; the exchange below decides.
+            while producerLock.pointee.load(ordering: .relaxed) != 0 {
+                spins &+= 1
+                if spins & 63 == 0 { sched_yield() }
+            }
+            if producerLock.pointee.compareExchange(
+                expected: 0, desired: 1, successOrdering: .acquiring, failureOrdering: .relaxed).exchanged {
+                return
             }
         }
     }
 
-    /// `__ptr_ring_consume`: takes the oldest page; nil if the ring is empty
-    /// (or the oldest slot is claimed but not yet filled). Consumer only.
+    /// `spin_unlock(&r->producer_lock)`. Releasing: publishes the index and counter.
+    @inlinable
+    func unlockProducer() {
+        producerLock.pointee.store(0, ordering: .releasing)
+    }
+
+    // MARK: Produce
+
+    /// `__ptr_ring_produce` under the lock held by the caller: false (`-ENOSPC`)
+    /// if the slot at `producer` is still occupied.
+    @inlinable
+    func _produceLocked(_ page: Page) -> Bool {
+        let index = producerIndex.pointee
+        let slot = slots + index
+        // Acquiring: pairs with the consumer's releasing clear of this slot.
+        if slot.pointee.load(ordering: .acquiring) != 0 { return false }
+        // Releasing: publishes the page (and every write made to it) to the consumer.
+        slot.pointee.store(UInt(bitPattern: page.descriptor), ordering: .releasing)
+        let next = index &+ 1   // < capacity <= 16384: cannot overflow
+        producerIndex.pointee = next == capacity ? 0 : next
+        // Under the lock: a plain read-modify-write is enough; atomic for readers.
+        produced.pointee.store(produced.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        return true
+    }
+
+    /// `ptr_ring_produce`: appends a page; false if the ring is full.
+    @inlinable
+    func produce(_ page: Page) -> Bool {
+        lockProducer()
+        let produced = _produceLocked(page)
+        unlockProducer()
+        return produced
+    }
+
+    /// The producer half of `page_pool_recycle_ring_bulk`: appends pages in
+    /// order under one hold of the producer lock, stopping at the first that
+    /// does not fit. Returns how many went in.
+    @inlinable
+    func produce(contentsOf pages: UnsafeBufferPointer<Page>) -> Int {
+        lockProducer()
+        var count = 0
+        while count < pages.count && _produceLocked(pages[count]) { count &+= 1 }
+        unlockProducer()
+        return count
+    }
+
+    // MARK: Consume (one consumer at a time)
+
+    /// `__ptr_ring_consume`: takes the oldest page; nil if the ring is empty.
     @inlinable
     func consume() -> Page? {
-        // Relaxed: only the consumer writes this position.
-        let position = consumerPosition.pointee.load(ordering: .relaxed)
-        let slot = slot(position)
-        // Acquiring: pairs with the producer's releasing store of the sequence,
-        // so the page and its contents are visible.
-        guard slot.pointee.sequence.load(ordering: .acquiring) == position &+ 1 else { return nil }
-        let page = slot.pointee.page
-        slot.pointee.page = nil
-        // Releasing: our read of the slot happens before the next lap's producer writes it.
-        slot.pointee.sequence.store(position &+ capacity, ordering: .releasing)
-        // Relaxed: consumer-private progress; `count` readers tolerate staleness.
-        consumerPosition.pointee.store(position &+ 1, ordering: .relaxed)
-        return page
+        let head = consumerHead.pointee
+        // Acquiring: pairs with the producer's releasing store, so the page and
+        // its contents are visible.
+        guard let descriptor = UnsafeMutablePointer<PageDescriptor>(
+            bitPattern: (slots + head).pointee.load(ordering: .acquiring)) else { return nil }
+        _discardOne(head)
+        // Relaxed: a counter for `count`.
+        consumed.pointee.store(consumed.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        return Page(descriptor: descriptor)
+    }
+
+    /// `__ptr_ring_discard_one`: advance the head; clear consumed slots once a
+    /// batch of them has built up, or at the end of the array.
+    @inlinable
+    func _discardOne(_ consumedIndex: Int) {
+        var head = consumedIndex &+ 1   // < capacity + 1: cannot overflow
+        let tail = consumerTail.pointee
+        if _slowPath(head &- tail >= batch || head >= capacity) {
+            // Reverse order, as the kernel: the producer's current line last.
+            var index = consumedIndex
+            while index >= tail {
+                // Releasing: our read of the page happens before the producer reuses the slot.
+                (slots + index).pointee.store(0, ordering: .releasing)
+                index &-= 1
+            }
+            consumerTail.pointee = head
+        }
+        if _slowPath(head >= capacity) {
+            head = 0
+            consumerTail.pointee = 0
+        }
+        consumerHead.pointee = head
     }
 
     /// `__ptr_ring_empty`, from the consumer: a cheap check before a refill.
     @inlinable
     var isEmpty: Bool {
-        let position = consumerPosition.pointee.load(ordering: .relaxed)
         // Relaxed: a hint only; `consume` re-checks with acquiring ordering.
-        return slot(position).pointee.sequence.load(ordering: .relaxed) != position &+ 1
+        (slots + consumerHead.pointee).pointee.load(ordering: .relaxed) == 0
     }
 
     /// Pages in the ring (approximate while producers run).
     var count: Int {
-        let produced = producerPosition.pointee.load(ordering: .relaxed)
-        let consumed = consumerPosition.pointee.load(ordering: .relaxed)
-        return max(0, produced - consumed)
+        let consumed = self.consumed.pointee.load(ordering: .relaxed)
+        return max(0, produced.pointee.load(ordering: .relaxed) - consumed)
     }
 
     /// Pages ever produced (`recycle.ring`).
-    var producedCount: Int { producerPosition.pointee.load(ordering: .relaxed) }
+    var producedCount: Int { produced.pointee.load(ordering: .relaxed) }
 
-    /// Calls `body` with every page in the ring, without consuming (for reports;
-    /// consumer context, or a quiescent ring).
-    func forEachPage(_ body: (Page) -> Void) {
-        let consumed = consumerPosition.pointee.load(ordering: .acquiring)
-        var position = consumed
-        while true {
-            let slot = slot(position)
-            guard slot.pointee.sequence.load(ordering: .acquiring) == position &+ 1, let page = slot.pointee.page else { break }
-            body(page)
-            position &+= 1
-            if position &- consumed >= capacity { break }
-        }
+    /// Occupied slots, consumed-but-not-yet-cleared ones included: what the
+    /// producer sees (quiescent ring; for tests and reports).
+    var occupiedSlotCount: Int {
+        (0..<capacity).reduce(0) { $0 + ((slots + $1).pointee.load(ordering: .relaxed) != 0 ? 1 : 0) }
     }
 }

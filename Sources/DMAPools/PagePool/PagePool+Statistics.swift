@@ -55,7 +55,9 @@ public struct PagePoolStatistics: Sendable, Hashable, CustomStringConvertible {
         allocation.fast + allocation.slow + allocation.slowHighOrder + allocation.refill
     }
 
-    /// Pages that came back: every last put ends in exactly one of these.
+    /// Pages that came back: every last put ends in exactly one of these, with
+    /// one exception taken from the kernel: a bulk put that finds the ring full
+    /// counts `ring_full` once for the run and releases the rest of the run.
     public var pagesReturned: Int {
         recycling.cached + recycling.ring + recycling.ringFull + recycling.releasedRefcount + releasedAfterDestroy
     }
@@ -124,6 +126,14 @@ extension PagePool {
 
     /// Pages waiting in the recycle ring (approximate while producers run).
     public var ringPageCount: Int { ring.count }
+
+    /// Ring slots the producer sees occupied: the pages in the ring plus the
+    /// consumed slots the consumer has not cleared yet (its batch). Quiescent
+    /// pool only (tests and the fuzzer).
+    package var ringOccupiedSlotCount: Int { ring.occupiedSlotCount }
+
+    /// The ring's consumer batch (`ring->batch`).
+    public var ringBatch: Int { ring.batch }
 
     /// The recycle ring's capacity.
     public var ringCapacity: Int { ring.capacity }

@@ -56,7 +56,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     @usableFromInline let hot: UnsafeMutablePointer<_PagePoolHotState>
     /// The alloc cache's pages (`pool->alloc.cache`).
     @usableFromInline let cache: UnsafeMutablePointer<Page>
-    /// The recycle ring (`pool->ring`).
+    /// The recycle ring (`pool->ring`); frees its storage when the pool goes.
     @usableFromInline let ring: _RecycleRing
     /// Counters and state written from any thread.
     @usableFromInline let shared: _PagePoolSharedState
@@ -87,7 +87,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
             maxLength: parameters.maxLength,
             signature: signature))
         self.cache = .allocate(capacity: PagePool.allocCacheSize)
-        self.ring = _RecycleRing(capacity: parameters.ringSize)
+        self.ring = _RecycleRing(capacity: parameters.ringSize, cacheLineBytes: parameters.architecture.cacheLineBytes)
         self.shared = _PagePoolSharedState()
         // Nothing is allocated yet; if attach throws, deinit frees the storage.
         try provider.attach(to: self)
@@ -103,7 +103,6 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
         hot.deinitialize(count: 1)
         hot.deallocate()
         cache.deallocate()
-        ring.deallocate()
     }
 
     /// The pool's name for diagnostics: `page_pool "name" id N`.

@@ -66,7 +66,7 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
 
     private struct State {
         var next: Int
-        var free: [[Int]] = Array(repeating: [], count: PageGeometry.maxOrder + 1)
+        var free: [[Int]] = Array(repeating: [], count: PageGeometry.maxPageOrder + 1)
         var outstanding = 0
         var allocateCalls = 0
         var pagesAllocated = 0

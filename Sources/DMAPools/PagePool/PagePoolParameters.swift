@@ -21,6 +21,21 @@ public struct PagePoolFlags: OptionSet, Sendable, Hashable, CustomStringConverti
     /// and a non-zero `maxLength`.
     public static let dmaSyncForDevice = PagePoolFlags(rawValue: 1 << 1)
 
+    /// `PP_FLAG_SYSTEM_POOL`: one of the per-CPU system page pools. The kernel
+    /// then counts its recycle statistics in one shared per-CPU object; the
+    /// model accepts the flag and keeps counting per pool (a departure: see
+    /// Design/page-pool.md).
+    public static let systemPool = PagePoolFlags(rawValue: 1 << 2)
+
+    /// `PP_FLAG_ALLOW_UNREADABLE_NETMEM`: the pool may be backed by the rx
+    /// queue's memory provider (devmem, io_uring zcrx) whose memory the CPU
+    /// cannot read. The model accepts the flag; its memory providers are given
+    /// to the pool directly, so the flag changes nothing here.
+    public static let allowUnreadableNetmem = PagePoolFlags(rawValue: 1 << 3)
+
+    /// `PP_FLAG_ALL`: every flag the kernel knows.
+    public static let kernelFlags: PagePoolFlags = [.dmaMap, .dmaSyncForDevice, .systemPool, .allowUnreadableNetmem]
+
     /// **Not a kernel flag.** Marks a transmit pool, which may map its pages
     /// `DMA_TO_DEVICE`. The kernel accepts only `DMA_FROM_DEVICE` and
     /// `DMA_BIDIRECTIONAL` with `PP_FLAG_DMA_MAP` (XDP_TX uses bidirectional);
@@ -29,12 +44,14 @@ public struct PagePoolFlags: OptionSet, Sendable, Hashable, CustomStringConverti
     public static let transmit = PagePoolFlags(rawValue: 1 << 16)
 
     /// Every flag this model knows (`PP_FLAG_ALL` plus `transmit`).
-    public static let all: PagePoolFlags = [.dmaMap, .dmaSyncForDevice, .transmit]
+    public static let all: PagePoolFlags = [.dmaMap, .dmaSyncForDevice, .systemPool, .allowUnreadableNetmem, .transmit]
 
     public var description: String {
         var names: [String] = []
         if contains(.dmaMap) { names.append("PP_FLAG_DMA_MAP") }
         if contains(.dmaSyncForDevice) { names.append("PP_FLAG_DMA_SYNC_DEV") }
+        if contains(.systemPool) { names.append("PP_FLAG_SYSTEM_POOL") }
+        if contains(.allowUnreadableNetmem) { names.append("PP_FLAG_ALLOW_UNREADABLE_NETMEM") }
         if contains(.transmit) { names.append("transmit") }
         let unknown = rawValue & ~PagePoolFlags.all.rawValue
         if unknown != 0 { names.append("unknown(0x" + String(unknown, radix: 16) + ")") }
@@ -49,7 +66,9 @@ public struct PagePoolParameters: Sendable {
     /// The kernel's cap on the ring size (`min(pool_size, 16384)`).
     public static let maximumRingSize = 16384
 
-    /// Page order of every page the pool hands out (`order`), 0...`PageGeometry.maxOrder`.
+    /// Page order of every page the pool hands out (`order`), 0...`PageGeometry.maxPageOrder`
+    /// (`MAX_PAGE_ORDER`, as `page_pool_init` checks). Whether a provider can
+    /// supply that order is the provider's to say when the pool attaches.
     public var order: Int
     /// Requested ring size (`pool_size`): 0 means the default (1024).
     public var poolSize: Int
@@ -69,6 +88,10 @@ public struct PagePoolParameters: Sendable {
     public var queueIndex: Int
     /// A name for diagnostics (the kernel reports pools by id and netdev).
     public var name: String
+    /// The architecture's constants: fragment alignment
+    /// (`dma_get_cache_alignment()`) and the ring's consumer batch
+    /// (`SMP_CACHE_BYTES`). Default x86-64.
+    public var architecture: Architecture
     /// `DEFER_TIME`: how often a destroyed pool with pages in flight retries its
     /// release. Kernel: 1 s.
     public var releaseRetryInterval: Duration
@@ -88,6 +111,7 @@ public struct PagePoolParameters: Sendable {
         cpu: Int = -1,
         queueIndex: Int = 0,
         name: String = "page_pool",
+        architecture: Architecture = .x86_64,
         releaseRetryInterval: Duration = .seconds(1),
         stallWarningInterval: Duration = .seconds(60),
         logger: Logger = Logger(label: "dma-pools.page-pool")
@@ -102,6 +126,7 @@ public struct PagePoolParameters: Sendable {
         self.cpu = cpu
         self.queueIndex = queueIndex
         self.name = name
+        self.architecture = architecture
         self.releaseRetryInterval = releaseRetryInterval
         self.stallWarningInterval = stallWarningInterval
         self.logger = logger
@@ -116,16 +141,21 @@ public struct PagePoolParameters: Sendable {
     /// Bytes in one of the pool's pages (`PAGE_SIZE << order`).
     public var pageBytes: Int { PageGeometry.bytes(order: order) }
 
-    /// Checks the parameters with `page_pool_init`'s rules (plus the model's own
-    /// range checks). Every error names the parameter at fault.
+    /// Checks the parameters with `page_pool_init`'s rules, plus the model's own
+    /// range checks (marked below). Every error names the parameter at fault.
+    ///
+    /// Where the kernel and the model differ on purpose: `PP_FLAG_DMA_MAP`
+    /// without a device is refused here (the kernel accepts it and would crash
+    /// at the first mapping), and `.transmit` relaxes the kernel's direction rule.
     public func validate() throws(PagePoolError) {
         let unknown = flags.rawValue & ~PagePoolFlags.all.rawValue
         guard unknown == 0 else {
             throw .invalidParameter("flags", "unknown flag bits 0x\(String(unknown, radix: 16)) (known: \(PagePoolFlags.all))")
         }
-        guard (0...PageGeometry.maxOrder).contains(order) else {
-            throw .invalidParameter("order", "\(order) is outside 0...\(PageGeometry.maxOrder) (MAX_PAGE_ORDER)")
+        guard (0...PageGeometry.maxPageOrder).contains(order) else {
+            throw .invalidParameter("order", "\(order) is outside 0...\(PageGeometry.maxPageOrder) (MAX_PAGE_ORDER)")
         }
+        // Model: the kernel's pool_size is unsigned.
         guard poolSize >= 0 else {
             throw .invalidParameter("poolSize", "\(poolSize) is negative")
         }
@@ -139,11 +169,19 @@ public struct PagePoolParameters: Sendable {
                     throw .invalidParameter("dmaDirection", "PP_FLAG_DMA_MAP needs \(DMADirection.fromDevice) or \(DMADirection.bidirectional), not \(dmaDirection); a transmit pool must say so with the .transmit flag")
                 }
             }
+            // Model: the kernel accepts a mapping pool without a device.
             guard device != nil else {
                 throw .invalidParameter("device", "PP_FLAG_DMA_MAP needs a device to map for")
             }
         } else if flags.contains(.transmit) {
             throw .invalidParameter("flags", ".transmit only relaxes the direction rule of PP_FLAG_DMA_MAP, which is not set")
+        }
+        // Model: max_len and offset are unsigned in the kernel.
+        guard maxLength >= 0 else {
+            throw .invalidParameter("maxLength", "\(maxLength) is negative")
+        }
+        guard offset >= 0 else {
+            throw .invalidParameter("offset", "\(offset) is negative")
         }
         if flags.contains(.dmaSyncForDevice) {
             guard flags.contains(.dmaMap) else {
@@ -152,16 +190,12 @@ public struct PagePoolParameters: Sendable {
             guard maxLength > 0 else {
                 throw .invalidParameter("maxLength", "PP_FLAG_DMA_SYNC_DEV needs max_len > 0, got \(maxLength)")
             }
+            // Only a syncing pool ever touches offset + max_len bytes.
+            guard offset + maxLength <= pageBytes else {
+                throw .invalidParameter("offset", "offset \(offset) + maxLength \(maxLength) exceeds the \(pageBytes)-byte order-\(order) page that PP_FLAG_DMA_SYNC_DEV syncs")
+            }
         }
-        guard maxLength >= 0 else {
-            throw .invalidParameter("maxLength", "\(maxLength) is negative")
-        }
-        guard offset >= 0 else {
-            throw .invalidParameter("offset", "\(offset) is negative")
-        }
-        guard offset + maxLength <= pageBytes else {
-            throw .invalidParameter("offset", "offset \(offset) + maxLength \(maxLength) exceeds the \(pageBytes)-byte order-\(order) page")
-        }
+        // Model: the rest are the model's own fields.
         guard cpu >= -1 else {
             throw .invalidParameter("cpu", "\(cpu) must be -1 (none) or a CPU number")
         }
@@ -170,6 +204,9 @@ public struct PagePoolParameters: Sendable {
         }
         guard !name.isEmpty else {
             throw .invalidParameter("name", "must not be empty")
+        }
+        guard architecture.isValid else {
+            throw .invalidParameter("architecture", "\(architecture): both sizes must be powers of two")
         }
         guard releaseRetryInterval > .zero else {
             throw .invalidParameter("releaseRetryInterval", "\(releaseRetryInterval) must be positive")
@@ -197,7 +234,7 @@ public enum PagePoolError: Error, Hashable, CustomStringConvertible {
     case foreignPage(page: String, pool: String, owner: String)
     /// The page is already back in the pool (put twice).
     case doublePut(page: String, pool: String)
-    /// A fragment larger than the pool's page.
+    /// A fragment larger than the pool's page (or of negative size).
     case fragmentTooLarge(size: Int, pageBytes: Int)
 
     public var description: String {
@@ -217,7 +254,7 @@ public enum PagePoolError: Error, Hashable, CustomStringConvertible {
         case .doublePut(let page, let pool):
             "\(page) put into \(pool) twice (it is already back in the pool)"
         case .fragmentTooLarge(let size, let pageBytes):
-            "fragment size \(size) exceeds the pool's \(pageBytes)-byte page"
+            "fragment size \(size) is outside 0...\(pageBytes) (the pool's page)"
         }
     }
 }
