@@ -293,3 +293,54 @@ import Glibc
         }
     }
 }
+
+/// Kernel behaviour beyond the sequences: pfmemalloc pages and DMA-map failures.
+@Suite struct PagePoolKernelBehaviourTests {
+    @Test func aPFMemallocPageIsNeverRecycled() throws {
+        let f = try PagePoolFixture()
+        let pool = f.pool
+        f.provider.handOutPFMemalloc(1)
+        let page = try pool.allocatePage()   // the last of the bulk: not the pfmemalloc one
+        let reserve = Page(descriptor: f.memory.descriptors + f.provider.pages.lowerBound)
+        #expect(reserve.isPFMemalloc && !page.isPFMemalloc)
+        pool.put(page)
+        var held: [Page] = []
+        for _ in 0..<64 { held.append(try pool.allocatePage()) }
+        #expect(held.contains(reserve))
+        for page in held { pool.put(page) }
+        let s = pool.statistics
+        #expect(s.recycling.releasedRefcount == 1, "released_refcnt counts the pfmemalloc page: \(s)")
+        #expect(s.recycling.cached == 64 && s.releaseCount == 1)
+        #expect(!reserve.isPFMemalloc, "the flag goes with the page")
+        pool.destroy()
+        f.expectEveryPageHome()
+    }
+
+    @Test func aDMAMapFailureDropsThatPageAndTheBulkCarriesOn() throws {
+        let f = try PagePoolFixture()
+        let pool = f.pool
+        f.provider.failNextMappings(3)
+        let page = try pool.allocatePage()
+        let s = pool.statistics
+        #expect(s.holdCount == 61 && s.allocation.slow == 1 && pool.cachedPageCount == 60)
+        #expect(f.provider.outstandingPages == 61)
+        pool.put(page)
+        pool.destroy()
+        f.expectEveryPageHome()
+    }
+
+    @Test func aBulkWhoseEveryMappingFailsFailsTheAllocation() throws {
+        let f = try PagePoolFixture(providerPages: 64)
+        let pool = f.pool
+        f.provider.failNextMappings(64)
+        #expect(throws: PagePoolError.providerFailed(provider: "test-pages", reason: "DMA mapping failed for all 64 pages")) {
+            _ = try pool.allocatePage()
+        }
+        let s = pool.statistics
+        #expect(s.allocation.slow == 0 && s.allocation.empty == 1 && s.holdCount == 0)
+        let page = try pool.allocatePage()   // the pages went back: they map now
+        pool.put(page)
+        pool.destroy()
+        f.expectEveryPageHome()
+    }
+}

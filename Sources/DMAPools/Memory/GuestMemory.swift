@@ -237,6 +237,7 @@ public final class GuestMemory: @unchecked Sendable {
             head.descriptor[i].poolSignature = 0
             head.descriptor[i].ownerObject = nil
             head.descriptor[i].privateWord = 0
+            head.descriptor[i].isPFMemalloc = false
         }
     }
 

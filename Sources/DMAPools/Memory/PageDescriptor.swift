@@ -57,6 +57,9 @@ public struct PageDescriptor: ~Copyable {
     public var owner: PageOwner
     /// Compound order for a head page; 0 for order-0 and tail pages.
     public var order: UInt8
+    /// `page_is_pfmemalloc`: the page came from the reclaim reserves, handed
+    /// out under memory pressure. page_pool never recycles such a page.
+    public var isPFMemalloc: Bool
     /// Pages back to the compound head (0 for a head or a single page).
     public var headOffset: UInt16
     /// The DMA address stored by whoever mapped the page (`page_pool_get_dma_addr`).
@@ -77,6 +80,7 @@ public struct PageDescriptor: ~Copyable {
         self._domain = Atomic(domain.rawValue)
         self.owner = .free
         self.order = 0
+        self.isPFMemalloc = false
         self.headOffset = 0
         self.dmaAddress = .mappingError
         self.poolSignature = 0

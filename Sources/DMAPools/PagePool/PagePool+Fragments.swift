@@ -121,7 +121,7 @@ extension PagePool {
     func _drainFragmentPage(_ page: Page) -> Page? {
         hot.pointee.fragmentPage = nil
         if _dropFragmentBias(page) != 0 { return nil }
-        if page.referenceCount == 1 {
+        if _canBeRecycled(page) {
             if hot.pointee.dmaSync { _syncForDevice(page, size: -1) }
             return page
         }

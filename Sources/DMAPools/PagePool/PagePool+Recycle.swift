@@ -194,9 +194,7 @@ extension PagePool {
     /// direct recycling was not allowed).
     @inlinable
     func _recycleCandidate(_ head: Page, dmaSyncSize: Int, allowDirect: Bool) -> Bool {
-        // `__page_pool_page_can_be_recycled`: acquiring load (the kernel's
-        // page_ref_count read barrier) so a concurrent put_page is ordered.
-        guard _fastPath(head.referenceCount == 1) else {
+        guard _fastPath(_canBeRecycled(head)) else {
             _releaseElevatedReference(head)
             return false
         }
@@ -248,7 +246,17 @@ extension PagePool {
         _returnToProvider(head)
     }
 
-    /// Someone else holds a page reference (`released_refcnt`): the page leaves
+    /// `__page_pool_page_can_be_recycled`: the pool holds the only page
+    /// reference and the page is not from the reclaim reserves (pfmemalloc).
+    /// The acquiring load of the count (the kernel's page_ref_count read
+    /// barrier) orders a concurrent put_page.
+    @inlinable
+    func _canBeRecycled(_ head: Page) -> Bool {
+        head.referenceCount == 1 && !head.descriptor.pointee.isPFMemalloc
+    }
+
+    /// Someone else holds a page reference, or the page is pfmemalloc
+    /// (`released_refcnt` counts both, as the kernel's does): the page leaves
     /// the pool, unmapped, and the pool's reference goes to the provider.
     @inline(never)
     @usableFromInline

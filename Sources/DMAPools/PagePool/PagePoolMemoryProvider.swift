@@ -74,6 +74,8 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
         var attached = 0
         var detached = 0
         var failNextAllocations = 0
+        var failNextMappings = 0
+        var pfmemallocNext = 0
     }
     private let state: Lock<State>
     private let syncs = Atomic<Int>(0)
@@ -100,6 +102,9 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
 
     public func allocatePages(for pool: PagePool, order: Int, into out: UnsafeMutableBufferPointer<Page>) throws(PagePoolError) -> Int {
         let count = 1 << order
+        let maps = pool.mapsDMA
+        var mappingFailures = 0
+        var pfmemalloc = 0
         let filled: Int = state.withLock { s in
             s.allocateCalls += 1
             if s.failNextAllocations > 0 {
@@ -107,7 +112,12 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
                 return 0
             }
             var n = 0
-            while n < out.count {
+            var unmapped: [Int] = []
+            // As `alloc_pages_bulk` then `page_pool_dma_map` per page: a bulk of
+            // `out.count` pages, less those whose mapping fails.
+            var attempts = 0
+            while attempts < out.count {
+                attempts += 1
                 let index: Int
                 if let reused = s.free[order].popLast() {
                     index = reused
@@ -117,19 +127,34 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
                     index = aligned
                     s.next = aligned + count
                 }
+                if maps && s.failNextMappings > 0 {
+                    // `page_pool_dma_map` failed: the page goes back (`put_page`)
+                    // and the bulk carries on with the next one.
+                    s.failNextMappings -= 1
+                    unmapped.append(index)
+                    continue
+                }
                 out[n] = memory.page(at: index)
                 n += 1
             }
+            // Back on the free list once the bulk is done (not to be taken again by it).
+            s.free[order].append(contentsOf: unmapped)
+            mappingFailures = unmapped.count
+            pfmemalloc = min(n, s.pfmemallocNext)
+            s.pfmemallocNext -= pfmemalloc
             s.outstanding += n
             s.pagesAllocated += n
             return n
         }
-        guard filled > 0 else { throw .providerExhausted(provider: name, order: order) }
-        let maps = pool.mapsDMA
+        guard filled > 0 else {
+            if mappingFailures > 0 { throw .providerFailed(provider: name, reason: "DMA mapping failed for all \(mappingFailures) pages") }
+            throw .providerExhausted(provider: name, order: order)
+        }
         for i in 0..<filled {
             let page = out[i]
             memory.prepareCompound(page, order: order, owner: pageOwner)
             page.dmaAddress = maps ? memory.unencryptedDMAAddress(of: page.physicalAddress) : .mappingError
+            page.descriptor.pointee.isPFMemalloc = i < pfmemalloc
             page.setReferenceCount(1)
         }
         return filled
@@ -164,6 +189,11 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
 
     /// Makes the next `count` allocation calls fail (fault injection).
     public func failNextAllocations(_ count: Int) { state.withLock { $0.failNextAllocations = count } }
+    /// Makes the DMA mapping of the next `count` pages fail (fault injection):
+    /// each goes back to the free list and the bulk continues without it.
+    public func failNextMappings(_ count: Int) { state.withLock { $0.failNextMappings = count } }
+    /// Hands out the next `count` pages as pfmemalloc (from the reclaim reserves).
+    public func handOutPFMemalloc(_ count: Int) { state.withLock { $0.pfmemallocNext = count } }
 
     /// Pages handed out and not yet released.
     public var outstandingPages: Int { state.withLock { $0.outstanding } }
