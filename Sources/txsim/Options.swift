@@ -35,7 +35,7 @@ struct WorkloadOptions: ParsableArguments {
             help: "Wire speed per queue, 0.001...10000 (default: unlimited).")
     var lineRateGbps: Double?
 
-    func workload() throws(WorkloadError) -> Workload {
+    func workload() throws(ParameterError) -> Workload {
         try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
                      roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
                      zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)

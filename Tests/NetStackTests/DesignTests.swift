@@ -181,7 +181,7 @@ final class PrivateDMADesign: GuestDesign, @unchecked Sendable {
             #expect {
                 try w.validate()
             } throws: { error in
-                guard case WorkloadError.invalid(let name, _) = error else { return false }
+                guard case ParameterError.invalid(let name, _) = error else { return false }
                 return name == parameter
             }
         }

@@ -10,11 +10,8 @@ import Testing
             try body()
         } throws: { error in
             let named: String? = switch error {
-            case let e as WorkloadError: e.parameter
-            case let e as ConfigurationError: e.parameter
-            case ExperimentError.workload(let e): e.parameter
-            case ExperimentError.configuration(let e): e.parameter
-            case ExperimentError.invalid(let p, _): p
+            case let e as ParameterError: e.parameter
+            case ExperimentError.invalid(let e): e.parameter
             case ExperimentError.doesNotFit: "fit"
             default: nil
             }

@@ -24,9 +24,9 @@ public enum DesignKind: String, CaseIterable, Sendable, Codable {
         var kinds: [DesignKind] = []
         for name in text.split(separator: ",", omittingEmptySubsequences: false) {
             do { kinds.append(try named(String(name))) } catch {
-                throw .invalid(parameter: "designs", reason: name.isEmpty
+                throw .invalid(.invalid(parameter: "designs", reason: name.isEmpty
                     ? "'\(text)' names no design: give one or more of \(allNames), separated by commas"
-                    : error.description)
+                    : error.description))
             }
         }
         try Experiment.checkDesigns(kinds)
@@ -79,7 +79,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     /// A configuration, checked: the error names the parameter at fault and its range.
     public init(memory: GuestMemoryConfiguration = .init(), zeroCopyPercent: Int = 90,
                 poolProvider: PoolProviderKind = .swiotlb, poolRingSize: Int = 1024,
-                swiotlbAreas: Int? = nil) throws(ConfigurationError) {
+                swiotlbAreas: Int? = nil) throws(ParameterError) {
         self.memory = memory
         self.zeroCopyPercent = zeroCopyPercent
         self.poolProvider = poolProvider
@@ -89,9 +89,9 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     }
 
     /// Checks every parameter; the error names the one that is wrong.
-    public func validate() throws(ConfigurationError) {
-        func check(_ ok: Bool, _ name: String, _ why: @autoclosure () -> String) throws(ConfigurationError) {
-            if !ok { throw ConfigurationError.invalid(parameter: name, reason: why()) }
+    public func validate() throws(ParameterError) {
+        func check(_ ok: Bool, _ name: String, _ why: @autoclosure () -> String) throws(ParameterError) {
+            if !ok { throw ParameterError.invalid(parameter: name, reason: why()) }
         }
         let guest = memory.guestBytes, swiotlb = memory.swiotlbBytes
         try check(guest % (2 << 20) == 0 && Self.guestBytesRange.contains(guest), "guest-mib",
@@ -114,37 +114,18 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     }
 }
 
-/// A guest-configuration parameter out of its range. `parameter` is the
-/// `txsim` option that sets it (without the dashes).
-public enum ConfigurationError: Error, Hashable, CustomStringConvertible {
-    case invalid(parameter: String, reason: String)
-
-    public var parameter: String {
-        switch self { case .invalid(let parameter, _): parameter }
-    }
-
-    public var description: String {
-        switch self {
-        case .invalid(let parameter, let reason): "invalid --\(parameter): \(reason)"
-        }
-    }
-}
-
 /// Why an experiment was refused before anything ran (nothing was allocated).
 public enum ExperimentError: Error, Hashable, CustomStringConvertible {
-    case workload(WorkloadError)
-    case configuration(ConfigurationError)
-    /// A parameter of the experiment itself (`designs`, `rounds`).
-    case invalid(parameter: String, reason: String)
+    /// A parameter of the workload, the configuration or the experiment itself
+    /// (`designs`, `rounds`) is out of its range.
+    case invalid(ParameterError)
     /// Each parameter is in range but the workload needs more than the guest
     /// has; the reason says what, and which options to change.
     case doesNotFit(String)
 
     public var description: String {
         switch self {
-        case .workload(let error): error.description
-        case .configuration(let error): error.description
-        case .invalid(let parameter, let reason): "invalid --\(parameter): \(reason)"
+        case .invalid(let error): error.description
         case .doesNotFit(let reason): "the workload does not fit the guest: \(reason)"
         }
     }
@@ -172,29 +153,29 @@ public enum Experiment {
     /// the guest. `compare`, `run` and `prepare` call it; so does `txsim`.
     public static func check(_ kinds: [DesignKind], workload: Workload, rounds: Int = 1,
                              configuration: ExperimentConfiguration) throws(ExperimentError) {
-        do { try workload.validate() } catch { throw .workload(error) }
-        do { try configuration.validate() } catch { throw .configuration(error) }
+        do { try workload.validate() } catch { throw .invalid(error) }
+        do { try configuration.validate() } catch { throw .invalid(error) }
         try checkDesigns(kinds)
         guard roundsRange.contains(rounds) else {
-            throw .invalid(parameter: "rounds", reason: "\(rounds) must be in \(roundsRange)")
+            throw .invalid(.invalid(parameter: "rounds", reason: "\(rounds) must be in \(roundsRange)"))
         }
         let perRound = workload.durationSeconds / Double(rounds)
         let minimum = Workload.durationRange.lowerBound
         guard perRound >= minimum else {
-            throw .invalid(parameter: "rounds", reason: "\(rounds) rounds of --duration \(workload.durationSeconds) s leave "
+            throw .invalid(.invalid(parameter: "rounds", reason: "\(rounds) rounds of --duration \(workload.durationSeconds) s leave "
                            + "\(perRound) s per round, less than the \(minimum) s a round needs to measure anything: "
-                           + "lower --rounds or raise --duration to at least \(minimum * Double(rounds))")
+                           + "lower --rounds or raise --duration to at least \(minimum * Double(rounds))"))
         }
         try checkFits(kinds, workload: workload, configuration: configuration)
     }
 
     static func checkDesigns(_ kinds: [DesignKind]) throws(ExperimentError) {
         guard !kinds.isEmpty else {
-            throw .invalid(parameter: "designs", reason: "no design given: name one or more of \(DesignKind.allNames)")
+            throw .invalid(.invalid(parameter: "designs", reason: "no design given: name one or more of \(DesignKind.allNames)"))
         }
         var seen = Set<DesignKind>()
         for kind in kinds where !seen.insert(kind).inserted {
-            throw .invalid(parameter: "designs", reason: "\(kind.rawValue) is named twice: each design runs once per round")
+            throw .invalid(.invalid(parameter: "designs", reason: "\(kind.rawValue) is named twice: each design runs once per round"))
         }
     }
 

@@ -52,7 +52,7 @@ public struct Workload: Sendable, Hashable, Codable {
     public init(senders: Int = 2, queues: Int = 1, flows: Int = 2, messageBytes: Int = 65536,
                 roundTripMicroseconds: Int = 50, durationSeconds: Double = 1.0, verify: Bool = false,
                 zeroCopy: Bool = false, sendBufferBytes: Int = Socket.defaultSendBufferBytes,
-                lineRateGbps: Double? = nil) throws(WorkloadError) {
+                lineRateGbps: Double? = nil) throws(ParameterError) {
         self.senders = senders; self.queues = queues; self.flows = flows; self.messageBytes = messageBytes
         self.roundTripMicroseconds = roundTripMicroseconds; self.durationSeconds = durationSeconds
         self.verify = verify; self.zeroCopy = zeroCopy; self.sendBufferBytes = sendBufferBytes
@@ -61,9 +61,9 @@ public struct Workload: Sendable, Hashable, Codable {
     }
 
     /// Checks every parameter; the error names the one that is wrong.
-    public func validate() throws(WorkloadError) {
-        func check(_ ok: Bool, _ name: String, _ why: String) throws(WorkloadError) {
-            if !ok { throw WorkloadError.invalid(parameter: name, reason: why) }
+    public func validate() throws(ParameterError) {
+        func check(_ ok: Bool, _ name: String, _ why: String) throws(ParameterError) {
+            if !ok { throw ParameterError.invalid(parameter: name, reason: why) }
         }
         try check(Self.senderRange.contains(senders), "senders", "\(senders) must be in \(Self.senderRange)")
         try check(Self.queueRange.contains(queues), "queues", "\(queues) must be in \(Self.queueRange)")
@@ -84,9 +84,10 @@ public struct Workload: Sendable, Hashable, Codable {
     }
 }
 
-/// A workload parameter out of its range. `parameter` is the `txsim` option
-/// that sets it (without the dashes).
-public enum WorkloadError: Error, Hashable, CustomStringConvertible {
+/// A parameter out of its range, from `Workload`, `ExperimentConfiguration` or
+/// `Experiment.check`. `parameter` is the `txsim` option that sets it (without
+/// the dashes), so a library user reads what a command-line user reads.
+public enum ParameterError: Error, Hashable, CustomStringConvertible {
     case invalid(parameter: String, reason: String)
 
     public var parameter: String {
