@@ -58,5 +58,11 @@ let package = Package(
             dependencies: ["NetStack", "DMAPools"],
             swiftSettings: invariantSettings
         ),
+        // Runs the built txsim (the dependency makes `swift build --build-tests`
+        // build it first) on bad input and checks its messages and exit status.
+        .testTarget(
+            name: "TXSimTests",
+            dependencies: ["txsim"]
+        ),
     ]
 )

@@ -8,26 +8,27 @@ import Glibc
 #endif
 
 /// Runs designs on the same workload, interleaved in rounds, each on a fresh guest.
-func runDesigns(_ kinds: [DesignKind], workload: Workload, rounds: Int, guest: GuestOptions,
+func runDesigns(_ kinds: [DesignKind], workload: Workload, rounds: Int, configuration: ExperimentConfiguration,
                 output: OutputOptions) throws -> [TransmitResult] {
     if !output.quiet {
-        printError("txsim: \(kinds.map(\.rawValue).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 1)) s each in \(rounds) interleaved round(s)")
+        printError("txsim: \(kinds.map(\.rawValue).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s each in \(rounds) interleaved round(s)")
     }
     let total = kinds.count * rounds
     let counter = Mutex(0)
     let quiet = output.quiet
-    let results = try Experiment.compare(kinds, workload: workload, rounds: rounds, configuration: guest.configuration) { kind, round in
+    let results = try Experiment.compare(kinds, workload: workload, rounds: rounds, configuration: configuration) { kind, round in
         let done = counter.withLock { n -> Int in n += 1; return n }
         if !quiet && (total > 1) {
             printError("txsim:   [\(done)/\(total)] round \(round + 1): \(kind.rawValue)")
         }
     }
-    emit(results, output: output)
+    try emit(results, output: output)
     return results
 }
 
-/// Prints the results as the options ask, and writes the chart.
-func emit(_ results: [TransmitResult], output: OutputOptions) {
+/// Prints the results as the options ask, and writes the chart. A chart that
+/// cannot be written is an error (exit 1), after the results are printed.
+func emit(_ results: [TransmitResult], output: OutputOptions) throws {
     if output.json {
         print(ResultFormat.json(results))
     } else if output.csv {
@@ -38,11 +39,16 @@ func emit(_ results: [TransmitResult], output: OutputOptions) {
     if let path = output.svg {
         do {
             try ResultFormat.svg(results).write(toFile: path)
-            if !output.quiet { printError("txsim: wrote \(path)") }
         } catch {
-            printError("txsim: could not write \(path): \(error)")
+            throw ValidationError("could not write --svg \(path): \(error)")
         }
+        if !output.quiet { printError("txsim: wrote \(path)") }
     }
+}
+
+/// Exit status 2 when any design broke a promise or moved nothing.
+func judge(_ results: [TransmitResult]) throws {
+    if results.contains(where: { !$0.passed }) { throw ExitCode(2) }
 }
 
 func printError(_ line: String) {
@@ -72,22 +78,23 @@ struct Compare: ParsableCommand {
     @OptionGroup var workload: WorkloadOptions
     @OptionGroup var guest: GuestOptions
     @OptionGroup var output: OutputOptions
-    @Option(help: "Comma-separated designs (default: all).")
+    @Option(help: "Comma-separated designs, each at most once (default: all).")
     var designs: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
-    @Option(help: "Interleaved rounds: each design runs duration/rounds seconds per round; Gbps is the median round.")
+    @Option(parsing: .unconditional,
+            help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s); Gbps is the median round.")
     var rounds: Int = 4
 
+    func kinds() throws -> [DesignKind] {
+        do { return try DesignKind.list(designs) } catch { throw ValidationError(error.description) }
+    }
+
     func validate() throws {
-        guard (1...100).contains(rounds) else { throw ValidationError("--rounds \(rounds) must be in 1...100") }
-        for name in designs.split(separator: ",") {
-            do { _ = try DesignKind.named(String(name)) } catch { throw ValidationError(error.description) }
-        }
+        try checkExperiment(try kinds(), workload: workload, rounds: rounds, guest: guest)
     }
 
     func run() throws {
-        let kinds = try designs.split(separator: ",").map { name throws(DesignError) in try DesignKind.named(String(name)) }
-        let results = try runDesigns(kinds, workload: workload.workload, rounds: rounds, guest: guest, output: output)
-        if results.contains(where: { !$0.passed }) { throw ExitCode(2) }
+        try judge(try runDesigns(try kinds(), workload: try workload.workload(), rounds: rounds,
+                                 configuration: try guest.configuration(), output: output))
     }
 }
 
@@ -100,12 +107,16 @@ struct Run: ParsableCommand {
     @OptionGroup var guest: GuestOptions
     @OptionGroup var output: OutputOptions
 
+    func kind() throws -> DesignKind {
+        do { return try DesignKind.named(design) } catch { throw ValidationError("invalid --design: \(error.description)") }
+    }
+
     func validate() throws {
-        do { _ = try DesignKind.named(design) } catch { throw ValidationError(error.description) }
+        try checkExperiment([try kind()], workload: workload, guest: guest)
     }
 
     func run() throws {
-        let results = try runDesigns([try DesignKind.named(design)], workload: workload.workload, rounds: 1, guest: guest, output: output)
-        if results.contains(where: { !$0.passed }) { throw ExitCode(2) }
+        try judge(try runDesigns([try kind()], workload: try workload.workload(), rounds: 1,
+                                 configuration: try guest.configuration(), output: output))
     }
 }

@@ -83,21 +83,22 @@ struct Fuzz: ParsableCommand {
 
     @Option(help: "swiotlb, page-pool or all.")
     var target: FuzzTarget = .all
-    @Option(help: "Seconds to keep starting new runs.")
+    @Option(parsing: .unconditional, help: "Seconds to keep starting new runs: (0, 86400].")
     var seconds: Double = 10
-    @Option(help: "The first seed, decimal or 0x-hexadecimal (default: random); later runs use the next seeds.")
+    @Option(parsing: .unconditional, help: "The first seed, decimal or 0x-hexadecimal (default: random); later runs use the next seeds.")
     var seed: Seed?
-    @Option(help: "Operations per run.")
+    @Option(parsing: .unconditional, help: "Operations per run, 1...10000000.")
     var steps: Int = 3000
-    @Option(help: "Stop after this many runs.")
+    @Option(parsing: .unconditional, help: "Stop after this many runs (at least 1).")
     var runs: Int?
-    @Option(name: .customLong("input"), help: "Replay a file of raw bytes as one run's choices (repeatable).")
+    @Option(name: .customLong("input"), help: "Replay a regular file of raw bytes as one run's choices (repeatable).")
     var inputs: [String] = []
 
     func validate() throws {
-        guard seconds > 0 && seconds <= 86_400 else { throw ValidationError("--seconds \(seconds) must be in (0, 86400]") }
-        guard (1...10_000_000).contains(steps) else { throw ValidationError("--steps \(steps) must be in 1...10000000") }
-        if let runs, runs < 1 { throw ValidationError("--runs \(runs) must be at least 1") }
+        guard seconds > 0 && seconds <= 86_400 else { throw ValidationError("invalid --seconds: \(seconds) must be in (0, 86400]") }
+        guard (1...10_000_000).contains(steps) else { throw ValidationError("invalid --steps: \(steps) must be in 1...10000000") }
+        if let runs, runs < 1 { throw ValidationError("invalid --runs: \(runs) must be at least 1") }
+        for path in inputs { try checkReadable(path, option: "input") }
     }
 
     func run() throws {
@@ -131,6 +132,21 @@ struct Fuzz: ParsableCommand {
     }
 }
 
+/// Refuses, before anything runs, a path that is not a readable regular file
+/// (a directory reads as 0 bytes, which would replay as a run of nothing).
+func checkReadable(_ path: String, option: String) throws {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        throw ValidationError("invalid --\(option): cannot open \(path): \(String(cString: strerror(errno)))")
+    }
+    guard (info.st_mode & S_IFMT) == S_IFREG else {
+        throw ValidationError("invalid --\(option): \(path) is \((info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"), not a file of raw bytes")
+    }
+    guard access(path, R_OK) == 0 else {
+        throw ValidationError("invalid --\(option): cannot read \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
 /// The whole of a file, or a clear error naming it.
 func readFile(_ path: String) throws -> [UInt8] {
     guard let file = fopen(path, "rb") else {
@@ -144,6 +160,7 @@ func readFile(_ path: String) throws -> [UInt8] {
         if n > 0 { bytes.append(contentsOf: buffer[0..<n]) }
         if n < buffer.count { break }
     }
+    if ferror(file) != 0 { throw ValidationError("cannot read \(path): \(String(cString: strerror(errno)))") }
     return bytes
 }
 

@@ -8,15 +8,25 @@ struct Layout: ParsableCommand {
 
     @OptionGroup var guestOptions: GuestOptions
 
-    @Option(help: "Mappings in the swiotlb exercise.")
+    @Option(parsing: .unconditional, help: "Mappings in the swiotlb exercise, 1...10000000.")
     var mappings: Int = 2000
 
+    /// The exercise keeps up to 64 mappings of up to 64 KiB live.
+    static let exerciseSWIOTLBBytes = 64 * 65536
+
     func validate() throws {
-        guard (1...10_000_000).contains(mappings) else { throw ValidationError("--mappings \(mappings) must be in 1...10000000") }
+        guard (1...10_000_000).contains(mappings) else {
+            throw ValidationError("invalid --mappings: \(mappings) must be in 1...10000000")
+        }
+        let swiotlb = try guestOptions.configuration().memory.swiotlbBytes
+        guard swiotlb >= Self.exerciseSWIOTLBBytes else {
+            throw ValidationError("invalid --swiotlb-mib: the exercise keeps up to 64 mappings of 64 KiB live, "
+                                  + "so the swiotlb needs at least \(Self.exerciseSWIOTLBBytes >> 20) MiB, not \(swiotlb >> 20)")
+        }
     }
 
     func run() throws {
-        let guest = try Guest(guestOptions.configuration.memory)
+        let guest = try Guest(guestOptions.configuration().memory)
         let memory = guest.memory
         let c = memory.configuration
         let swiotlb = guest.swiotlb

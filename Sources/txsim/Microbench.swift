@@ -10,12 +10,12 @@ struct Microbench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
-    @Option(help: "Operations per timed batch.")
+    @Option(parsing: .unconditional, help: "Operations per timed batch, 1000...100000000.")
     var iterations: Int = 200_000
 
     func validate() throws {
         guard iterations >= 1000 && iterations <= 100_000_000 else {
-            throw ValidationError("--iterations \(iterations) must be in 1000...100000000")
+            throw ValidationError("invalid --iterations: \(iterations) must be in 1000...100000000")
         }
     }
 

@@ -2,90 +2,111 @@ import ArgumentParser
 import DMAPools
 import NetStack
 
+// Every numeric option is parsed `.unconditional`, so `--senders -1` reaches
+// the library's range check (which names the option and its range) instead of
+// being taken for an option itself. The rules live in the library
+// (`Workload.validate`, `ExperimentConfiguration.validate`, `Experiment.check`):
+// the options only carry values to them.
+
 /// The workload, shared by `run` and `compare`.
 struct WorkloadOptions: ParsableArguments {
-    @Option(help: "Sender threads (copy 1, process context).")
+    @Option(parsing: .unconditional, help: "Sender threads (copy 1, process context), 1...64.")
     var senders: Int = 2
-    @Option(help: "TX queues, one thread each (the TX softirq).")
+    @Option(parsing: .unconditional, help: "TX queues, 1...64.")
     var queues: Int = 1
-    @Option(help: "Flows (sockets), spread over senders and queues.")
+    @Option(parsing: .unconditional, help: "Flows (sockets), spread over senders and queues: senders...4096.")
     var flows: Int = 2
-    @Option(name: .customLong("message"), help: "Bytes per sendmsg.")
+    @Option(name: .customLong("message"), parsing: .unconditional, help: "Bytes per sendmsg: 1...send buffer.")
     var messageBytes: Int = 65536
-    @Option(name: .customLong("rtt-us"), help: "Round-trip time after which the peer acknowledges, in microseconds.")
+    @Option(name: .customLong("rtt-us"), parsing: .unconditional,
+            help: "Round-trip time after which the peer acknowledges, in microseconds: 0...1000000.")
     var roundTripMicroseconds: Int = 50
-    @Option(help: "Seconds each design sends.")
+    @Option(parsing: .unconditional,
+            help: "Seconds each design sends: 0.05...3600. The run ends at most one RTT plus \(fixed(Workload.drainLimitSeconds, 0)) s later; what is still queued then is abandoned (counted).")
     var duration: Double = 2
     @Flag(help: "The NIC reads and checks every byte it is handed.")
     var verify = false
     @Flag(name: .customLong("msg-zerocopy"), help: "MSG_ZEROCOPY: frames reference the user's (private) pages.")
     var msgZeroCopy = false
-    @Option(name: .customLong("send-buffer"), help: "Socket send buffer in bytes (tcp_wmem[2]).")
+    @Option(name: .customLong("send-buffer"), parsing: .unconditional,
+            help: "Socket send buffer in bytes (tcp_wmem[2]): 4096...1073741824.")
     var sendBufferBytes: Int = Socket.defaultSendBufferBytes
-    @Option(name: .customLong("line-rate-gbps"), help: "Wire speed per queue (default: unlimited).")
+    @Option(name: .customLong("line-rate-gbps"), parsing: .unconditional,
+            help: "Wire speed per queue, 0.001...10000 (default: unlimited).")
     var lineRateGbps: Double?
 
-    var workload: Workload {
-        var w = Workload()
-        w.senders = senders; w.queues = queues; w.flows = flows; w.messageBytes = messageBytes
-        w.roundTripMicroseconds = roundTripMicroseconds; w.durationSeconds = duration; w.verify = verify
-        w.zeroCopy = msgZeroCopy; w.sendBufferBytes = sendBufferBytes; w.lineRateGbps = lineRateGbps
-        return w
+    func workload() throws(ParameterError) -> Workload {
+        try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
+                     roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
+                     zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
     }
 
     func validate() throws {
-        do { try workload.validate() } catch { throw ValidationError(error.description) }
+        do { _ = try workload() } catch { throw ValidationError(error.description) }
     }
 }
 
 /// The guest, shared by every design of a run.
 struct GuestOptions: ParsableArguments {
-    @Option(name: .customLong("guest-mib"), help: "Guest memory in MiB (a multiple of 2).")
+    @Option(name: .customLong("guest-mib"), parsing: .unconditional, help: "Guest memory in MiB: an even number in 64...65536.")
     var guestMiB: Int = 1024
-    @Option(name: .customLong("swiotlb-mib"), help: "swiotlb size in MiB (default: 6% of memory clamped to 64 MiB..1 GiB).")
+    @Option(name: .customLong("swiotlb-mib"), parsing: .unconditional,
+            help: "swiotlb size in MiB, less than --guest-mib (default: 6% of memory clamped to 64 MiB..1 GiB).")
     var swiotlbMiB: Int?
-    @Option(name: .customLong("zerocopy-percent"), help: "swiotlb zerocopy_tx_percent for frag-refill and page-pool over swiotlb (1...90).")
+    @Option(name: .customLong("zerocopy-percent"), parsing: .unconditional,
+            help: "swiotlb zerocopy_tx_percent for frag-refill and page-pool over swiotlb (1...90).")
     var zeroCopyPercent: Int = 90
     @Option(help: "page-pool design's provider: swiotlb or decrypted.")
     var provider: String = "swiotlb"
-    @Option(name: .customLong("pool-ring"), help: "Each TX page_pool's recycle ring size (pool_size).")
+    @Option(name: .customLong("pool-ring"), parsing: .unconditional,
+            help: "Each TX page_pool's recycle ring size (pool_size): 1...\(PagePoolParameters.maximumRingSize).")
     var poolRing: Int = 1024
-    @Option(name: .customLong("hypercall-ns"), help: "Modelled cost of one conversion hypercall, in ns.")
+    @Option(name: .customLong("hypercall-ns"), parsing: .unconditional,
+            help: "Modelled cost of one conversion hypercall, in ns: 0...\(HypercallCostModel.maximumPerCallNanoseconds).")
     var hypercallNanoseconds: Int = HypercallCostModel.default.perCallNanoseconds
-    @Option(name: .customLong("hypercall-page-ns"), help: "Modelled cost per page converted, in ns.")
+    @Option(name: .customLong("hypercall-page-ns"), parsing: .unconditional,
+            help: "Modelled cost per page converted, in ns: 0...\(HypercallCostModel.maximumPerPageNanoseconds).")
     var hypercallPageNanoseconds: Int = HypercallCostModel.default.perPageNanoseconds
     @Option(name: .customLong("hypercall-charge"), help: "spin (busy-wait the modelled time) or account-only.")
     var hypercallCharge: String = HypercallCostModel.Charge.spin.rawValue
 
-    func validate() throws {
-        guard guestMiB >= 64, guestMiB % 2 == 0, guestMiB <= 64 << 10 else {
-            throw ValidationError("--guest-mib \(guestMiB) must be an even number in 64...65536")
+    /// Bytes for a MiB count; a count too large for bytes becomes Int.max,
+    /// which the library's range check refuses by name.
+    private static func bytes(mebibytes: Int) -> Int {
+        let (bytes, overflow) = mebibytes.multipliedReportingOverflow(by: 1 << 20)
+        return overflow ? (mebibytes < 0 ? Int.min : Int.max) : bytes
+    }
+
+    func configuration() throws -> ExperimentConfiguration {
+        guard let poolProvider = PoolProviderKind(rawValue: provider) else {
+            throw ValidationError("invalid --provider: '\(provider)' must be swiotlb or decrypted")
         }
-        if let s = swiotlbMiB, s < 1 || s >= guestMiB {
-            throw ValidationError("--swiotlb-mib \(s) must be in 1..<guest-mib (\(guestMiB))")
+        guard let charge = HypercallCostModel.Charge(rawValue: hypercallCharge) else {
+            throw ValidationError("invalid --hypercall-charge: '\(hypercallCharge)' must be spin or account-only")
         }
-        guard (1...90).contains(zeroCopyPercent) else {
-            throw ValidationError("--zerocopy-percent \(zeroCopyPercent) must be in 1...90 (90 is the patch's maximum)")
-        }
-        guard PoolProviderKind(rawValue: provider) != nil else {
-            throw ValidationError("--provider \(provider) must be swiotlb or decrypted")
-        }
-        guard poolRing >= 1 && poolRing <= 32768 else { throw ValidationError("--pool-ring \(poolRing) must be in 1...32768") }
-        guard hypercallNanoseconds >= 0, hypercallPageNanoseconds >= 0 else {
-            throw ValidationError("--hypercall-ns and --hypercall-page-ns must not be negative")
-        }
-        guard HypercallCostModel.Charge(rawValue: hypercallCharge) != nil else {
-            throw ValidationError("--hypercall-charge \(hypercallCharge) must be spin or account-only")
+        let model = HypercallCostModel(perCallNanoseconds: hypercallNanoseconds, perPageNanoseconds: hypercallPageNanoseconds,
+                                       charge: charge, failEveryNthCall: 0)
+        let memory = GuestMemoryConfiguration(guestBytes: Self.bytes(mebibytes: guestMiB),
+                                              swiotlbBytes: swiotlbMiB.map { Self.bytes(mebibytes: $0) }, hypercall: model)
+        do {
+            return try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
+                                               poolProvider: poolProvider, poolRingSize: poolRing)
+        } catch {
+            throw ValidationError(error.description)
         }
     }
 
-    var configuration: ExperimentConfiguration {
-        let model = HypercallCostModel(perCallNanoseconds: hypercallNanoseconds, perPageNanoseconds: hypercallPageNanoseconds,
-                                       charge: HypercallCostModel.Charge(rawValue: hypercallCharge) ?? .spin, failEveryNthCall: 0)
-        let memory = GuestMemoryConfiguration(guestBytes: guestMiB << 20, swiotlbBytes: swiotlbMiB.map { $0 << 20 },
-                                              hypercall: model)
-        return ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
-                                       poolProvider: PoolProviderKind(rawValue: provider) ?? .swiotlb, poolRingSize: poolRing)
+    func validate() throws {
+        _ = try configuration()
+    }
+}
+
+/// The library's verdict on a whole experiment, as a command-line error.
+func checkExperiment(_ kinds: [DesignKind], workload: WorkloadOptions, rounds: Int = 1, guest: GuestOptions) throws {
+    do {
+        try Experiment.check(kinds, workload: try workload.workload(), rounds: rounds, configuration: try guest.configuration())
+    } catch let error as ExperimentError {
+        throw ValidationError(error.description)
     }
 }
 
@@ -95,12 +116,38 @@ struct OutputOptions: ParsableArguments {
     var json = false
     @Flag(help: "Print CSV, one row per design.")
     var csv = false
-    @Option(help: "Also write a bar chart (SVG) to this file.")
+    @Option(help: "Also write a bar chart (SVG) to this file (its directory must exist and be writable).")
     var svg: String?
     @Flag(help: "No progress lines on standard error.")
     var quiet = false
 
     func validate() throws {
         if json && csv { throw ValidationError("--json and --csv are exclusive") }
+        if let svg { try checkWritable(svg, option: "svg") }
     }
 }
+
+/// Refuses, before anything runs, an output file that could not be written:
+/// its directory must exist and be writable, and it must not be a directory.
+func checkWritable(_ path: String, option: String) throws {
+    guard !path.isEmpty else { throw ValidationError("invalid --\(option): the path is empty") }
+    var info = stat()
+    if stat(path, &info) == 0 {
+        if (info.st_mode & S_IFMT) == S_IFDIR { throw ValidationError("invalid --\(option): \(path) is a directory") }
+        if access(path, W_OK) != 0 {
+            throw ValidationError("invalid --\(option): cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        return
+    }
+    let directory = path.lastIndex(of: "/").map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+    guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+        throw ValidationError("invalid --\(option): cannot write \(path): directory \(directory) does not exist")
+    }
+    guard access(directory, W_OK) == 0 else {
+        throw ValidationError("invalid --\(option): cannot write \(path): directory \(directory): \(String(cString: strerror(errno)))")
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -17,16 +17,16 @@ struct Reliability: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the fuzzers and fault injection into verified traffic; print one summary line.")
 
-    @Option(help: "Seconds of fuzzing (split between swiotlb and page_pool).")
+    @Option(parsing: .unconditional, help: "Seconds of fuzzing (split between swiotlb and page_pool).")
     var fuzzSeconds: Double = 20
-    @Option(help: "Seconds each fault-injected transmit run sends.")
+    @Option(parsing: .unconditional, help: "Seconds each fault-injected transmit run sends.")
     var runSeconds: Double = 0.4
-    @Option(help: "The first fuzz seed, decimal or 0x-hexadecimal (default: random).")
+    @Option(parsing: .unconditional, help: "The first fuzz seed, decimal or 0x-hexadecimal (default: random).")
     var seed: Seed?
 
     func validate() throws {
-        guard fuzzSeconds > 0 && fuzzSeconds <= 86_400 else { throw ValidationError("--fuzz-seconds \(fuzzSeconds) must be in (0, 86400]") }
-        guard runSeconds >= 0.05 && runSeconds <= 600 else { throw ValidationError("--run-seconds \(runSeconds) must be in 0.05...600") }
+        guard fuzzSeconds > 0 && fuzzSeconds <= 86_400 else { throw ValidationError("invalid --fuzz-seconds: \(fuzzSeconds) must be in (0, 86400]") }
+        guard runSeconds >= 0.05 && runSeconds <= 600 else { throw ValidationError("invalid --run-seconds: \(runSeconds) must be in 0.05...600") }
     }
 
     struct Fault {
@@ -83,7 +83,7 @@ struct Reliability: ParsableCommand {
                 workload.durationSeconds = runSeconds
                 workload.verify = true
                 workload.sendBufferBytes = 1 << 20
-                var configuration = ExperimentConfiguration(
+                var configuration = try ExperimentConfiguration(
                     memory: GuestMemoryConfiguration(guestBytes: 256 << 20, swiotlbBytes: 32 << 20, hypercall: .free),
                     zeroCopyPercent: 90)
                 fault.configure(kind, &workload, &configuration)

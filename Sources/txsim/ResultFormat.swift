@@ -62,6 +62,8 @@ enum ResultFormat {
         Row(label: "socket refill failures", key: "refill_failures") { .int($0.refillFailures) },
         Row(label: "frames requeued", key: "requeues") { .int($0.requeues) },
         Row(label: "frames dropped", key: "frames_dropped") { .int($0.framesDropped) },
+        Row(label: "frames abandoned at drain limit", key: "frames_abandoned") { .int($0.framesAbandoned) },
+        Row(label: "zerocopy_tx_percent (0: n/a)", key: "zerocopy_tx_percent") { .int($0.zeroCopyPercent) },
         Row(label: "corrupt bytes", key: "corrupt_bytes") { .int($0.corruptBytes) },
         Row(label: "passed", key: "passed") { .bool($0.passed) },
     ]
@@ -89,7 +91,13 @@ enum ResultFormat {
             lines.append("\(r.design):")
             for (name, value) in r.designFigures { lines.append("  " + name.padded(labelWidth - 2) + value) }
         }
-        let problems = results.compactMap { r in r.firstProblem.map { "\(r.design): \($0)" } }
+        var problems = results.compactMap { r in r.firstProblem.map { "\(r.design): \($0)" } }
+        for r in results where r.payloadBytes == 0 {
+            problems.append("\(r.design): moved no payload bytes in \(fixed(r.seconds, 3)) s: the result means nothing")
+        }
+        for r in results where r.framesAbandoned > 0 {
+            problems.append("\(r.design): \(r.framesAbandoned) frames (\(r.bytesAbandoned) bytes) still queued at the drain limit were abandoned, not sent (their pages came home)")
+        }
         if !problems.isEmpty {
             lines.append("")
             lines.append("Problems:")

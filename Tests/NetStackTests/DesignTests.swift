@@ -4,9 +4,12 @@ import Testing
 
 /// A small guest and a short verified workload, shared by the design tests.
 enum Small {
-    static let configuration = ExperimentConfiguration(
-        memory: GuestMemoryConfiguration(guestBytes: 256 << 20, swiotlbBytes: 32 << 20, hypercall: .free),
-        zeroCopyPercent: 90)
+    static let configuration: ExperimentConfiguration = {
+        var c = ExperimentConfiguration()
+        c.memory = GuestMemoryConfiguration(guestBytes: 256 << 20, swiotlbBytes: 32 << 20, hypercall: .free)
+        c.zeroCopyPercent = 90
+        return c
+    }()
 
     static func workload(flows: Int = 2, message: Int = 65536, seconds: Double = 0.2, zeroCopy: Bool = false) -> Workload {
         var w = Workload()
@@ -178,7 +181,7 @@ final class PrivateDMADesign: GuestDesign, @unchecked Sendable {
             #expect {
                 try w.validate()
             } throws: { error in
-                guard case WorkloadError.invalid(let name, _) = error else { return false }
+                guard case ParameterError.invalid(let name, _) = error else { return false }
                 return name == parameter
             }
         }
@@ -189,7 +192,7 @@ final class PrivateDMADesign: GuestDesign, @unchecked Sendable {
         expectInvalid("message") { $0.messageBytes = 8 << 20 }
         expectInvalid("rtt-us") { $0.roundTripMicroseconds = -1 }
         expectInvalid("duration") { $0.durationSeconds = 0 }
-        expectInvalid("line-rate") { $0.lineRateGbps = 0 }
+        expectInvalid("line-rate-gbps") { $0.lineRateGbps = 0 }
         expectInvalid("send-buffer") { $0.sendBufferBytes = 100; $0.messageBytes = 50 }
         #expect(throws: DesignError.self) { try DesignKind.named("page_pool") }
     }

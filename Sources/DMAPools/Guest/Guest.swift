@@ -24,6 +24,8 @@ public final class Guest: @unchecked Sendable {
     /// The generic pre-decrypted allocator the review asked for.
     public let decrypted: DecryptedAllocator
     public let freePath: FreePath
+    /// Spare pre-decrypted chunks a guest keeps by default.
+    public static let defaultDecryptedSpareChunks = 8
 
     /// Boots a guest.
     /// - Parameters:
@@ -34,7 +36,8 @@ public final class Guest: @unchecked Sendable {
     ///     a modelled hypercall; spares stop chunks churning under load: with
     ///     none, an alloc+free pair measured about 520 µs, two conversions).
     public init(_ configuration: GuestMemoryConfiguration = .init(), swiotlbAreas: Int? = nil,
-                zeroCopyPercent: Int = 0, freePath: FreePath = .plain, decryptedSpareChunks: Int = 8) throws {
+                zeroCopyPercent: Int = 0, freePath: FreePath = .plain,
+                decryptedSpareChunks: Int = Guest.defaultDecryptedSpareChunks) throws {
         let memory = try GuestMemory(configuration)
         let swiotlb = try SWIOTLB(memory: memory, areaCount: swiotlbAreas)
         try swiotlb.setZeroCopyPercent(zeroCopyPercent)

@@ -39,6 +39,14 @@ public struct HypercallCostModel: Sendable, Hashable {
     public static let free = HypercallCostModel(
         perCallNanoseconds: 0, perPageNanoseconds: 0, charge: .accountOnly, failEveryNthCall: 0)
 
+    /// The largest modelled cost per call: 1 ms, hundreds of times what
+    /// published TDX/SEV-SNP/pKVM conversion measurements show (a few to tens of
+    /// microseconds). Anything larger models no machine and stalls a run.
+    public static let maximumPerCallNanoseconds = 1_000_000
+    /// The largest modelled cost per page converted: 100 µs (a 4 KiB memcpy is
+    /// about 0.3 µs).
+    public static let maximumPerPageNanoseconds = 100_000
+
     public init(perCallNanoseconds: Int, perPageNanoseconds: Int, charge: Charge, failEveryNthCall: Int) {
         self.perCallNanoseconds = perCallNanoseconds
         self.perPageNanoseconds = perPageNanoseconds

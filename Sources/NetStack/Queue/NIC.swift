@@ -37,6 +37,8 @@ public final class NICRing: @unchecked Sendable {
     /// Nanoseconds per byte at the line rate (0 = unlimited).
     let nanosecondsPerByte: Double
     private var wireFreeAt: Double = 0
+    /// The NIC never holds its queue past this time (`monotonicNanoseconds()`).
+    private var pacingDeadline = Double.infinity
     public private(set) var statistics = NICStatistics()
 
     public init(memory: GuestMemory, device: Device, verify: Bool, lineRateGbps: Double? = nil) {
@@ -94,12 +96,16 @@ public final class NICRing: @unchecked Sendable {
         return false
     }
 
-    /// Holds the queue back as a wire of the configured rate would.
+    /// Holds the queue back as a wire of the configured rate would, never
+    /// past the pacing deadline.
     private func pace(_ bytes: Int) {
         guard nanosecondsPerByte > 0 else { return }
         let now = Double(monotonicNanoseconds())
         wireFreeAt = max(wireFreeAt, now) + Double(bytes) * nanosecondsPerByte
-        let ahead = wireFreeAt - now
+        let ahead = min(wireFreeAt, pacingDeadline) - now
         if ahead > 50_000 { sleep(nanoseconds: UInt64(ahead - 20_000)) }
     }
+
+    /// Set before the ring's queue runs (the queue's thread sees it when it starts).
+    func stopPacing(at nanoseconds: UInt64) { pacingDeadline = Double(nanoseconds) }
 }

@@ -19,6 +19,10 @@ public struct TXQueueStatistics: Sendable, Hashable {
     /// Frames discarded because the queue's device was removed (expected after
     /// a removal; their pages still come home).
     public var framesDiscardedDeviceGone = 0
+    /// Frames still queued at the run's drain limit, discarded without being
+    /// mapped (their pages still come home), and their payload bytes.
+    public var framesAbandoned = 0
+    public var bytesAbandoned = 0
     public var unmapFailures = 0
     public var firstMapError: String?
     /// NAPI-style completion batches.
@@ -30,6 +34,7 @@ public struct TXQueueStatistics: Sendable, Hashable {
         s.bytesDirect += b.bytesDirect; s.bytesConvertedInPlace += b.bytesConvertedInPlace
         s.mapFailures += b.mapFailures; s.requeues += b.requeues; s.framesDropped += b.framesDropped
         s.framesDiscardedDeviceGone += b.framesDiscardedDeviceGone
+        s.framesAbandoned += b.framesAbandoned; s.bytesAbandoned += b.bytesAbandoned
         s.unmapFailures += b.unmapFailures
         s.firstMapError = a.firstMapError ?? b.firstMapError
         s.completionBatches += b.completionBatches
@@ -68,6 +73,9 @@ public final class TXQueue: @unchecked Sendable {
     private let pending = Atomic<Int>(0)
     /// The qdisc's running bit: whoever sets it is the only CPU transmitting.
     private let running = Atomic<Bool>(false)
+    /// `monotonicNanoseconds()` after which queued frames are abandoned, not
+    /// transmitted (0: never).
+    private let abandonAt = Atomic<UInt64>(0)
     /// CPU time spent running this queue, by any thread (the "queue" role).
     private let runCPU = Atomic<UInt64>(0)
     private let batch: UnsafeMutablePointer<Frame>
@@ -97,6 +105,14 @@ public final class TXQueue: @unchecked Sendable {
 
     /// CPU seconds spent transmitting and completing on this queue.
     public var cpuNanoseconds: UInt64 { runCPU.load(ordering: .acquiring) }
+
+    /// From `nanoseconds` (`monotonicNanoseconds()`) on, frames still queued
+    /// are abandoned (counted, released without being mapped) and the NIC
+    /// stops pacing, so a slow wire cannot hold a run past its drain limit.
+    func abandon(at nanoseconds: UInt64) {
+        abandonAt.store(nanoseconds, ordering: .sequentiallyConsistent)
+        nic.stopPacing(at: nanoseconds)
+    }
 
     /// Frames waiting in the qdisc.
     public var backlog: Int { pending.load(ordering: .acquiring) }
@@ -168,6 +184,14 @@ public final class TXQueue: @unchecked Sendable {
         if device.isRemoved {
             // The carrier is gone: discard without touching the device.
             statistics.framesDiscardedDeviceGone += 1
+            mappingCounts[slot] = 0
+            return
+        }
+        let abandonAt = abandonAt.load(ordering: .relaxed)
+        if abandonAt != 0 && monotonicNanoseconds() >= abandonAt {
+            // Past the drain limit: released as if sent, counted apart.
+            statistics.framesAbandoned += 1
+            statistics.bytesAbandoned += cache.length(of: frame)
             mappingCounts[slot] = 0
             return
         }

@@ -65,6 +65,14 @@ public struct TransmitResult: Sendable {
     public var designFigures: [(String, String)]
     /// Frames discarded because the NIC was removed (fault runs only).
     public var framesDiscardedDeviceGone: Int = 0
+    /// Frames still queued at the drain limit (`Workload.drainLimitSeconds`
+    /// after the duration), abandoned rather than drained, and their bytes:
+    /// not payload, never on the wire; their pages came home.
+    public var framesAbandoned: Int = 0
+    public var bytesAbandoned: Int = 0
+    /// The `zerocopy_tx_percent` this design's guest ran with (0: the design
+    /// takes no zero-copy runs from swiotlb, so the cap does not apply).
+    public var zeroCopyPercent: Int = 0
     /// Operations attempted on the NIC's device after its removal (must be 0).
     public var staleDeviceAccesses: Int = 0
     /// The block device's mappings, when it ran (fault runs only).
@@ -97,6 +105,8 @@ public struct TransmitResult: Sendable {
             total.lostPages += r.lostPages
             total.refillFailures += r.refillFailures
             total.framesDiscardedDeviceGone += r.framesDiscardedDeviceGone
+            total.framesAbandoned += r.framesAbandoned
+            total.bytesAbandoned += r.bytesAbandoned
             total.staleDeviceAccesses += r.staleDeviceAccesses
             total.firstProblem = total.firstProblem ?? r.firstProblem
             // Design figures are counters too where they are integers.
@@ -111,9 +121,10 @@ public struct TransmitResult: Sendable {
     }
 
     /// Whether the run kept every promise: no DMA fault, nothing corrupt,
-    /// nothing dropped, nothing lost.
+    /// nothing dropped, nothing lost; and it moved payload at all (a run that
+    /// moved nothing proves nothing).
     public var passed: Bool {
-        dmaFaults == 0 && corruptBytes == 0 && framesDropped == 0 && lostPages == 0 && staleDeviceAccesses == 0
+        payloadBytes > 0 && dmaFaults == 0 && corruptBytes == 0 && framesDropped == 0 && lostPages == 0 && staleDeviceAccesses == 0
             && (blockDevice?.failures ?? 0) == 0
     }
 }

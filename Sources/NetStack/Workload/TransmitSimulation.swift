@@ -64,7 +64,14 @@ public final class TransmitSimulation: @unchecked Sendable {
         var buffers: [Page] = []
         var sockets: [Socket] = []
         for flow in 0..<workload.flows {
-            let head = try guest.allocator.allocatePages(order: PageGeometry.maxOrder, owner: .user)
+            let head: Page
+            do {
+                head = try guest.allocator.allocatePages(order: PageGeometry.maxOrder, owner: .user)
+            } catch {
+                // Refused: give back what was taken, so nothing is lost.
+                for buffer in buffers { guest.allocator.freePages(buffer) }
+                throw error
+            }
             buffers.append(head)
             sockets.append(Socket(flow: flow, queueIndex: flow % workload.queues, sender: flow % workload.senders,
                                   user: UserBuffer(head: head, flow: flow, period: PayloadPattern.defaultPeriod),
@@ -97,6 +104,10 @@ public final class TransmitSimulation: @unchecked Sendable {
         let deadline = start + sendingNanoseconds
         let roundTrip = UInt64(workload.roundTripMicroseconds) * 1000
         let message = workload.messageBytes
+        // The drain limit: what is still queued then is abandoned, and the
+        // peer's acknowledgements are no longer waited for.
+        let abandonAt = deadline + roundTrip + UInt64(Workload.drainLimitSeconds * 1e9)
+        for queue in queues { queue.abandon(at: abandonAt) }
 
         let other = faults.removeOtherDeviceAfterBytes == nil ? nil : try guest.devices.add(name: "blk-removed")
         let senderThreads = (0..<workload.senders).map { sender in
@@ -139,10 +150,13 @@ public final class TransmitSimulation: @unchecked Sendable {
                     now = monotonicNanoseconds()
                     if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues) }
                 }
-                // Drain: wait for every frame to be acknowledged.
+                // Drain: wait for every frame to be acknowledged, up to the drain
+                // limit; after it the queues abandon what they still hold and
+                // every frame that left is released without waiting for its ACK.
                 while mine.contains(where: { $0.unacknowledgedFrames > 0 }) {
                     let now = monotonicNanoseconds()
-                    for socket in mine { socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache) }
+                    let wait = now >= abandonAt ? 0 : roundTrip
+                    for socket in mine { socket.processAcknowledgements(now: now, roundTrip: wait, cache: cache) }
                     Self.wait(roundTrip: roundTrip, queues: myQueues)
                 }
                 for socket in mine { socket.releaseFragmentPage(design: design) }
@@ -172,7 +186,8 @@ public final class TransmitSimulation: @unchecked Sendable {
         var result = try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
                                 queueCPU: queueCPU)
         let c = guest.memory.configuration
-        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, zerocopy_tx_percent \(guest.swiotlb.zeroCopyPercent), hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, \(c.hypercall.charge.rawValue))"
+        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, \(c.hypercall.charge.rawValue))"
+        result.zeroCopyPercent = guest.swiotlb.zeroCopyPercent
         result.blockDevice = blockStatistics
         return result
     }
@@ -256,6 +271,7 @@ public final class TransmitSimulation: @unchecked Sendable {
             firstProblem: nicStats.firstProblem ?? queueStats.firstMapError,
             designFigures: designFigures,
             framesDiscardedDeviceGone: queueStats.framesDiscardedDeviceGone,
+            framesAbandoned: queueStats.framesAbandoned, bytesAbandoned: queueStats.bytesAbandoned,
             staleDeviceAccesses: device.staleAccessCount)
     }
 }

@@ -2,6 +2,10 @@ import DMAPools
 
 /// A transmit workload: who sends what, how fast the peer acknowledges, and
 /// for how long.
+///
+/// Every rule a workload must keep is in `validate()`; `txsim` checks its
+/// options with it, so a library user is told exactly what a command-line user
+/// is told. Parameters are named in errors by the `txsim` option that sets them.
 public struct Workload: Sendable, Hashable, Codable {
     /// Sender threads (process context: `tcp_sendmsg`, copy 1).
     public var senders: Int = 2
@@ -24,27 +28,71 @@ public struct Workload: Sendable, Hashable, Codable {
     /// The wire's speed per queue, or nil for as fast as the model runs.
     public var lineRateGbps: Double? = nil
 
+    /// The ranges `validate()` enforces.
+    public static let senderRange = 1...64
+    public static let queueRange = 1...64
+    public static let maximumFlows = 4096
+    public static let sendBufferRange = 4096...(1 << 30)
+    /// At most one second: a run lasts its duration plus one round trip plus
+    /// `drainLimitSeconds` at most.
+    public static let roundTripRange = 0...1_000_000
+    /// Below 50 ms a run measures its own start-up, not a design.
+    public static let durationRange = 0.05...3600.0
+    public static let lineRateRange = 0.001...10_000.0
+    /// How long after its duration (plus one round trip) a run waits for its
+    /// queues to drain and its frames to be acknowledged. What is still queued
+    /// then is abandoned (counted, its pages freed) rather than drained at line
+    /// rate, so a run always ends within duration + RTT + this.
+    public static let drainLimitSeconds = 1.0
+
+    /// The default workload (valid).
     public init() {}
 
+    /// A workload, checked: the error names the parameter at fault and its range.
+    public init(senders: Int = 2, queues: Int = 1, flows: Int = 2, messageBytes: Int = 65536,
+                roundTripMicroseconds: Int = 50, durationSeconds: Double = 1.0, verify: Bool = false,
+                zeroCopy: Bool = false, sendBufferBytes: Int = Socket.defaultSendBufferBytes,
+                lineRateGbps: Double? = nil) throws(ParameterError) {
+        self.senders = senders; self.queues = queues; self.flows = flows; self.messageBytes = messageBytes
+        self.roundTripMicroseconds = roundTripMicroseconds; self.durationSeconds = durationSeconds
+        self.verify = verify; self.zeroCopy = zeroCopy; self.sendBufferBytes = sendBufferBytes
+        self.lineRateGbps = lineRateGbps
+        try validate()
+    }
+
     /// Checks every parameter; the error names the one that is wrong.
-    public func validate() throws(WorkloadError) {
-        func check(_ ok: Bool, _ name: String, _ why: String) throws(WorkloadError) {
-            if !ok { throw WorkloadError.invalid(parameter: name, reason: why) }
+    public func validate() throws(ParameterError) {
+        func check(_ ok: Bool, _ name: String, _ why: String) throws(ParameterError) {
+            if !ok { throw ParameterError.invalid(parameter: name, reason: why) }
         }
-        try check((1...64).contains(senders), "senders", "\(senders) must be in 1...64")
-        try check((1...64).contains(queues), "queues", "\(queues) must be in 1...64")
-        try check(flows >= senders && flows <= 4096, "flows", "\(flows) must be in senders (\(senders))...4096")
+        try check(Self.senderRange.contains(senders), "senders", "\(senders) must be in \(Self.senderRange)")
+        try check(Self.queueRange.contains(queues), "queues", "\(queues) must be in \(Self.queueRange)")
+        try check(flows >= senders && flows <= Self.maximumFlows, "flows",
+                  "\(flows) must be in senders (\(senders))...\(Self.maximumFlows): every sender needs a flow")
+        // The send buffer first: a message is checked against it.
+        try check(Self.sendBufferRange.contains(sendBufferBytes), "send-buffer",
+                  "\(sendBufferBytes) bytes must be in 4096...1073741824 (4 KiB...1 GiB)")
         try check(messageBytes >= 1 && messageBytes <= sendBufferBytes, "message",
                   "\(messageBytes) bytes must be in 1...send buffer (\(sendBufferBytes))")
-        try check(sendBufferBytes >= 4096 && sendBufferBytes <= 1 << 30, "send-buffer", "\(sendBufferBytes) must be in 4096...1 GiB")
-        try check(roundTripMicroseconds >= 0 && roundTripMicroseconds <= 10_000_000, "rtt-us", "\(roundTripMicroseconds) must be in 0...10000000")
-        try check(durationSeconds > 0 && durationSeconds <= 3600, "duration", "\(durationSeconds) must be in (0, 3600] seconds")
-        if let rate = lineRateGbps { try check(rate > 0 && rate <= 10_000, "line-rate", "\(rate) Gbps must be in (0, 10000]") }
+        try check(Self.roundTripRange.contains(roundTripMicroseconds), "rtt-us",
+                  "\(roundTripMicroseconds) must be in \(Self.roundTripRange) microseconds")
+        try check(Self.durationRange.contains(durationSeconds), "duration",
+                  "\(durationSeconds) must be in 0.05...3600 seconds")
+        if let rate = lineRateGbps {
+            try check(Self.lineRateRange.contains(rate), "line-rate-gbps", "\(rate) must be in 0.001...10000 Gbps")
+        }
     }
 }
 
-public enum WorkloadError: Error, Hashable, CustomStringConvertible {
+/// A parameter out of its range, from `Workload`, `ExperimentConfiguration` or
+/// `Experiment.check`. `parameter` is the `txsim` option that sets it (without
+/// the dashes), so a library user reads what a command-line user reads.
+public enum ParameterError: Error, Hashable, CustomStringConvertible {
     case invalid(parameter: String, reason: String)
+
+    public var parameter: String {
+        switch self { case .invalid(let parameter, _): parameter }
+    }
 
     public var description: String {
         switch self {
