@@ -344,3 +344,71 @@ import Glibc
         f.expectEveryPageHome()
     }
 }
+
+/// NUMA: a refill keeps only pages of the node the pool prefers.
+@Suite struct PagePoolNUMATests {
+    /// A two-node guest (64 MiB: pages 0..<8192 on node 0, 8192..<16384 on
+    /// node 1) and a provider over 64 pages each side of the boundary.
+    func fixture(node: Int) throws -> (GuestMemory, PagePoolTestProvider, PagePool) {
+        var configuration = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free)
+        configuration.numaNodes = 2
+        let memory = try GuestMemory(configuration)
+        let provider = PagePoolTestProvider(memory: memory, pages: 8128..<8256)
+        let device = try DeviceRegistry().add(name: "eth0")
+        let pool = try PagePool(.init(poolSize: 256, flags: .dmaMap, device: device, node: node), provider: provider)
+        return (memory, provider, pool)
+    }
+
+    @Test func pagesKnowTheirNode() throws {
+        let (memory, _, pool) = try fixture(node: 0)
+        #expect(memory.page(at: 8191).node == 0 && memory.page(at: 8192).node == 1)
+        #expect(pool.preferredNode == 0)
+        pool.destroy()
+    }
+
+    @Test func aRefillReleasesAPageOfAnotherNodeAndTakesTheSlowPath() throws {
+        let (_, provider, pool) = try fixture(node: 0)
+        var held: [Page] = []
+        for _ in 0..<128 { held.append(try pool.allocatePage()) }   // two bulks: node 0, then node 1
+        #expect(held.filter { $0.node == 1 }.count == 64)
+        let batch = PageBatch(pages: held)
+        TestThread.run { for page in batch.pages { pool.put(page) } }   // the ring: node 0 first
+        held = []
+        for _ in 0..<64 { held.append(try pool.allocatePage()) }    // one refill of 64 node-0 pages
+        #expect(pool.statistics.allocation.refill == 1 && pool.statistics.allocation.waive == 0)
+        #expect(held.allSatisfy { $0.node == 0 })
+        let next = try pool.allocatePage()   // the ring's next page is on node 1: waived
+        held.append(next)
+        let s = pool.statistics
+        #expect(s.allocation.waive == 1)
+        #expect(s.allocation.slow == 3 && s.allocation.refill == 1, "nothing came before the mismatch: the slow path ran: \(s)")
+        #expect(s.releaseCount == 1)
+        for page in held { pool.put(page) }
+        pool.destroy()
+        #expect(pool.isShutdownComplete && provider.outstandingPages == 0)
+    }
+
+    @Test func updateNodeFlushesTheCacheAndLaterRefillsWaive() throws {
+        let (_, provider, pool) = try fixture(node: PagePoolParameters.noNode)
+        #expect(pool.preferredNode == 0)
+        let page = try pool.allocatePage()   // a bulk of 64 node-0 pages: 63 cached
+        #expect(pool.cachedPageCount == 63)
+        pool.updateNode(1)
+        #expect(pool.preferredNode == 1 && pool.cachedPageCount == 0 && pool.statistics.releaseCount == 63)
+        TestThread.run { pool.put(page) }   // a node-0 page in the ring
+        let fresh = try pool.allocatePage()
+        #expect(pool.statistics.allocation.waive == 1)
+        pool.put(fresh)
+        pool.destroy()
+        #expect(pool.isShutdownComplete && provider.outstandingPages == 0)
+    }
+
+    @Test func aNegativeNodeOtherThanNoNodeIsRefused() {
+        #expect(throws: PagePoolError.invalidParameter("node", "-2 must be -1 (NUMA_NO_NODE) or a node number")) {
+            try PagePoolParameters(node: -2).validate()
+        }
+        var configuration = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free)
+        configuration.numaNodes = 0
+        #expect(throws: MemoryError.self) { _ = try GuestMemory(configuration) }
+    }
+}

@@ -18,6 +18,9 @@ public struct GuestMemoryConfiguration: Sendable, Hashable {
     public var sharedBit: Int
     /// The modelled cost of private <-> shared conversions.
     public var hypercall: HypercallCostModel
+    /// NUMA nodes the guest's memory is split into: equal contiguous ranges of
+    /// pages, node 0 lowest (`page_to_nid`). 1 to 64.
+    public var numaNodes: Int = 1
 
     /// The confidential-VM swiotlb size rule (x86 `mem_encrypt_setup_arch`):
     /// 6% of guest memory clamped to [64 MiB, 1 GiB], rounded up to whole segments.
@@ -110,6 +113,9 @@ public final class GuestMemory: @unchecked Sendable {
               configuration.physicalBase + UInt64(configuration.guestBytes) <= (UInt64(1) << configuration.sharedBit) else {
             throw .invalidConfiguration("sharedBit \(configuration.sharedBit) must be in 32...62 and above every guest address")
         }
+        guard (1...64).contains(configuration.numaNodes) else {
+            throw .invalidConfiguration("numaNodes \(configuration.numaNodes) must be in 1...64")
+        }
         self.configuration = configuration
         self.mappingBytes = configuration.guestBytes + twoMiB
         guard let raw = mmap(nil, mappingBytes, PROT_READ | PROT_WRITE,
@@ -131,7 +137,8 @@ public final class GuestMemory: @unchecked Sendable {
             (descriptors + index).initialize(to: PageDescriptor(
                 virtualAddress: base + (index << PageGeometry.shift),
                 physicalAddress: PhysicalAddress(configuration.physicalBase + UInt64(index << PageGeometry.shift)),
-                domain: shared ? .shared : .private))
+                domain: shared ? .shared : .private,
+                node: UInt8(index * configuration.numaNodes / pageCount)))
             if shared { descriptors[index].owner = .swiotlbSlots }
         }
     }

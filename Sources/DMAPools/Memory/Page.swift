@@ -61,6 +61,10 @@ public struct Page: Hashable, @unchecked Sendable, CustomStringConvertible {
         nonmutating set { descriptor.pointee.dmaAddress = newValue }
     }
 
+    /// `page_to_nid`: the NUMA node of the page.
+    @inlinable
+    public var node: Int { Int(descriptor.pointee.node) }
+
     /// `page_is_pfmemalloc`: the page came from the reclaim reserves.
     @inlinable
     public var isPFMemalloc: Bool { descriptor.pointee.isPFMemalloc }

@@ -57,6 +57,8 @@ public struct PageDescriptor: ~Copyable {
     public var owner: PageOwner
     /// Compound order for a head page; 0 for order-0 and tail pages.
     public var order: UInt8
+    /// The NUMA node the page belongs to (`page_to_nid`). Immutable.
+    public let node: UInt8
     /// `page_is_pfmemalloc`: the page came from the reclaim reserves, handed
     /// out under memory pressure. page_pool never recycles such a page.
     public var isPFMemalloc: Bool
@@ -72,7 +74,7 @@ public struct PageDescriptor: ~Copyable {
     public var privateWord: UInt
 
     @usableFromInline
-    init(virtualAddress: UnsafeMutableRawPointer, physicalAddress: PhysicalAddress, domain: MemoryDomain) {
+    init(virtualAddress: UnsafeMutableRawPointer, physicalAddress: PhysicalAddress, domain: MemoryDomain, node: UInt8 = 0) {
         self.virtualAddress = virtualAddress
         self.physicalAddress = physicalAddress
         self._referenceCount = Atomic(0)
@@ -80,6 +82,7 @@ public struct PageDescriptor: ~Copyable {
         self._domain = Atomic(domain.rawValue)
         self.owner = .free
         self.order = 0
+        self.node = node
         self.isPFMemalloc = false
         self.headOffset = 0
         self.dmaAddress = .mappingError

@@ -74,16 +74,24 @@ extension PagePool {
     }
 
     /// `page_pool_refill_alloc_cache`: moves up to 64 pages from the ring into
-    /// the cache and returns the last one.
+    /// the cache and returns the last one. A page of another NUMA node than the
+    /// pool prefers is released instead (`alloc.waive`) and the refill stops
+    /// there, so the slow path runs if nothing came before it.
     func _refillAllocCache() -> Page? {
         // Quick check before the ring walk (`__ptr_ring_empty`).
         if ring.isEmpty {
             hot.pointee.allocEmpty &+= 1   // event counter: cannot overflow in practice
             return nil
         }
+        let preferredNode = hot.pointee.preferredNode
         var count = hot.pointee.cacheCount
         repeat {
             guard let page = ring.consume() else { break }
+            guard _fastPath(page.node == preferredNode) else {
+                _returnToProvider(page)
+                hot.pointee.allocWaive &+= 1   // event counter: cannot overflow in practice
+                break
+            }
             cache[count] = page
             count += 1
         } while count < PagePool.allocCacheRefill

@@ -86,6 +86,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
             syncOffset: parameters.offset,
             maxLength: parameters.maxLength,
             signature: signature))
+        hot.pointee.preferredNode = max(parameters.node, 0)
         self.cache = .allocate(capacity: PagePool.allocCacheSize)
         self.ring = _RecycleRing(capacity: parameters.ringSize, cacheLineBytes: parameters.architecture.cacheLineBytes)
         self.shared = _PagePoolSharedState()
@@ -121,6 +122,21 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
         precondition(!isDestroyed, "\(self) is destroyed: it cannot be bound to a thread")
         hot.pointee.owner = pthread_self()
     }
+
+    /// `page_pool_update_nid`: the pool now prefers `node` (-1: the owner's
+    /// node); the alloc cache goes back to the provider, since refills check
+    /// the node and the cache does not. Owning context only.
+    public func updateNode(_ node: Int) {
+        precondition(node >= PagePoolParameters.noNode, "\(self): node \(node) must be -1 (NUMA_NO_NODE) or a node number")
+        hot.pointee.preferredNode = max(node, 0)
+        while hot.pointee.cacheCount > 0 {
+            hot.pointee.cacheCount -= 1
+            _returnToProvider(cache[hot.pointee.cacheCount])
+        }
+    }
+
+    /// The NUMA node refills keep (`pref_nid`).
+    public var preferredNode: Int { hot.pointee.preferredNode }
 
     /// Stops direct recycling (`page_pool_disable_direct_recycling`): every put
     /// goes through the ring. Allocation stays allowed for a caller that
@@ -176,6 +192,8 @@ struct _PagePoolHotState {
     @usableFromInline var allocEmpty = 0
     @usableFromInline var allocRefill = 0
     @usableFromInline var allocWaive = 0
+    /// The node refills keep (`pref_nid`): the pool's `nid`, or the owner's node.
+    @usableFromInline var preferredNode = 0
     // recycle stats that only the owner context can produce.
     @usableFromInline var recycleCached = 0
     @usableFromInline var recycleCacheFull = 0

@@ -82,6 +82,14 @@ public struct PagePoolParameters: Sendable {
     public var offset: Int
     /// `dev`: the device pages are mapped for (required with `dmaMap`).
     public var device: Device?
+    /// `NUMA_NO_NODE`.
+    public static let noNode = -1
+
+    /// `nid`: the NUMA node the pool prefers; `noNode` (-1) means the owning
+    /// context's node (`numa_mem_id()`, node 0 here: the model runs every
+    /// context on node 0). A refill from the ring releases a page of another
+    /// node (`alloc.waive`) and takes the slow path.
+    public var node: Int
     /// `cpuid`: the CPU whose softirq owns the pool (-1: none), for reports.
     public var cpu: Int
     /// `queue_idx`: the queue the pool serves.
@@ -108,6 +116,7 @@ public struct PagePoolParameters: Sendable {
         maxLength: Int = 0,
         offset: Int = 0,
         device: Device? = nil,
+        node: Int = PagePoolParameters.noNode,
         cpu: Int = -1,
         queueIndex: Int = 0,
         name: String = "page_pool",
@@ -123,6 +132,7 @@ public struct PagePoolParameters: Sendable {
         self.maxLength = maxLength
         self.offset = offset
         self.device = device
+        self.node = node
         self.cpu = cpu
         self.queueIndex = queueIndex
         self.name = name
@@ -194,6 +204,10 @@ public struct PagePoolParameters: Sendable {
             guard offset + maxLength <= pageBytes else {
                 throw .invalidParameter("offset", "offset \(offset) + maxLength \(maxLength) exceeds the \(pageBytes)-byte order-\(order) page that PP_FLAG_DMA_SYNC_DEV syncs")
             }
+        }
+        // Model: the kernel's nid is an int that only NUMA_NO_NODE may make negative.
+        guard node >= PagePoolParameters.noNode else {
+            throw .invalidParameter("node", "\(node) must be -1 (NUMA_NO_NODE) or a node number")
         }
         // Model: the rest are the model's own fields.
         guard cpu >= -1 else {
