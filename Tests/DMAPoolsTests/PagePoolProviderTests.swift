@@ -520,3 +520,42 @@ func attachError(_ parameters: PagePoolParameters, _ provider: any PagePoolMemor
         g.expectNoPoolPages()
     }
 }
+
+/// `page_pool_scrub`: destroy unmaps the pages still in flight at once.
+@Suite struct PagePoolScrubTests {
+    @Test func destroyUnmapsInflightSystemPagesAndTheyComeHomeUnmapped() throws {
+        let g = try ProviderGuest()
+        let provider = SystemPageProvider(general: g.general, dma: g.dma, device: g.device)
+        var parameters = g.txParameters()
+        parameters.releaseRetryInterval = .milliseconds(1)
+        let pool = try PagePool(parameters, provider: provider)
+        let held = [try pool.allocatePage(), try pool.allocatePage()]
+        #expect(g.swiotlb.statistics.used == 128, "64 pages of the bulk, 2 slots each")
+        pool.destroy()
+        #expect(!pool.isShutdownComplete)
+        #expect(g.swiotlb.statistics.used == 0, "the 62 idle pages were released, the 2 in flight unmapped")
+        #expect(provider.statistics.unmappedAtDestroy == 2)
+        for page in held { TestThread.run { pool.put(page) } }
+        #expect(pool.waitForShutdown(timeout: .seconds(5)))
+        let s = provider.statistics
+        #expect(s.dmaFailures == 0, "no page was unmapped twice: \(s)")
+        #expect(s.outstandingPages == 0 && s.pagesFreed == 64)
+        #expect(g.general.statistics.livePages == 0)
+    }
+
+    @Test func theScrubDoesNotCopyBackIntoPagesItHoldsNoReferenceTo() throws {
+        let g = try ProviderGuest()
+        let provider = SystemPageProvider(general: g.general, dma: g.dma, device: g.device)
+        let pool = try PagePool(.init(flags: .dmaMap, dmaDirection: .fromDevice, device: g.device, name: "rx",
+                                      releaseRetryInterval: .milliseconds(1), logger: quietLogger),
+                                provider: provider)
+        let page = try pool.allocatePage()
+        let copiedBefore = provider.statistics.bytesCopiedAtUnmap
+        pool.destroy()
+        #expect(provider.statistics.bytesCopiedAtUnmap == copiedBefore + 63 * 4096, "the idle pages' release copies back; the scrub does not")
+        pool.put(page)
+        #expect(pool.waitForShutdown(timeout: .seconds(5)))
+        #expect(provider.statistics.bytesCopiedAtUnmap == copiedBefore + 63 * 4096)
+        #expect(g.swiotlb.statistics.used == 0 && provider.statistics.dmaFailures == 0)
+    }
+}

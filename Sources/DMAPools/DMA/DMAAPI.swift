@@ -115,10 +115,13 @@ public final class DMAAPI: @unchecked Sendable {
     /// `DMA_FROM_DEVICE` / `DMA_BIDIRECTIONAL` and frees its slots; a zero-copy run
     /// stays allocated (it is freed with its pages); a direct mapping needs nothing.
     ///
+    /// - Parameter skipCPUSync: `DMA_ATTR_SKIP_CPU_SYNC`: no copy back, even
+    ///   for `DMA_FROM_DEVICE` (page_pool's scrub unmaps pages it holds no
+    ///   reference to, so it must not write them).
     /// - Throws: `.deviceRemoved`; `.notMapped` when `address` is not a live
     ///   mapping; `.invalidArgument` when `size` exceeds the mapping.
     public func unmapPage(_ address: DMAAddress, size: Int, direction: DMADirection,
-                          device: Device) throws(DMAError) {
+                          device: Device, skipCPUSync: Bool = false) throws(DMAError) {
         try device.checkPresent()
         let physical = try resolve(address)
         if swiotlb.contains(physical) {
@@ -127,10 +130,10 @@ public final class DMAAPI: @unchecked Sendable {
                 return
             }
             try swiotlb.unmapSingle(device: device, tlbAddress: physical, mappingSize: size,
-                                    direction: direction, skipCPUSync: false)
+                                    direction: direction, skipCPUSync: skipCPUSync)
             let stripe = counters.stripe()
             stripe[DMACounter.bouncedUnmaps.rawValue].wrappingAdd(1, ordering: .relaxed)
-            if direction.copiesFromDevice {
+            if direction.copiesFromDevice && !skipCPUSync {
                 stripe[DMACounter.bytesCopied.rawValue].wrappingAdd(size, ordering: .relaxed)
             }
             return

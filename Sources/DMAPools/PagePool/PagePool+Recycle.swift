@@ -199,10 +199,7 @@ extension PagePool {
             return false
         }
         let hot = self.hot
-        // Acquiring: a put that sees the pool destroyed also sees the scrub.
-        if _slowPath(hot.pointee.dmaSync) && !shared.destroyed.load(ordering: .acquiring) {
-            _syncForDevice(head, size: dmaSyncSize)
-        }
+        if _slowPath(hot.pointee.dmaSync) { _syncForDeviceUnlessDestroyed(head, size: dmaSyncSize) }
         if allowDirect {
             // `page_pool_recycle_in_cache`.
             let count = hot.pointee.cacheCount
@@ -265,6 +262,19 @@ extension PagePool {
         _returnToProvider(head)
     }
 
+    /// `page_pool_dma_sync_for_device` under the kernel's RCU re-check: no sync
+    /// once `destroy()` has cleared it (`page_pool_scrub`), and destroy waits
+    /// for a sync under way before it unmaps. Sequentially consistent, both
+    /// sides: the put announces itself then reads the flag, destroy sets the
+    /// flag then reads the count, so one of them sees the other.
+    @inline(never)
+    @usableFromInline
+    func _syncForDeviceUnlessDestroyed(_ head: Page, size: Int) {
+        shared.syncsInProgress.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if !shared.destroyed.load(ordering: .sequentiallyConsistent) { _syncForDevice(head, size: size) }
+        shared.syncsInProgress.wrappingSubtract(1, ordering: .releasing)
+    }
+
     /// `page_pool_dma_sync_for_device`: `min(size, max_len)` bytes at `offset`.
     @inline(never)
     @usableFromInline
@@ -279,6 +289,12 @@ extension PagePool {
     @usableFromInline
     func _returnToProvider(_ head: Page) {
         let descriptor = head.descriptor
+        // `__page_pool_release_netmem_dma`: whoever takes the page out of the
+        // record unmaps it. A page destroy's scrub took first is unmapped
+        // already: clear its address so the provider does not unmap it again.
+        if mapsDMA && shared.dmaMapped.withLock({ $0.remove(head) == nil }) {
+            descriptor.pointee.dmaAddress = .mappingError
+        }
         descriptor.pointee.poolSignature = 0
         descriptor.pointee.ownerObject = nil
         descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)

@@ -62,15 +62,36 @@ extension PagePool {
         guard first else { _misuse(.poolDestroyed(pool: "\(self) (destroyed twice)")) }
         // `page_pool_disable_direct_recycling`.
         disableDirectRecycling()
-        // Releasing: a put that sees the flag also sees the owner cleared.
-        shared.destroyed.store(true, ordering: .releasing)
+        // Sequentially consistent: pairs with `_syncForDeviceUnlessDestroyed`
+        // (and, releasing, a put that sees the flag also sees the owner cleared).
+        shared.destroyed.store(true, ordering: .sequentiallyConsistent)
         _freeFragmentPage()
         // `page_pool_empty_alloc_cache_once`.
         while hot.pointee.cacheCount > 0 {
             hot.pointee.cacheCount -= 1
             _returnToProvider(cache[hot.pointee.cacheCount])
         }
+        _scrub()
         _releaseAttempt()
+    }
+
+    /// `page_pool_scrub`: no more syncs for the device (a put now skips them;
+    /// wait for any under way), then unmap every page the pool mapped and has
+    /// not released: those in the ring (released right after) and those still
+    /// in flight, which come home unmapped.
+    func _scrub() {
+        guard mapsDMA else { return }
+        if hot.pointee.dmaSync {
+            while shared.syncsInProgress.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
+        }
+        // Taken out of the record under its lock, with their addresses: a page
+        // coming home at the same moment finds itself gone and skips the unmap.
+        let pages = shared.dmaMapped.withLock { mapped -> [(Page, DMAAddress)] in
+            let pages = mapped.map { ($0, $0.dmaAddress) }
+            mapped.removeAll()
+            return pages
+        }
+        for (page, address) in pages { provider.unmapInflightPage(page, address: address, for: self) }
     }
 
     /// Where the pool is in its shutdown.

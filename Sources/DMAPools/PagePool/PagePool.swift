@@ -228,6 +228,14 @@ final class _PagePoolSharedState: Sendable {
     @usableFromInline let releasedAfterDestroy = Atomic<Int>(0)
     /// Set by `destroy()`; read (acquiring) by puts that miss the cache.
     @usableFromInline let destroyed = Atomic<Bool>(false)
+    /// Puts syncing a page for the device right now: destroy waits for them
+    /// before it unmaps (the kernel's `synchronize_net()` in `page_pool_scrub`).
+    @usableFromInline let syncsInProgress = Atomic<Int>(0)
+    /// `pool->dma_mapped`: the pages this pool mapped and has not released, so
+    /// that destroy can unmap those still in flight (`page_pool_scrub`). Kept
+    /// only by a mapping pool; touched on the slow paths (taking a page from the
+    /// provider, giving one back), never on the fast path.
+    let dmaMapped = Lock<Set<Page>>([])
 
     init() {}
 }

@@ -42,12 +42,24 @@ public protocol PagePoolMemoryProvider: AnyObject, Sendable {
 
     /// `mp_ops->destroy`: the pool is gone (every page it held has been released).
     func detach(from pool: PagePool)
+
+    /// `__page_pool_unmap_netmem_dma` from `page_pool_scrub`: a destroyed pool
+    /// unmaps at once every page it mapped that is still in flight. `address`
+    /// is the page's stored DMA address; the pool holds no reference to the
+    /// page, which may come home (and be freed) at any moment, so unmap by the
+    /// address without touching the page's bytes (`DMA_ATTR_SKIP_CPU_SYNC`).
+    /// When the page comes home, `releasePage` finds its `dmaAddress` cleared
+    /// (`.mappingError`) and must not unmap it again. Providers whose pages
+    /// carry their own address (nothing to unmap) keep the default, which does
+    /// nothing.
+    func unmapInflightPage(_ page: Page, address: DMAAddress, for pool: PagePool)
 }
 
 extension PagePoolMemoryProvider {
     public func attach(to pool: PagePool) throws(PagePoolError) {}
     public func syncForDevice(_ page: Page, offset: Int, length: Int, for pool: PagePool) {}
     public func detach(from pool: PagePool) {}
+    public func unmapInflightPage(_ page: Page, address: DMAAddress, for pool: PagePool) {}
 }
 
 /// A provider that needs no other subsystem: it hands out pages of a range of

@@ -35,6 +35,9 @@ public struct PagePoolProviderStatistics: Sendable, Hashable, CustomStringConver
     /// Bytes copied bounce -> private when a page was unmapped
     /// (`DMA_FROM_DEVICE` / `DMA_BIDIRECTIONAL` only).
     public var bytesCopiedAtUnmap = 0
+    /// Pages still in flight that a destroyed pool had unmapped at once
+    /// (`page_pool_scrub`); they come home unmapped.
+    public var unmappedAtDestroy = 0
     /// DMA calls (sync, unmap) that failed, for instance on a removed device.
     /// Each is also logged. A correct driver keeps this at 0.
     public var dmaFailures = 0
@@ -51,7 +54,7 @@ public struct PagePoolProviderStatistics: Sendable, Hashable, CustomStringConver
         "allocate calls \(allocateCalls), pages \(pagesAllocated) (failed \(allocationFailures)), "
             + "released \(releases) (freed \(pagesFreed), other refs \(releasedWithOtherReferences)), "
             + "syncs \(syncs), bytes copied map/sync/unmap \(bytesCopiedAtMap)/\(bytesCopiedAtSync)/\(bytesCopiedAtUnmap), "
-            + "DMA failures \(dmaFailures)"
+            + "unmapped at destroy \(unmappedAtDestroy), DMA failures \(dmaFailures)"
     }
 }
 
@@ -60,7 +63,7 @@ public struct PagePoolProviderStatistics: Sendable, Hashable, CustomStringConver
 enum _ProviderCounter: Int, CaseIterable {
     case attaches, detaches, allocateCalls, pagesAllocated, allocationFailures
     case releases, pagesFreed, releasedWithOtherReferences, syncs
-    case bytesCopiedAtMap, bytesCopiedAtSync, bytesCopiedAtUnmap, dmaFailures
+    case bytesCopiedAtMap, bytesCopiedAtSync, bytesCopiedAtUnmap, dmaFailures, unmappedAtDestroy
 }
 
 /// The bookkeeping every provider shares: per-CPU relaxed counters (no lock and
@@ -101,6 +104,7 @@ final class _ProviderAccounting: Sendable {
         s.bytesCopiedAtSync = sum(.bytesCopiedAtSync)
         s.bytesCopiedAtUnmap = sum(.bytesCopiedAtUnmap)
         s.dmaFailures = sum(.dmaFailures)
+        s.unmappedAtDestroy = sum(.unmappedAtDestroy)
         return s
     }
 

@@ -182,6 +182,20 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
         }
     }
 
+    /// `page_pool_scrub`: unmaps a page still in flight at destroy, by its
+    /// address and without a copy back, so its bounce slot goes back to
+    /// swiotlb now rather than when the page comes home.
+    public func unmapInflightPage(_ page: Page, address: DMAAddress, for pool: PagePool) {
+        guard address != .mappingError else { return }
+        do {
+            try dma.unmapPage(address, size: PageGeometry.bytes(order: pool.parameters.order),
+                              direction: pool.dmaDirection, device: device, skipCPUSync: true)
+            accounting.count(.unmappedAtDestroy)
+        } catch {
+            accounting.noteDMAFailure("dma_unmap_page at destroy of \(page) at \(address)", error, provider: name)
+        }
+    }
+
     /// `dma_sync_single_for_device(dev, dma + offset, length, dma_dir)`: copies
     /// `length` bytes of the private page into its bounce slot (for
     /// `DMA_TO_DEVICE` / `DMA_BIDIRECTIONAL`). This is the copy a pool of system
