@@ -13,6 +13,11 @@ let package = Package(
     products: [
         .library(name: "DMAPools", targets: ["DMAPools"]),
         .library(name: "NetStack", targets: ["NetStack"]),
+        // Not part of the library: a page_pool test provider, fuzzers and
+        // reference models for tests of the pools and of a user's providers,
+        // and the micro-benchmark loops txsim and Benchmarks/ run.
+        .library(name: "DMAPoolsTestSupport", targets: ["DMAPoolsTestSupport"]),
+        .library(name: "DMAPoolsMicrobench", targets: ["DMAPoolsMicrobench"]),
         .executable(name: "txsim", targets: ["txsim"]),
     ],
     dependencies: [
@@ -36,6 +41,15 @@ let package = Package(
             swiftSettings: invariantSettings
         ),
         .target(
+            name: "DMAPoolsTestSupport",
+            dependencies: ["DMAPools"],
+            swiftSettings: invariantSettings
+        ),
+        .target(
+            name: "DMAPoolsMicrobench",
+            dependencies: ["DMAPools", "DMAPoolsTestSupport"]
+        ),
+        .target(
             name: "NetStack",
             dependencies: ["DMAPools"],
             swiftSettings: invariantSettings
@@ -44,13 +58,15 @@ let package = Package(
             name: "txsim",
             dependencies: [
                 "DMAPools",
+                "DMAPoolsTestSupport",
+                "DMAPoolsMicrobench",
                 "NetStack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "DMAPoolsTests",
-            dependencies: ["DMAPools"],
+            dependencies: ["DMAPools", "DMAPoolsTestSupport", "DMAPoolsMicrobench"],
             swiftSettings: invariantSettings
         ),
         .testTarget(

@@ -21,6 +21,7 @@ let package = Package(
             name: "PagePoolBenchmarks",
             dependencies: [
                 .product(name: "DMAPools", package: mainPackage),
+                .product(name: "DMAPoolsMicrobench", package: mainPackage),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/PagePoolBenchmarks",
@@ -34,7 +35,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "PagePoolMicrobenchRunner",
-            dependencies: [.product(name: "DMAPools", package: mainPackage)]
+            dependencies: [.product(name: "DMAPoolsMicrobench", package: mainPackage)]
         ),
     ]
 )

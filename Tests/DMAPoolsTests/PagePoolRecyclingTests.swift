@@ -1,6 +1,8 @@
 import Synchronization
 import Testing
 @testable import DMAPools
+import DMAPoolsMicrobench
+import DMAPoolsTestSupport
 
 #if canImport(Glibc)
 import Glibc

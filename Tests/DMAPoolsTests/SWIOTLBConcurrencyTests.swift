@@ -2,6 +2,7 @@ import Dispatch
 import Synchronization
 import Testing
 @testable import DMAPools
+import DMAPoolsTestSupport
 
 @Suite struct SWIOTLBConcurrencyTests {
     /// Four threads map and unmap (through the DMA API) with random sizes, half

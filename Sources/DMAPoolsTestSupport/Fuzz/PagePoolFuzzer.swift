@@ -1,3 +1,5 @@
+import DMAPools
+
 /// Random operation sequences against a real `PagePool` over
 /// `PagePoolTestProvider`, each step checked against an exact model of the
 /// kernel's recycling machinery: the alloc cache as a LIFO stack of 128, the
