@@ -7,10 +7,18 @@ import Synchronization
 /// tests, benchmarks and `PagePoolMicrobench`; the real providers (system pages,
 /// swiotlb pages, pre-decrypted pages) build on swiotlb and the allocator.
 ///
+/// Its pages carry an owner of their own (`PagePoolTestProvider.owner`,
+/// "test-pages"), registered as a user's provider would register one: a page
+/// that outlives its pool (released with another reference held) comes back
+/// here through `Guest.putPage` / `Guest.freePage` and is reused.
+///
 /// It counts what it does so tests can check the pool's calls.
 public final class PagePoolTestProvider: PagePoolMemoryProvider {
+    /// The owner of every page the provider holds or has handed out.
+    public static let owner = PageOwner.register(TestPagesOwner.shared)
+
     public let name: String
-    public let pageOwner: PageOwner = .free
+    public let pageOwner: PageOwner = PagePoolTestProvider.owner
     public let memory: GuestMemory
     /// The page indices it carves from.
     public let pages: Range<Int>
@@ -22,6 +30,7 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
         var allocateCalls = 0
         var pagesAllocated = 0
         var pagesReleased = 0
+        var pagesFreedAfterRelease = 0
         var attached = 0
         var detached = 0
         var failNextAllocations = 0
@@ -39,6 +48,31 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
         self.pages = range
         self.name = name
         self.state = Lock(State(next: range.lowerBound))
+        TestPagesOwner.shared.add(self)
+    }
+
+    deinit {
+        TestPagesOwner.shared.remove(self)
+    }
+
+    /// Whether `page` lies in this provider's range of its memory.
+    func covers(_ page: Page) -> Bool {
+        page.descriptor >= memory.descriptors && page.descriptor < memory.descriptors + memory.pageCount
+            && pages.contains(memory.index(of: page))
+    }
+
+    /// A page released with another reference held (`released_refcnt`) whose
+    /// last reference is now gone: back on the free list.
+    func freeAfterRelease(_ page: Page) {
+        guard page.referenceCount == 0 else {
+            PageOwnerKinds.misuse(page, "\(name): freeing a page that is still referenced")
+        }
+        let order = page.order
+        memory.destroyCompound(page, owner: pageOwner)
+        state.withLock { s in
+            s.free[order].append(memory.index(of: page))
+            s.pagesFreedAfterRelease += 1
+        }
     }
 
     public func attach(to pool: PagePool) throws(PagePoolError) {
@@ -99,7 +133,8 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
             }
         } else {
             // Someone else still holds the page (released_refcnt): it leaves the
-            // pool and the provider's accounting, and is not reused here.
+            // pool and the provider's accounting; if its last holder frees it
+            // through `Guest.putPage`, `TestPagesOwner` brings it back here.
             state.withLock { s in
                 s.outstanding -= 1
                 s.pagesReleased += 1
@@ -124,6 +159,9 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
     public var pagesAllocated: Int { state.withLock { $0.pagesAllocated } }
     /// Pages taken back so far.
     public var pagesReleased: Int { state.withLock { $0.pagesReleased } }
+    /// Pages released with another reference held that later came home
+    /// through `Guest.freePage`.
+    public var pagesFreedAfterRelease: Int { state.withLock { $0.pagesFreedAfterRelease } }
     /// `attach` / `detach` calls so far.
     public var attachCount: Int { state.withLock { $0.attached } }
     public var detachCount: Int { state.withLock { $0.detached } }
@@ -131,5 +169,31 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
     public var syncCount: Int { syncs.load(ordering: .relaxed) }
     public var lastSync: (offset: Int, length: Int) {
         (lastSyncOffset.load(ordering: .relaxed), lastSyncLength.load(ordering: .relaxed))
+    }
+}
+
+/// The owner kind of `PagePoolTestProvider`'s pages: finds the provider whose
+/// range holds a freed page (a slow path: tests only).
+final class TestPagesOwner: PageOwnerKind {
+    static let shared = TestPagesOwner()
+    let name = "test-pages"
+
+    private struct Entry { weak var provider: PagePoolTestProvider? }
+    private let providers = Lock([ObjectIdentifier: Entry]())
+
+    func add(_ provider: PagePoolTestProvider) {
+        providers.withLock { $0[ObjectIdentifier(provider)] = Entry(provider: provider) }
+    }
+
+    func remove(_ provider: PagePoolTestProvider) {
+        _ = providers.withLock { $0.removeValue(forKey: ObjectIdentifier(provider)) }
+    }
+
+    func freePage(_ head: Page, guest: Guest) {
+        let provider = providers.withLock { entries in
+            entries.values.lazy.compactMap(\.provider).first { $0.covers(head) }
+        }
+        guard let provider else { PageOwnerKinds.misuse(head, "freeing a test-pages page whose provider is gone") }
+        provider.freeAfterRelease(head)
     }
 }

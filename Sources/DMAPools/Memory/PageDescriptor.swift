@@ -1,38 +1,5 @@
 import Synchronization
 
-/// Who holds a page right now: the analog of `page_type` plus the owner fields of
-/// `struct page`. Every page of guest memory is in exactly one of these states at
-/// every moment, which is what lets the framework account for every page.
-public enum PageOwner: UInt8, Sendable, CaseIterable, CustomStringConvertible {
-    /// Not handed out: inside the general allocator's reserve, or never carved.
-    case free = 0
-    /// Handed out by the general allocator (private memory, jemalloc).
-    case generalAllocator = 1
-    /// Part of the swiotlb bounce pool, managed slot by slot.
-    case swiotlbSlots = 2
-    /// A naturally aligned run taken out of swiotlb for long-lived use (the seed
-    /// patch's `PGTY_zcswiotlb`): its DMA address is its own.
-    case swiotlbZeroCopy = 3
-    /// Owned by a page_pool (`pp_magic` carries the pool signature).
-    case pagePool = 4
-    /// Carved from a pre-decrypted (shared) chunk by the decrypted allocator.
-    case decryptedAllocator = 5
-    /// A user page pinned by the model (MSG_ZEROCOPY sources).
-    case user = 6
-
-    public var description: String {
-        switch self {
-        case .free: "free"
-        case .generalAllocator: "general-allocator"
-        case .swiotlbSlots: "swiotlb-slots"
-        case .swiotlbZeroCopy: "swiotlb-zerocopy"
-        case .pagePool: "page-pool"
-        case .decryptedAllocator: "decrypted-allocator"
-        case .user: "user"
-        }
-    }
-}
-
 /// The `struct page` analog: one per 4 KiB page of guest memory, in one array
 /// reserved with the memory, so that address -> descriptor and descriptor ->
 /// address are both O(1).
