@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(PagePoolProvider) import DMAPools
 import Synchronization
 
 /// A provider that needs no other subsystem: it hands out pages of a range of
@@ -114,7 +114,7 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
         for i in 0..<filled {
             let page = out[i]
             memory.prepareCompound(page, order: order, owner: pageOwner)
-            page.dmaAddress = maps ? memory.unencryptedDMAAddress(of: page.physicalAddress) : .mappingError
+            page.setDMAAddress(maps ? memory.unencryptedDMAAddress(of: page.physicalAddress) : .mappingError)
             page.setReferenceCount(1)
         }
         return filled
@@ -123,7 +123,7 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
     public func releasePage(_ page: Page, from pool: PagePool) {
         if page.release() {
             // The last reference: the page is free again.
-            page.dmaAddress = .mappingError
+            page.setDMAAddress(.mappingError)
             let order = page.order
             memory.destroyCompound(page, owner: pageOwner)
             state.withLock { s in

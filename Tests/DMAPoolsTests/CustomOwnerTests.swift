@@ -1,9 +1,9 @@
-import DMAPools
+@_spi(PagePoolProvider) import DMAPools
 import Synchronization
 import Testing
 
-// A user's memory provider, written from DMAPools' public API only (this file
-// does not `@testable import`): it takes one run from the guest's general
+// A user's memory provider, written from DMAPools' public API and its
+// documented provider SPI only (this file does not `@testable import`): it takes one run from the guest's general
 // allocator, hands its pages out under an owner kind of its own, and gives the
 // run back when closed.
 
@@ -15,7 +15,7 @@ final class RegionOwner: PageOwnerKind {
     let name = "test-region"
 
     func freePage(_ head: Page, guest: Guest) {
-        guard let object = head.descriptor.pointee.ownerObject else {
+        guard let object = head.ownerObject else {
             PageOwnerKinds.misuse(head, "test-region: freeing a page that is not handed out (double free?)")
         }
         Unmanaged<RegionProvider>.fromOpaque(object).takeUnretainedValue().takeBack(head)
@@ -40,7 +40,7 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
         var pages: [Page] = []
         for i in 0..<(1 << order) {
             let page = guest.memory.page(at: guest.memory.index(of: run) + i)
-            page.descriptor.pointee.ownerObject = nil   // not handed out
+            page.ownerObject = nil   // not handed out
             pages.append(page)
         }
         free.withLock { $0 = pages }
@@ -57,7 +57,7 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
         for i in 0..<n {
             let page = out[i]
             guest.memory.prepareCompound(page, order: 0, owner: pageOwner)
-            page.dmaAddress = pool.mapsDMA ? guest.memory.unencryptedDMAAddress(of: page.physicalAddress) : .mappingError
+            page.setDMAAddress(pool.mapsDMA ? guest.memory.unencryptedDMAAddress(of: page.physicalAddress) : .mappingError)
             page.setReferenceCount(1)
         }
         outstanding.wrappingAdd(n, ordering: .relaxed)
@@ -71,14 +71,14 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
         } else {
             // Someone else still holds it (released_refcnt): its last holder
             // frees it through the guest's free path, which finds us here.
-            page.descriptor.pointee.ownerObject = Unmanaged.passUnretained(self).toOpaque()
+            page.ownerObject = Unmanaged.passUnretained(self).toOpaque()
         }
     }
 
     func takeBack(_ page: Page, late: Bool = true) {
         guard page.referenceCount == 0 else { PageOwnerKinds.misuse(page, "test-region: freeing a page still referenced") }
-        page.dmaAddress = .mappingError
-        page.descriptor.pointee.ownerObject = nil
+        page.setDMAAddress(.mappingError)
+        page.ownerObject = nil
         if late { freedLate.wrappingAdd(1, ordering: .relaxed) }
         free.withLock { $0.append(page) }
     }

@@ -1,7 +1,7 @@
 import Dispatch
 import Synchronization
 import Testing
-@testable import DMAPools
+@_spi(PagePoolProvider) @testable import DMAPools
 import DMAPoolsTestSupport
 
 @Suite struct SWIOTLBConcurrencyTests {

@@ -1,6 +1,6 @@
 import CJemalloc
 import Testing
-@testable import DMAPools
+@_spi(PagePoolProvider) @testable import DMAPools
 
 #if canImport(Glibc)
 import Glibc

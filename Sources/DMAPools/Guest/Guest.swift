@@ -102,11 +102,15 @@ public final class Guest: @unchecked Sendable {
 
 extension PagePool {
     /// The pool a page belongs to (`page->pp`), or nil for a page that is not a
-    /// pool page.
+    /// pool page. `ownerObject` is trusted only once the page carries a pool
+    /// signature (`pp_magic`), and the pool found must carry the same one.
     @inlinable
     public static func owning(_ page: Page) -> PagePool? {
         let head = page.head
-        guard head.owner == .pagePool, let object = head.descriptor.pointee.ownerObject else { return nil }
-        return Unmanaged<PagePool>.fromOpaque(object).takeUnretainedValue()
+        let signature = head.descriptor.pointee.poolSignature
+        guard head.owner == .pagePool, signature & 0xffff_ffff == PagePool.signatureMagic,
+              let object = head.descriptor.pointee.ownerObject else { return nil }
+        let pool = Unmanaged<PagePool>.fromOpaque(object).takeUnretainedValue()
+        return pool.signature == signature ? pool : nil
     }
 }

@@ -67,7 +67,7 @@ public struct ConversionStatistics: Sendable, Hashable {
 
 /// A monotonic clock in nanoseconds (`CLOCK_MONOTONIC`), for spinning and timing.
 @inlinable
-public func monotonicNanoseconds() -> UInt64 {
+package func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
@@ -75,7 +75,7 @@ public func monotonicNanoseconds() -> UInt64 {
 
 /// Busy-waits for `nanoseconds` on the calling thread.
 @inline(never)
-public func spin(nanoseconds: Int) {
+package func spin(nanoseconds: Int) {
     guard nanoseconds > 0 else { return }
     let deadline = monotonicNanoseconds() + UInt64(nanoseconds)
     while monotonicNanoseconds() < deadline {}

@@ -9,6 +9,12 @@ import Synchronization
 /// the only reference). Hand-offs between threads go through a lock, a ring with
 /// release/acquire orderings, or the reference count's acquiring-and-releasing
 /// decrement, so every writer happens-before the next reader.
+///
+/// Only the immutable addresses are public. The mutable fields are the
+/// framework's (`package`); a memory provider sets what it must through the
+/// provider SPI (`@_spi(PagePoolProvider) import DMAPools`: `Page.setDMAAddress`,
+/// `Page.setReferenceCount`, `Page.ownerObject`, `Page.privateWord`,
+/// `GuestMemory.prepareCompound` / `destroyCompound`).
 public struct PageDescriptor: ~Copyable {
     /// Where the page's bytes are (`page_address`). Immutable.
     public let virtualAddress: UnsafeMutableRawPointer
@@ -21,19 +27,19 @@ public struct PageDescriptor: ~Copyable {
     /// The page's memory domain (`MemoryDomain.rawValue`), changed only by a conversion.
     @usableFromInline let _domain: Atomic<UInt8>
     /// Who holds the page (see `PageOwner`).
-    public var owner: PageOwner
+    @usableFromInline package var owner: PageOwner
     /// Compound order for a head page; 0 for order-0 and tail pages.
-    public var order: UInt8
+    @usableFromInline package var order: UInt8
     /// Pages back to the compound head (0 for a head or a single page).
-    public var headOffset: UInt16
+    @usableFromInline package var headOffset: UInt16
     /// The DMA address stored by whoever mapped the page (`page_pool_get_dma_addr`).
-    public var dmaAddress: DMAAddress
+    @usableFromInline package var dmaAddress: DMAAddress
     /// `pp_magic`: the pool signature of the page_pool that owns the page, else 0.
-    public var poolSignature: UInt64
+    @usableFromInline package var poolSignature: UInt64
     /// The owning pool or allocator, as an opaque pointer (`page->pp`).
-    public var ownerObject: UnsafeMutableRawPointer?
+    @usableFromInline package var ownerObject: UnsafeMutableRawPointer?
     /// `page->private`: owner-defined (for example the bounce device of a zero-copy run).
-    public var privateWord: UInt
+    @usableFromInline package var privateWord: UInt
 
     @usableFromInline
     init(virtualAddress: UnsafeMutableRawPointer, physicalAddress: PhysicalAddress, domain: MemoryDomain) {
