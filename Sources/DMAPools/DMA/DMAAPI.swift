@@ -31,7 +31,6 @@ public final class DMAAPI: @unchecked Sendable {
         self.counters = PerCPUCounters(counters: DMACounter.allCases.count)
     }
 
-    deinit { counters.deallocate() }
 
     // MARK: Map
 

@@ -24,7 +24,8 @@ package final class ModelThread: @unchecked Sendable {
         let handle = ModelThread(body: body)
         let context = Unmanaged.passRetained(Box(handle: handle, name: name)).toOpaque()
         let rc = pthread_create(&handle.thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            guard let raw else { preconditionFailure("pthread started without its context") }
+            let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
             box.handle.body()
             box.handle.cpu.store(threadCPUNanoseconds(), ordering: .releasing)
             return nil
