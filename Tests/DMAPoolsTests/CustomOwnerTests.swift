@@ -98,6 +98,14 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
         try Guest(.init(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
     }
 
+    /// A guest, a region provider over it and a pool over the provider.
+    static func pool() throws -> (Guest, RegionProvider, PagePool) {
+        let guest = try guest()
+        let provider = try RegionProvider(guest: guest)
+        let device = try guest.devices.add(name: "eth0")
+        return (guest, provider, try PagePool(.init(flags: .dmaMap, device: device, name: "region"), provider: provider))
+    }
+
     @Test func aUsersPagesAreCountedUnderTheirOwnName() throws {
         let guest = try Self.guest()
         let provider = try RegionProvider(guest: guest)
@@ -111,10 +119,7 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
     }
 
     @Test func aPageThatOutlivesItsPoolComesHomeThroughTheGuest() throws {
-        let guest = try Self.guest()
-        let provider = try RegionProvider(guest: guest)
-        let device = try guest.devices.add(name: "eth0")
-        let pool = try PagePool(.init(flags: .dmaMap, device: device, name: "region"), provider: provider)
+        let (guest, provider, pool) = try Self.pool()
         let page = try pool.allocatePage()
         page.retain()   // an skb clone holds it too
         pool.put(page)
@@ -132,16 +137,15 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
 
     @Test func freeingAUsersPageTwiceIsDiagnosedByItsOwner() async {
         await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
-            let guest = try Self.guest()
-            let provider = try RegionProvider(guest: guest)
-            let device = try guest.devices.add(name: "eth0")
-            let pool = try PagePool(.init(flags: .dmaMap, device: device, name: "region"), provider: provider)
-            let page = try pool.allocatePage()
-            page.retain()
-            pool.put(page)
-            guest.putPage(page)
-            page.setReferenceCount(1)
-            guest.putPage(page)
+            let (guest, provider, pool) = try Self.pool()
+            try withExtendedLifetime(provider) {
+                let page = try pool.allocatePage()
+                page.retain()
+                pool.put(page)
+                guest.putPage(page)   // home
+                page.setReferenceCount(1)
+                guest.putPage(page)   // again
+            }
         }.map { result in
             let text = String(decoding: result.standardErrorContent, as: UTF8.self)
             #expect(text.contains("test-region: freeing a page that is not handed out"))
@@ -150,10 +154,7 @@ final class RegionProvider: PagePoolMemoryProvider, @unchecked Sendable {
 
     @Test func aPoolPageOnTheFreePathIsDiagnosedAsOneStill() async {
         await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
-            let guest = try Self.guest()
-            let provider = try RegionProvider(guest: guest)
-            let device = try guest.devices.add(name: "eth0")
-            let pool = try PagePool(.init(flags: .dmaMap, device: device, name: "region"), provider: provider)
+            let (guest, _, pool) = try Self.pool()
             guest.putPage(try pool.allocatePage())
         }.map { result in
             let text = String(decoding: result.standardErrorContent, as: UTF8.self)

@@ -75,7 +75,7 @@ public final class Guest: @unchecked Sendable {
     /// swiotlb slots and page_pool pages trap with their diagnosis.
     public func freePage(_ page: Page) {
         let head = page.head
-        head.owner.kind.freePage(head, guest: self)
+        PageOwnerRegistry.shared.freePage(head, owner: head.owner.id, guest: self)
     }
 
     // MARK: Accounting
@@ -89,9 +89,10 @@ public final class Guest: @unchecked Sendable {
         decrypted.releaseSpareChunks(keeping: 0)
         var held = 0
         var sharedOutsideSWIOTLB = 0
+        let registry = PageOwnerRegistry.shared
         for index in 0..<memory.pageCount {
             let page = memory.page(at: index)
-            if page.owner.kind.holdsPages { held += 1 }
+            if registry.holdsPages(page.owner.id) { held += 1 }
             if page.domain == .shared && !memory.swiotlbPages.contains(index) { sharedOutsideSWIOTLB += 1 }
         }
         let slotsPerPage = PageGeometry.size / SWIOTLB.slotSize

@@ -83,12 +83,18 @@ public enum PageOwnerKinds {
         fatalError("\(what): \(head)")
     }
 
-    final class Free: PageOwnerKind {
-        let name = "free"
-        var holdsPages: Bool { false }
-        func freePage(_ head: Page, guest: Guest) {
-            PageOwnerKinds.misuse(head, "freeing a page that is not allocated (double free?)")
+    /// An owner whose pages must never reach the free path: it traps there
+    /// with its diagnosis.
+    final class Trapping: PageOwnerKind {
+        let name: String
+        let holdsPages: Bool
+        let diagnosis: String
+        init(name: String, holdsPages: Bool, diagnosis: String) {
+            self.name = name
+            self.holdsPages = holdsPages
+            self.diagnosis = diagnosis
         }
+        func freePage(_ head: Page, guest: Guest) { PageOwnerKinds.misuse(head, diagnosis) }
     }
 
     final class GeneralAllocatorPages: PageOwnerKind {
@@ -97,27 +103,12 @@ public enum PageOwnerKinds {
         func freePage(_ head: Page, guest: Guest) { guest.allocator.freePages(head) }
     }
 
-    final class SWIOTLBSlots: PageOwnerKind {
-        let name = "swiotlb-slots"
-        var holdsPages: Bool { false }
-        func freePage(_ head: Page, guest: Guest) {
-            PageOwnerKinds.misuse(head, "freeing a swiotlb bounce page that is not allocated (swiotlb slots are unmapped, not freed)")
-        }
-    }
-
     /// Zero-copy runs go through the page allocator's free path, where only the
     /// seed patch's hook (`Guest.FreePath.swiotlbHook`) takes them; without it
     /// the general allocator diagnoses the foreign page.
     final class SWIOTLBZeroCopy: PageOwnerKind {
         let name = "swiotlb-zerocopy"
         func freePage(_ head: Page, guest: Guest) { guest.allocator.freePages(head) }
-    }
-
-    final class PagePoolPages: PageOwnerKind {
-        let name = "page-pool"
-        func freePage(_ head: Page, guest: Guest) {
-            PageOwnerKinds.misuse(head, "a page_pool page reached the page allocator's free path (a frame holding it was not marked pp_recycle)")
-        }
     }
 
     final class DecryptedAllocatorPages: PageOwnerKind {
@@ -144,8 +135,14 @@ final class PageOwnerRegistry: @unchecked Sendable {
     private init() {
         entries = .allocate(capacity: 256)
         for kind: any PageOwnerKind in [
-            PageOwnerKinds.Free(), PageOwnerKinds.GeneralAllocatorPages(name: "general-allocator"),
-            PageOwnerKinds.SWIOTLBSlots(), PageOwnerKinds.SWIOTLBZeroCopy(), PageOwnerKinds.PagePoolPages(),
+            PageOwnerKinds.Trapping(name: "free", holdsPages: false,
+                                    diagnosis: "freeing a page that is not allocated (double free?)"),
+            PageOwnerKinds.GeneralAllocatorPages(name: "general-allocator"),
+            PageOwnerKinds.Trapping(name: "swiotlb-slots", holdsPages: false,
+                                    diagnosis: "freeing a swiotlb bounce page that is not allocated (swiotlb slots are unmapped, not freed)"),
+            PageOwnerKinds.SWIOTLBZeroCopy(),
+            PageOwnerKinds.Trapping(name: "page-pool", holdsPages: true,
+                                    diagnosis: "a page_pool page reached the page allocator's free path (a frame holding it was not marked pp_recycle)"),
             PageOwnerKinds.DecryptedAllocatorPages(), PageOwnerKinds.GeneralAllocatorPages(name: "user"),
         ] { _ = register(kind) }
     }
@@ -163,8 +160,26 @@ final class PageOwnerRegistry: @unchecked Sendable {
 
     @inline(__always)
     func kind(_ id: UInt8) -> any PageOwnerKind {
+        entries[checked(id)].kind
+    }
+
+    /// `kind(id).freePage(head, guest:)`, called on the unowned entry in place
+    /// (a returned kind would be retained and released around the call).
+    @inline(__always)
+    func freePage(_ head: Page, owner id: UInt8, guest: Guest) {
+        entries[checked(id)].kind.freePage(head, guest: guest)
+    }
+
+    /// `kind(id).holdsPages`, read in place.
+    @inline(__always)
+    func holdsPages(_ id: UInt8) -> Bool {
+        entries[checked(id)].kind.holdsPages
+    }
+
+    @inline(__always)
+    private func checked(_ id: UInt8) -> Int {
         precondition(Int(id) < count.load(ordering: .acquiring), "page owner \(id) was never registered")
-        return entries[Int(id)].kind
+        return Int(id)
     }
 
     var owners: [PageOwner] {
