@@ -174,9 +174,8 @@ public final class PagePoolTestProvider: PagePoolMemoryProvider {
 
 /// The owner kind of `PagePoolTestProvider`'s pages: finds the provider whose
 /// range holds a freed page (a slow path: tests only).
-final class TestPagesOwner: PageOwnerKind {
-    static let shared = TestPagesOwner()
-    let name = "test-pages"
+final class TestPagesOwner: PageOwnerKind, @unchecked Sendable {
+    static let shared = TestPagesOwner(name: "test-pages")
 
     private struct Entry { weak var provider: PagePoolTestProvider? }
     private let providers = Lock([ObjectIdentifier: Entry]())
@@ -189,7 +188,7 @@ final class TestPagesOwner: PageOwnerKind {
         _ = providers.withLock { $0.removeValue(forKey: ObjectIdentifier(provider)) }
     }
 
-    func freePage(_ head: Page, guest: Guest) {
+    override func freePage(_ head: Page, guest: Guest) {
         let provider = providers.withLock { entries in
             entries.values.lazy.compactMap(\.provider).first { $0.covers(head) }
         }

@@ -10,11 +10,10 @@ import Testing
 /// The owner kind of `RegionProvider`'s pages: registered once, like any
 /// user's. The provider is found from the page (`ownerObject`, which it sets
 /// on every page it holds or releases).
-final class RegionOwner: PageOwnerKind {
-    static let owner = PageOwner.register(RegionOwner())
-    let name = "test-region"
+final class RegionOwner: PageOwnerKind, @unchecked Sendable {
+    static let owner = PageOwner.register(RegionOwner(name: "test-region"))
 
-    func freePage(_ head: Page, guest: Guest) {
+    override func freePage(_ head: Page, guest: Guest) {
         guard let object = head.ownerObject else {
             PageOwnerKinds.misuse(head, "test-region: freeing a page that is not handed out (double free?)")
         }

@@ -35,7 +35,7 @@ public struct PageOwner: Hashable, Sendable, CustomStringConvertible {
     @inlinable public static var user: PageOwner { PageOwner(id: 6) }
 
     /// The kind registered under this owner.
-    public var kind: any PageOwnerKind { PageOwnerRegistry.shared.kind(id) }
+    public var kind: PageOwnerKind { PageOwnerRegistry.shared.kind(id) }
 
     /// The kind's name ("general-allocator", "page-pool", a provider's own).
     public var description: String { kind.name }
@@ -44,7 +44,7 @@ public struct PageOwner: Hashable, Sendable, CustomStringConvertible {
     /// Register once per kind (a `static let`), not per instance: at most 256
     /// kinds exist, the built-in ones included, and a registration is never
     /// undone (a page may outlive whatever handed it out).
-    public static func register(_ kind: any PageOwnerKind) -> PageOwner {
+    public static func register(_ kind: PageOwnerKind) -> PageOwner {
         PageOwnerRegistry.shared.register(kind)
     }
 
@@ -54,25 +54,31 @@ public struct PageOwner: Hashable, Sendable, CustomStringConvertible {
 
 /// What an owner of pages does with them: the operations `Guest.freePage`,
 /// `Guest.lostPages()` and the census dispatch through, instead of a closed
-/// switch over built-in owners.
-public protocol PageOwnerKind: AnyObject, Sendable {
+/// switch over built-in owners. Subclass it (once per kind of owner, not per
+/// instance) and register the instance with `PageOwner.register(_:)`.
+///
+/// A class rather than a protocol so that a dispatch is a vtable call on an
+/// unretained reference: no ARC on the free path.
+open class PageOwnerKind: @unchecked Sendable {
     /// A name for diagnostics and reports.
-    var name: String { get }
+    public let name: String
 
     /// Whether pages in this state are held by someone: they count in
     /// `Guest.lostPages()` until they come home. Free pages and swiotlb slots
     /// (accounted for by swiotlb's own counters) are not.
-    var holdsPages: Bool { get }
+    public let holdsPages: Bool
+
+    public init(name: String, holdsPages: Bool = true) {
+        self.name = name
+        self.holdsPages = holdsPages
+    }
 
     /// `__free_pages` for a run of this owner whose last reference is gone
     /// (`Guest.freePage`, `Guest.putPage`): gives it back to whatever handed it
-    /// out. A kind whose pages must never reach the free path traps here with
-    /// the diagnosis (`PageOwnerKinds.misuse`).
-    func freePage(_ head: Page, guest: Guest)
-}
-
-extension PageOwnerKind {
-    public var holdsPages: Bool { true }
+    /// out. The default traps: pages of this owner must not reach the free path.
+    open func freePage(_ head: Page, guest: Guest) {
+        PageOwnerKinds.misuse(head, "a \(name) page reached the page allocator's free path")
+    }
 }
 
 /// The built-in owner kinds, and the trap they share.
@@ -85,35 +91,25 @@ public enum PageOwnerKinds {
 
     /// An owner whose pages must never reach the free path: it traps there
     /// with its diagnosis.
-    final class Trapping: PageOwnerKind {
-        let name: String
-        let holdsPages: Bool
+    final class Trapping: PageOwnerKind, @unchecked Sendable {
         let diagnosis: String
         init(name: String, holdsPages: Bool, diagnosis: String) {
-            self.name = name
-            self.holdsPages = holdsPages
             self.diagnosis = diagnosis
+            super.init(name: name, holdsPages: holdsPages)
         }
-        func freePage(_ head: Page, guest: Guest) { PageOwnerKinds.misuse(head, diagnosis) }
+        override func freePage(_ head: Page, guest: Guest) { PageOwnerKinds.misuse(head, diagnosis) }
     }
 
-    final class GeneralAllocatorPages: PageOwnerKind {
-        let name: String
-        init(name: String) { self.name = name }
-        func freePage(_ head: Page, guest: Guest) { guest.allocator.freePages(head) }
+    /// Runs of the general allocator, and pinned user pages, which it also
+    /// hands out. Zero-copy swiotlb runs go through the same free path, where
+    /// only the seed patch's hook (`Guest.FreePath.swiotlbHook`) takes them;
+    /// without it the general allocator diagnoses the foreign page.
+    final class GeneralAllocatorPages: PageOwnerKind, @unchecked Sendable {
+        override func freePage(_ head: Page, guest: Guest) { guest.allocator.freePages(head) }
     }
 
-    /// Zero-copy runs go through the page allocator's free path, where only the
-    /// seed patch's hook (`Guest.FreePath.swiotlbHook`) takes them; without it
-    /// the general allocator diagnoses the foreign page.
-    final class SWIOTLBZeroCopy: PageOwnerKind {
-        let name = "swiotlb-zerocopy"
-        func freePage(_ head: Page, guest: Guest) { guest.allocator.freePages(head) }
-    }
-
-    final class DecryptedAllocatorPages: PageOwnerKind {
-        let name = "decrypted-allocator"
-        func freePage(_ head: Page, guest: Guest) { guest.decrypted.free(head) }
+    final class DecryptedAllocatorPages: PageOwnerKind, @unchecked Sendable {
+        override func freePage(_ head: Page, guest: Guest) { guest.decrypted.free(head) }
     }
 }
 
@@ -124,56 +120,52 @@ public enum PageOwnerKinds {
 final class PageOwnerRegistry: @unchecked Sendable {
     static let shared = PageOwnerRegistry()
 
-    /// Unowned entries (`kinds` keeps them alive): a lookup costs no ARC.
-    struct Entry {
-        unowned(unsafe) let kind: any PageOwnerKind
-    }
-    private let entries: UnsafeMutablePointer<Entry>
+    /// Unretained entries (`kinds` keeps them alive): a lookup costs no ARC.
+    private let entries: UnsafeMutablePointer<Unmanaged<PageOwnerKind>>
     private let count = Atomic<Int>(0)
-    private let lock = Lock([any PageOwnerKind]())
+    private let lock = Lock([PageOwnerKind]())
 
     private init() {
         entries = .allocate(capacity: 256)
-        for kind: any PageOwnerKind in [
+        for kind in [
             PageOwnerKinds.Trapping(name: "free", holdsPages: false,
                                     diagnosis: "freeing a page that is not allocated (double free?)"),
             PageOwnerKinds.GeneralAllocatorPages(name: "general-allocator"),
             PageOwnerKinds.Trapping(name: "swiotlb-slots", holdsPages: false,
                                     diagnosis: "freeing a swiotlb bounce page that is not allocated (swiotlb slots are unmapped, not freed)"),
-            PageOwnerKinds.SWIOTLBZeroCopy(),
+            PageOwnerKinds.GeneralAllocatorPages(name: "swiotlb-zerocopy"),
             PageOwnerKinds.Trapping(name: "page-pool", holdsPages: true,
                                     diagnosis: "a page_pool page reached the page allocator's free path (a frame holding it was not marked pp_recycle)"),
-            PageOwnerKinds.DecryptedAllocatorPages(), PageOwnerKinds.GeneralAllocatorPages(name: "user"),
-        ] { _ = register(kind) }
+            PageOwnerKinds.DecryptedAllocatorPages(name: "decrypted-allocator"),
+            PageOwnerKinds.GeneralAllocatorPages(name: "user"),
+        ] as [PageOwnerKind] { _ = register(kind) }
     }
 
-    func register(_ kind: any PageOwnerKind) -> PageOwner {
+    func register(_ kind: PageOwnerKind) -> PageOwner {
         lock.withLock { kinds in
             let id = kinds.count
             precondition(id < 256, "page owner kinds exhausted: 256 registered (register a kind once, not per instance)")
             kinds.append(kind)
-            (entries + id).initialize(to: Entry(kind: kind))
+            (entries + id).initialize(to: Unmanaged.passUnretained(kind))
             count.store(id + 1, ordering: .releasing)
             return PageOwner(id: UInt8(id))
         }
     }
 
-    @inline(__always)
-    func kind(_ id: UInt8) -> any PageOwnerKind {
-        entries[checked(id)].kind
+    func kind(_ id: UInt8) -> PageOwnerKind {
+        entries[checked(id)].takeUnretainedValue()
     }
 
-    /// `kind(id).freePage(head, guest:)`, called on the unowned entry in place
-    /// (a returned kind would be retained and released around the call).
+    /// `kind(id).freePage(head, guest:)` on the unretained entry.
     @inline(__always)
     func freePage(_ head: Page, owner id: UInt8, guest: Guest) {
-        entries[checked(id)].kind.freePage(head, guest: guest)
+        entries[checked(id)]._withUnsafeGuaranteedRef { $0.freePage(head, guest: guest) }
     }
 
-    /// `kind(id).holdsPages`, read in place.
+    /// `kind(id).holdsPages` on the unretained entry.
     @inline(__always)
     func holdsPages(_ id: UInt8) -> Bool {
-        entries[checked(id)].kind.holdsPages
+        entries[checked(id)]._withUnsafeGuaranteedRef { $0.holdsPages }
     }
 
     @inline(__always)
