@@ -1,4 +1,4 @@
-@_spi(PagePoolProvider) import DMAPools
+@_spi(PagePoolProvider) @_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 
 /// A provider that needs no other subsystem: it hands out pages of a range of

@@ -1,5 +1,5 @@
 import ArgumentParser
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import DMAPoolsTestSupport
 
 /// The fuzz targets: random operation sequences checked against reference models.

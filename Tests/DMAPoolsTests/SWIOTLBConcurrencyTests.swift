@@ -1,7 +1,7 @@
 import Dispatch
 import Synchronization
 import Testing
-@_spi(PagePoolProvider) @testable import DMAPools
+@_spi(PagePoolProvider) @_spi(DMAPoolsSupport) @testable import DMAPools
 import DMAPoolsTestSupport
 
 @Suite struct SWIOTLBConcurrencyTests {

@@ -1,6 +1,6 @@
 import CJemalloc
 import Testing
-@_spi(PagePoolProvider) @testable import DMAPools
+@_spi(PagePoolProvider) @_spi(DMAPoolsSupport) @testable import DMAPools
 
 #if canImport(Glibc)
 import Glibc

@@ -66,8 +66,10 @@ public struct ConversionStatistics: Sendable, Hashable {
 }
 
 /// A monotonic clock in nanoseconds (`CLOCK_MONOTONIC`), for spinning and timing.
+/// Not public API (`@_spi(DMAPoolsSupport)`, inlinable in the package's targets).
+@_spi(DMAPoolsSupport)
 @inlinable
-package func monotonicNanoseconds() -> UInt64 {
+public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
