@@ -7,12 +7,35 @@ let invariantSettings: [SwiftSetting] = [
     .define("DMAPOOLS_INVARIANTS", .when(configuration: .debug)),
 ]
 
+/// How DMAPools links Debian's libjemalloc (unprefixed symbols: `malloc` as
+/// well as `mallocx`) without making it the client's `malloc`. The dynamic
+/// linker binds each symbol to the first library in the executable's
+/// `DT_NEEDED` order that defines it, and that order is the order of the `-l`
+/// flags. Naming libc and libstdc++ first puts them ahead of libjemalloc, so
+/// `malloc`, `free` and C++ `operator new`/`delete` stay glibc's and
+/// libstdc++'s, while `mallocx`, `sdallocx` and `mallctl`, which only
+/// libjemalloc defines, bind to it. (Loading it with `dlopen` instead fails:
+/// Debian builds it with initial-exec TLS, `DF_STATIC_TLS`, and its 2.6 KiB
+/// of TLS do not fit in glibc's static TLS surplus.) Checked by
+/// `ClientAllocatorTests`. A client that wants jemalloc as its `malloc` too
+/// opts in with `LD_PRELOAD=libjemalloc.so.2`.
+let jemallocLinking: [LinkerSetting] = [
+    .linkedLibrary("c", .when(platforms: [.linux])),
+    .linkedLibrary("stdc++", .when(platforms: [.linux])),
+    .linkedLibrary("jemalloc"),
+]
+
 let package = Package(
     name: "swift-dma-pools",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "DMAPools", targets: ["DMAPools"]),
         .library(name: "NetStack", targets: ["NetStack"]),
+        // Not part of the library: a page_pool test provider, fuzzers and
+        // reference models for tests of the pools and of a user's providers,
+        // and the micro-benchmark loops txsim and Benchmarks/ run.
+        .library(name: "DMAPoolsTestSupport", targets: ["DMAPoolsTestSupport"]),
+        .library(name: "DMAPoolsMicrobench", targets: ["DMAPoolsMicrobench"]),
         .executable(name: "txsim", targets: ["txsim"]),
     ],
     dependencies: [
@@ -20,11 +43,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CJemalloc",
-            pkgConfig: "jemalloc",
-            providers: [.apt(["libjemalloc-dev"])]
-        ),
+        // jemalloc's declarations only; DMAPools links the library itself (see
+        // `jemallocLinking`).
+        .systemLibrary(name: "CJemalloc"),
         .systemLibrary(name: "CSanitizer"),
         .target(
             name: "DMAPools",
@@ -33,7 +54,17 @@ let package = Package(
                 "CSanitizer",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: invariantSettings,
+            linkerSettings: jemallocLinking
+        ),
+        .target(
+            name: "DMAPoolsTestSupport",
+            dependencies: ["DMAPools"],
             swiftSettings: invariantSettings
+        ),
+        .target(
+            name: "DMAPoolsMicrobench",
+            dependencies: ["DMAPools", "DMAPoolsTestSupport"]
         ),
         .target(
             name: "NetStack",
@@ -44,13 +75,15 @@ let package = Package(
             name: "txsim",
             dependencies: [
                 "DMAPools",
+                "DMAPoolsTestSupport",
+                "DMAPoolsMicrobench",
                 "NetStack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "DMAPoolsTests",
-            dependencies: ["DMAPools"],
+            dependencies: ["DMAPools", "DMAPoolsTestSupport", "DMAPoolsMicrobench"],
             swiftSettings: invariantSettings
         ),
         .testTarget(

@@ -21,20 +21,19 @@ let package = Package(
             name: "PagePoolBenchmarks",
             dependencies: [
                 .product(name: "DMAPools", package: mainPackage),
+                .product(name: "DMAPoolsMicrobench", package: mainPackage),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/PagePoolBenchmarks",
-            // DMAPools links jemalloc (making it the process allocator); link it
-            // here too so the malloc counter is checked in that configuration
-            // even before DMAPools itself pulls it in.
-            linkerSettings: [.linkedLibrary("jemalloc")],
+            // A plain client of DMAPools: glibc's malloc, which the malloc
+            // interposer counts; jemalloc serves only the guest's arenas.
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]
         ),
         .executableTarget(
             name: "PagePoolMicrobenchRunner",
-            dependencies: [.product(name: "DMAPools", package: mainPackage)]
+            dependencies: [.product(name: "DMAPoolsMicrobench", package: mainPackage)]
         ),
     ]
 )

@@ -5,9 +5,6 @@
 #
 # - `-DDMAPOOLS_TSAN` makes `Lock` tell the sanitizer what it does: the
 #   standard library's Mutex is a futex lock the sanitizer cannot see.
-# - libstdc++ is preloaded so that C++ `operator new`/`delete` resolve to it
-#   (and through it to the sanitizer's malloc) instead of to libjemalloc,
-#   which exports them too and would hand the sanitizer memory it never saw.
 # - aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool is left to
 #   the plain run: it needs the throughput to fill the bounce pool, which a
 #   sanitized build does not have.
@@ -18,7 +15,7 @@ flags=(--sanitize=thread --scratch-path .build-tsan -Xswiftc -DDMAPOOLS_TSAN)
 swift build --build-tests "${flags[@]}"
 log=$(mktemp)
 status=0
-LD_PRELOAD=libstdc++.so.6 TSAN_OPTIONS="${TSAN_OPTIONS:-} exitcode=66" \
+TSAN_OPTIONS="${TSAN_OPTIONS:-} exitcode=66" \
     swift test --skip-build "${flags[@]}" \
     --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask' \
     --skip 'aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool' 2>&1 | tee "$log" || status=$?

@@ -1,5 +1,6 @@
 import ArgumentParser
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
+import DMAPoolsTestSupport
 
 /// The fuzz targets: random operation sequences checked against reference models.
 enum FuzzTarget: String, CaseIterable, ExpressibleByArgument {

@@ -1,5 +1,5 @@
 import Testing
-@testable import DMAPools
+@_spi(PagePoolProvider) @testable import DMAPools
 
 @Suite struct DMAAPITests {
     struct Fixture {
@@ -167,6 +167,27 @@ import Testing
         }
         #expect(f.swiotlb.usedSlots == 0)
         f.base.expectConsistent()
+    }
+
+    @Test func mapSaysWhatKindOfMappingItMade() throws {
+        let f = try Fixture()
+        try f.swiotlb.setZeroCopyPercent(50)
+        let run = try f.swiotlb.allocateZeroCopyPages(order: 0, device: f.device)
+        let zeroCopy = try f.dma.map(run, offset: 0, size: 64, direction: .toDevice, device: f.device)
+        #expect(zeroCopy == DMAMapping(address: run.dmaAddress, kind: .zeroCopyRun))
+        let privatePage = f.memory.page(at: 500)
+        let used = f.swiotlb.usedSlots
+        let bounced = try f.dma.map(privatePage, offset: 0, size: 64, direction: .toDevice, device: f.device)
+        #expect(bounced.kind == .bounced && f.swiotlb.usedSlots == used + 1)
+        try f.dma.unmapPage(bounced.address, size: 64, direction: .toDevice, device: f.device)
+        run.setReferenceCount(0)
+        f.swiotlb.freeZeroCopyPages(run)
+
+        let direct = try Fixture(forceBounce: false)
+        let shared = direct.memory.page(at: 602)
+        try direct.memory.convert(shared, count: 1, to: .shared)
+        #expect(try direct.dma.map(shared, offset: 8, size: 100, direction: .toDevice, device: direct.device)
+                == DMAMapping(address: direct.memory.unencryptedDMAAddress(of: shared.physicalAddress + 8), kind: .direct))
     }
 
     @Test func zeroCopyRunAReachLimitedDeviceCannotAddressBounces() throws {

@@ -1,7 +1,7 @@
 import CJemalloc
 import Synchronization
 import Testing
-@testable import DMAPools
+@_spi(DMAPoolsSupport) @testable import DMAPools
 
 /// A small guest: 64 MiB, 4 MiB of it swiotlb, conversions free.
 func smallGuest(megabytes: Int = 64, swiotlbMegabytes: Int = 4,

@@ -1,6 +1,7 @@
 import Synchronization
 import Testing
 @testable import DMAPools
+import DMAPoolsTestSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,6 @@
 import Testing
 @testable import DMAPools
+import DMAPoolsTestSupport
 
 @Suite struct PagePoolParameterTests {
     static let device = try! DeviceRegistry().add(name: "eth0")

@@ -1,6 +1,8 @@
 import Synchronization
 import Testing
 @testable import DMAPools
+import DMAPoolsMicrobench
+import DMAPoolsTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -30,7 +32,9 @@ struct PagePoolFixture {
         var bad = 0
         for index in provider.pages {
             let d = memory.descriptors + index
-            if d.pointee.poolSignature != 0 || d.pointee.ownerObject != nil || d.pointee.owner != provider.pageOwner
+            // Home: the provider's owner, or never carved (free).
+            let owner = d.pointee.owner
+            if d.pointee.poolSignature != 0 || d.pointee.ownerObject != nil || (owner != provider.pageOwner && owner != .free)
                 || d.pointee._fragmentReferenceCount.load(ordering: .relaxed) != 0 {
                 bad += 1
             }

@@ -1,6 +1,6 @@
 import Synchronization
 import Testing
-@testable import DMAPools
+@_spi(DMAPoolsSupport) @testable import DMAPools
 
 #if canImport(Glibc)
 import Glibc

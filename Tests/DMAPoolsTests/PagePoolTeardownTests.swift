@@ -1,7 +1,7 @@
 import Logging
 import Synchronization
 import Testing
-@testable import DMAPools
+@_spi(DMAPoolsSupport) @testable import DMAPools
 
 /// A log handler that keeps messages, to check the stall warning's text.
 struct CapturingLogHandler: LogHandler {

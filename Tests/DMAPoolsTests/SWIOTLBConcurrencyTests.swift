@@ -1,7 +1,8 @@
 import Dispatch
 import Synchronization
 import Testing
-@testable import DMAPools
+@_spi(PagePoolProvider) @_spi(DMAPoolsSupport) @testable import DMAPools
+import DMAPoolsTestSupport
 
 @Suite struct SWIOTLBConcurrencyTests {
     /// Four threads map and unmap (through the DMA API) with random sizes, half

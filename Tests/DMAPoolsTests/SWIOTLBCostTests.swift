@@ -1,13 +1,16 @@
 import CJemalloc
 import Testing
-@testable import DMAPools
+@_spi(PagePoolProvider) @_spi(DMAPoolsSupport) @testable import DMAPools
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Cost checks of the hot path: no heap allocation per map/unmap (jemalloc's
-/// per-thread `thread.allocated` counter does not move), and, when
+/// per-thread `thread.allocated` counter does not move, in an optimized build
+/// run with jemalloc as the process allocator: `LD_PRELOAD=libjemalloc.so.2
+/// swift test -c release`; a client of DMAPools keeps glibc's `malloc`
+/// otherwise, which jemalloc's counter does not see), and, when
 /// `DMAPOOLS_MEASURE=1` is set, a timing of map+unmap pairs printed to stdout
 /// (meaningful with `swift test -c release`).
 @Suite struct SWIOTLBCostTests {
@@ -45,6 +48,8 @@ import Glibc
         // optimized builds are held to zero.
         _ = (before, after)
         #else
+        try #require(ClientAllocatorTests.library(of: "malloc", is: "libjemalloc.so"),
+                     "thread.allocated sees malloc only with jemalloc as the process allocator: run with LD_PRELOAD=libjemalloc.so.2")
         #expect(after == before, "\(after - before) bytes allocated over 1000 map/sync/unmap rounds of \(size) bytes")
         #endif
     }

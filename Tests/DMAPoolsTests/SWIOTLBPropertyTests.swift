@@ -1,5 +1,6 @@
 import Testing
 @testable import DMAPools
+import DMAPoolsTestSupport
 
 /// swiotlb's search and release against `SWIOTLBReferenceModel` on long random
 /// sequences of map / sync / unmap with random sizes, alignments, devices and

@@ -1,5 +1,5 @@
 import Testing
-@testable import DMAPools
+@_spi(PagePoolProvider) @testable import DMAPools
 
 @Suite struct SWIOTLBZeroCopyTests {
     @Test func percentIsValidatedAndZeroDisables() throws {

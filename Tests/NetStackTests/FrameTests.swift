@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 import Testing
 @testable import NetStack

@@ -1,5 +1,6 @@
 import Benchmark
 import DMAPools
+import DMAPoolsMicrobench
 
 #if canImport(Glibc)
 import Glibc
@@ -11,55 +12,14 @@ import Glibc
 ///
 /// Each benchmark iteration runs `scaledIterations` (1M) operations; the
 /// reported wall clock is per operation, malloc counts are per iteration
-/// (so 0 means no malloc on the path at all).
-final class PoolFixture: @unchecked Sendable {
-    let memory: GuestMemory
-    let provider: PagePoolTestProvider
-    let pool: PagePool
+/// (so 0 means no malloc on the path at all). The fixtures and loop bodies are
+/// `DMAPoolsMicrobench`'s, the same that `txsim microbench` and
+/// `PagePoolMicrobenchRunner` time.
+nonisolated(unsafe) var fixture: PagePoolMicrobench.Fixture?
 
-    init(order: Int = 0) {
-        memory = try! GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 4 << 20, hypercall: .free))
-        provider = PagePoolTestProvider(memory: memory)
-        let device = try! DeviceRegistry().add(name: "bench0")
-        pool = try! PagePool(.init(order: order, flags: .dmaMap, device: device, name: "bench"), provider: provider)
-    }
-}
-
-/// A transmit pool over one of the real memory providers, on a small guest with
-/// a general allocator, swiotlb and the DMA API (conversions modelled as free).
-final class ProviderPoolFixture: @unchecked Sendable {
-    enum Kind { case system, swiotlb, decrypted }
-
-    let memory: GuestMemory
-    let provider: any PagePoolMemoryProvider
-    let pool: PagePool
-
-    init(_ kind: Kind, syncLength: Int = 0) {
-        memory = try! GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
-        let device = try! DeviceRegistry(forceBounce: true).add(name: "bench0")
-        switch kind {
-        case .system:
-            let swiotlb = try! SWIOTLB(memory: memory)
-            provider = SystemPageProvider(general: try! GeneralAllocator(memory: memory),
-                                          dma: DMAAPI(memory: memory, swiotlb: swiotlb), device: device)
-        case .swiotlb:
-            let swiotlb = try! SWIOTLB(memory: memory)
-            try! swiotlb.setZeroCopyPercent(90)
-            provider = SWIOTLBPageProvider(swiotlb: swiotlb, device: device)
-        case .decrypted:
-            provider = DecryptedPageProvider(allocator: try! DecryptedAllocator(general: try! GeneralAllocator(memory: memory)))
-        }
-        var flags: PagePoolFlags = [.dmaMap, .transmit]
-        if syncLength > 0 { flags.insert(.dmaSyncForDevice) }
-        pool = try! PagePool(.init(flags: flags, dmaDirection: .toDevice, maxLength: syncLength, device: device, name: "bench"),
-                             provider: provider)
-    }
-}
-
-nonisolated(unsafe) var providerFixture: ProviderPoolFixture?
-
-/// jemalloc's `mallocx` / `sdallocx`, loaded privately (RTLD_LOCAL) so it does
-/// not replace the process allocator, for the 32 KiB (order-3) comparison.
+/// jemalloc's `mallocx` / `sdallocx` for the 32 KiB (order-3) comparison.
+/// DMAPools links libjemalloc behind glibc (it serves `mallocx`, not
+/// `malloc`), so the entry points are found in the global scope.
 struct Jemalloc {
     typealias MallocX = @convention(c) (Int, Int32) -> UnsafeMutableRawPointer?
     typealias SDallocX = @convention(c) (UnsafeMutableRawPointer?, Int, Int32) -> Void
@@ -67,17 +27,12 @@ struct Jemalloc {
     let sdallocx: SDallocX
 
     static func load() -> Jemalloc? {
-        let handle = dlsym(nil, "mallocx") != nil ? nil : dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_LOCAL)
-        let lookup = { (name: String) -> UnsafeMutableRawPointer? in
-            if let handle { return dlsym(handle, name) }
-            return dlsym(UnsafeMutableRawPointer(bitPattern: 0), name)
-        }
-        guard let m = lookup("mallocx"), let f = lookup("sdallocx") else { return nil }
+        let global = UnsafeMutableRawPointer(bitPattern: 0)
+        guard let m = dlsym(global, "mallocx"), let f = dlsym(global, "sdallocx") else { return nil }
         return Jemalloc(mallocx: unsafeBitCast(m, to: MallocX.self), sdallocx: unsafeBitCast(f, to: SDallocX.self))
     }
 }
 
-nonisolated(unsafe) var fixture: PoolFixture?
 nonisolated(unsafe) var jemalloc: Jemalloc?
 
 let benchmarks: @Sendable () -> Void = {
@@ -90,121 +45,55 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 25
     )
 
-    // pool_fast_ns: alloc + direct recycle, order 0.
-    Benchmark("pool_fast", configuration: .init(
-        setup: { fixture = PoolFixture() },
-        teardown: { fixture?.pool.destroy(); fixture = nil }
-    )) { benchmark in
-        let pool = fixture!.pool
-        for _ in benchmark.scaledIterations {
-            let page = try! pool.allocatePage()
-            pool.recycleDirect(page)
-        }
-    }
-
-    // pool_ring_ns: alloc + put through the recycle ring from a thread that
-    // does not own the pool (direct recycling disabled for it).
-    Benchmark("pool_ring", configuration: .init(
-        setup: { fixture = PoolFixture(); fixture!.pool.disableDirectRecycling() },
-        teardown: { fixture?.pool.destroy(); fixture = nil }
-    )) { benchmark in
-        let pool = fixture!.pool
-        for _ in benchmark.scaledIterations {
-            let page = try! pool.allocatePage()
-            pool.put(page)
-        }
-    }
-
-    // pool_slow_test_provider_ns: alloc + release through the test provider
-    // (bulk 64 from the provider on every 64th allocation, every page released).
-    Benchmark("pool_slow_test_provider", configuration: .init(
-        scalingFactor: .kilo,
-        setup: { fixture = PoolFixture() },
-        teardown: { fixture?.pool.destroy(); fixture = nil }
-    )) { benchmark in
-        let pool = fixture!.pool
-        for _ in benchmark.scaledIterations {
-            let page = try! pool.allocatePage()
-            pool.releaseToProvider(page)
-        }
-    }
-
-    // pool_slow_ns (system pages), pool_slow_swiotlb_ns, pool_slow_decrypted_ns:
-    // the same loop through the real providers. System pages pay jemalloc, a
-    // bounce map with a 4 KiB copy, the unmap and the free for every page.
-    for (name, kind) in [("pool_slow", ProviderPoolFixture.Kind.system),
-                         ("pool_slow_swiotlb", .swiotlb), ("pool_slow_decrypted", .decrypted)] {
+    typealias Fixture = PagePoolMicrobench.Fixture
+    typealias Loop = (PagePool, Int) throws(PagePoolError) -> Void
+    // One benchmark per `txsim microbench` page_pool key (without `_ns`): the
+    // fixture it needs, the loop it times, and 1M (mega) or 1k (kilo)
+    // operations per iteration. The slow paths through the real providers pay
+    // jemalloc, swiotlb or the decrypted allocator on every page; the sync
+    // paths sync the whole 4 KiB page on every recycle (a bounce copy for
+    // system pages, nothing for swiotlb pages).
+    let cases: [(name: String, scale: BenchmarkScalingFactor, fixture: () throws -> Fixture, loop: Loop)] = [
+        ("pool_fast", .mega, { try Fixture() }, PagePoolMicrobench.fastPath),
+        ("pool_ring", .mega, { try Fixture(directRecycling: false) }, PagePoolMicrobench.ringPath),
+        ("pool_slow_test_provider", .kilo, { try Fixture() }, PagePoolMicrobench.slowPath),
+        ("pool_slow", .kilo, { try Fixture(provider: .system) }, PagePoolMicrobench.slowPath),
+        ("pool_slow_swiotlb", .kilo, { try Fixture(provider: .swiotlb) }, PagePoolMicrobench.slowPath),
+        ("pool_slow_decrypted", .kilo, { try Fixture(provider: .decrypted) }, PagePoolMicrobench.slowPath),
+        ("pool_fast_sync_system", .kilo, { try Fixture(provider: .system, syncLength: 4096) }, PagePoolMicrobench.fastPath),
+        ("pool_fast_sync_swiotlb", .kilo, { try Fixture(provider: .swiotlb, syncLength: 4096) }, PagePoolMicrobench.fastPath),
+        ("pool_frag", .mega, { try Fixture() }, PagePoolMicrobench.fragments),
+    ]
+    for (name, scale, makeFixture, loop) in cases {
         Benchmark(name, configuration: .init(
-            scalingFactor: .kilo,
-            setup: { providerFixture = ProviderPoolFixture(kind) },
-            teardown: { providerFixture?.pool.destroy(); providerFixture = nil }
+            scalingFactor: scale,
+            setup: { fixture = try makeFixture() },
+            teardown: { fixture = nil }
         )) { benchmark in
-            let pool = providerFixture!.pool
-            for _ in benchmark.scaledIterations {
-                let page = try! pool.allocatePage()
-                pool.releaseToProvider(page)
-            }
-        }
-    }
-
-    // pool_fast_sync_*: the fast path with PP_FLAG_DMA_SYNC_DEV syncing the whole
-    // 4 KiB page on every recycle: a 4 KiB bounce copy for system pages, nothing
-    // for swiotlb pages.
-    for (name, kind) in [("pool_fast_sync_system", ProviderPoolFixture.Kind.system), ("pool_fast_sync_swiotlb", .swiotlb)] {
-        Benchmark(name, configuration: .init(
-            scalingFactor: .kilo,
-            setup: { providerFixture = ProviderPoolFixture(kind, syncLength: 4096) },
-            teardown: { providerFixture?.pool.destroy(); providerFixture = nil }
-        )) { benchmark in
-            let pool = providerFixture!.pool
-            for _ in benchmark.scaledIterations {
-                let page = try! pool.allocatePage()
-                pool.recycleDirect(page)
-            }
-        }
-    }
-
-    // pool_frag_ns: 2 KiB fragment alloc + free.
-    Benchmark("pool_frag", configuration: .init(
-        setup: { fixture = PoolFixture() },
-        teardown: { fixture?.pool.destroy(); fixture = nil }
-    )) { benchmark in
-        let pool = fixture!.pool
-        for _ in benchmark.scaledIterations {
-            let fragment = try! pool.allocateFragment(size: 2048)
-            pool.put(fragment)
+            guard let pool = fixture?.pool else { return }
+            try loop(pool, benchmark.scaledIterations.count)
         }
     }
 
     // Unscaled malloc totals: one benchmark iteration = 1M operations, so the
     // malloc count is the exact total over 1M fast-path (or ring-path) operations.
-    Benchmark("pool_fast_mallocs_per_1M_ops", configuration: .init(
-        metrics: [.mallocCountTotal], scalingFactor: .one, maxIterations: 5,
-        setup: { fixture = PoolFixture() },
-        teardown: { fixture?.pool.destroy(); fixture = nil }
-    )) { benchmark in
-        let pool = fixture!.pool
-        for _ in 0..<1_000_000 {
-            let page = try! pool.allocatePage()
-            pool.recycleDirect(page)
-        }
-    }
-
-    Benchmark("pool_ring_mallocs_per_1M_ops", configuration: .init(
-        metrics: [.mallocCountTotal], scalingFactor: .one, maxIterations: 5,
-        setup: { fixture = PoolFixture(); fixture!.pool.disableDirectRecycling() },
-        teardown: { fixture?.pool.destroy(); fixture = nil }
-    )) { benchmark in
-        let pool = fixture!.pool
-        for _ in 0..<1_000_000 {
-            let page = try! pool.allocatePage()
-            pool.put(page)
+    for (name, makeFixture, loop) in [
+        ("pool_fast_mallocs_per_1M_ops", { try Fixture() }, PagePoolMicrobench.fastPath),
+        ("pool_ring_mallocs_per_1M_ops", { try Fixture(directRecycling: false) }, PagePoolMicrobench.ringPath),
+    ] as [(String, () throws -> Fixture, Loop)] {
+        Benchmark(name, configuration: .init(
+            metrics: [.mallocCountTotal], scalingFactor: .one, maxIterations: 5,
+            setup: { fixture = try makeFixture() },
+            teardown: { fixture = nil }
+        )) { benchmark in
+            guard let pool = fixture?.pool else { return }
+            try loop(pool, 1_000_000)
         }
     }
 
     // Sanity check of the malloc counter: one array allocation per operation
-    // must read as 1 (jemalloc is linked into this executable, as DMAPools
-    // links it, so this also shows the interposer still sees mallocs).
+    // must read as 1 (so the zeros above are the interposer seeing no malloc,
+    // not missing them).
     Benchmark("malloc_counter_sanity", configuration: .init(scalingFactor: .kilo)) { benchmark in
         for i in benchmark.scaledIterations {
             blackHole([i, i &+ 1, i &+ 2])

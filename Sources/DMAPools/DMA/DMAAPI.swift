@@ -31,12 +31,12 @@ public final class DMAAPI: @unchecked Sendable {
         self.counters = PerCPUCounters(counters: DMACounter.allCases.count)
     }
 
-    deinit { counters.deallocate() }
 
     // MARK: Map
 
     /// Maps `size` bytes at `offset` into `page` (`dma_map_page_attrs`) for
     /// `device` and returns the bus address the device must use.
+    /// `map(_:offset:size:direction:device:)` also says what kind of mapping it made.
     ///
     /// `page` may be any page of a compound run; `offset + size` must stay inside
     /// the run.
@@ -46,6 +46,17 @@ public final class DMAAPI: @unchecked Sendable {
     ///   `.addressNotReachable`; the swiotlb errors of `SWIOTLB.mapSingle`.
     public func mapPage(_ page: Page, offset: Int, size: Int, direction: DMADirection,
                         device: Device) throws(DMAError) -> DMAAddress {
+        try map(page, offset: offset, size: size, direction: direction, device: device).address
+    }
+
+    /// `mapPage`, returning the kind of mapping made with the address: a
+    /// bounce through swiotlb (unmap it: it holds slots and may copy back), a
+    /// swiotlb zero-copy run used in place, or a direct mapping of shared
+    /// memory (neither needs anything at unmap). Callers need not re-derive the
+    /// kind from the page's owner, which cannot tell, for example, a zero-copy
+    /// run the device cannot reach (bounced after all).
+    public func map(_ page: Page, offset: Int, size: Int, direction: DMADirection,
+                    device: Device) throws(DMAError) -> DMAMapping {
         try device.checkPresent()
         let head = page.head
         // Bytes from `page` to the end of its run: a run is at most 2^9 pages.
@@ -61,12 +72,12 @@ public final class DMAAPI: @unchecked Sendable {
                 let address = memory.unencryptedDMAAddress(of: physical)
                 if device.canAddress(address, size: size) {
                     counters.add(DMACounter.zeroCopyMaps.rawValue)
-                    return address
+                    return DMAMapping(address: address, kind: .zeroCopyRun)
                 }
             }
-            return try bounce(physical, size: size, direction: direction, device: device)
+            return DMAMapping(address: try bounce(physical, size: size, direction: direction, device: device), kind: .bounced)
         }
-        return try mapDirect(page, physical, size: size, device: device)
+        return DMAMapping(address: try mapDirect(page, physical, size: size, device: device), kind: .direct)
     }
 
     /// `swiotlb_map`: bounce, then check the device can reach the bounce slot.
@@ -211,5 +222,31 @@ public final class DMAAPI: @unchecked Sendable {
     @inline(never)
     func badRange(_ page: Page, _ offset: Int, _ size: Int, _ runBytes: Int) -> DMAError {
         .invalidArgument("DMA map of \(size) bytes at offset \(offset) of \(page): size must be positive and the range inside the page's \(runBytes) bytes")
+    }
+}
+
+/// A mapping `DMAAPI.map` made: the bus address and how it was made.
+@frozen
+public struct DMAMapping: Sendable, Hashable {
+    /// How a mapping was made.
+    public enum Kind: UInt8, Sendable, Hashable {
+        /// Bounced through a swiotlb slot: `unmapPage` releases the slot (and
+        /// copies back for `DMA_FROM_DEVICE` / `DMA_BIDIRECTIONAL`).
+        case bounced
+        /// A swiotlb zero-copy run used at its own address: nothing to unmap.
+        case zeroCopyRun
+        /// Shared memory mapped directly (a device that does not bounce):
+        /// nothing to unmap.
+        case direct
+    }
+
+    /// The bus address the device must use.
+    public let address: DMAAddress
+    public let kind: Kind
+
+    @inlinable
+    public init(address: DMAAddress, kind: Kind) {
+        self.address = address
+        self.kind = kind
     }
 }

@@ -56,9 +56,9 @@ func roundUpToPowerOfTwo(_ value: Int) -> Int {
 /// counters order nothing, and a thread that migrates mid-add only lands in
 /// another stripe. Reads sum every stripe and are a snapshot only when quiescent.
 ///
-/// A value type holding one allocation; the owner calls `deallocate()` once.
+/// Owns its one allocation: `~Copyable`, freed in `deinit` with its owner.
 @usableFromInline
-struct PerCPUCounters: @unchecked Sendable {
+struct PerCPUCounters: ~Copyable, @unchecked Sendable {
     /// Counters per stripe: 16 words = 128 bytes (two cache lines, against the
     /// adjacent-line prefetcher).
     @usableFromInline static let stride = 16
@@ -79,7 +79,7 @@ struct PerCPUCounters: @unchecked Sendable {
         for i in 0..<total { (words + i).initialize(to: Atomic(0)) }
     }
 
-    func deallocate() {
+    deinit {
         words.deinitialize(count: (stripeMask + 1) * Self.stride)
         UnsafeMutableRawPointer(words).deallocate()
     }

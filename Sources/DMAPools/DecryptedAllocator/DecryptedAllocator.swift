@@ -143,8 +143,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
                 invalidFree(page, reason: BlockState.isFree(block) ? "double free" : "not a live run of this allocator (double free?)")
             }
             let order = BlockState.order(block)
-            memory.destroyCompound(page, owner: .decryptedAllocator)
-            page.setReferenceCount(0)
+            memory.destroyCompoundRun(page, owner: .decryptedAllocator)
+            page.storeReferenceCount(0)
             counters.frees[order] += 1
             counters.livePages -= 1 << order
             return putBlock(index: index, order: order, counters: &counters)
@@ -193,13 +193,13 @@ public final class DecryptedAllocator: @unchecked Sendable {
 
     /// Sets up the descriptors of a run just taken off a free list (held exclusively).
     private func prepare(_ head: Page, order: Int) {
-        memory.prepareCompound(head, order: order, owner: .decryptedAllocator)
+        memory.prepareCompoundRun(head, order: order, owner: .decryptedAllocator)
         for i in 0..<(1 << order) {
             let page = Page(descriptor: head.descriptor + i)
             page.dmaAddress = memory.unencryptedDMAAddress(of: page.physicalAddress)
         }
         head.descriptor.pointee.ownerObject = Unmanaged.passUnretained(self).toOpaque()
-        head.setReferenceCount(1)
+        head.storeReferenceCount(1)
     }
 
     /// Takes a free run of `order`, splitting a larger block if needed. Lock held.
@@ -274,8 +274,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
             }
             throw .conversionFailed(chunk: chunk.physicalAddress, pages: pages, underlying: error)
         }
-        memory.destroyCompound(chunk, owner: .decryptedAllocator)
-        chunk.setReferenceCount(0)
+        memory.destroyCompoundRun(chunk, owner: .decryptedAllocator)
+        chunk.storeReferenceCount(0)
         let (head, excess) = state.withLock { counters in
             counters.conversions += 1
             counters.chunksConverted += 1
@@ -326,8 +326,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
             counters.conversions += 1
             counters.chunksReleased += 1
         }
-        memory.prepareCompound(chunk, order: chunkOrder, owner: .generalAllocator)
-        chunk.setReferenceCount(1)
+        memory.prepareCompoundRun(chunk, order: chunkOrder, owner: .generalAllocator)
+        chunk.storeReferenceCount(1)
         general.freePages(chunk)
         return true
     }

@@ -172,8 +172,8 @@ public final class GeneralAllocator: @unchecked Sendable {
         #if DMAPOOLS_INVARIANTS
         checkFreshRun(head, order: order)
         #endif
-        memory.prepareCompound(head, order: order, owner: owner)
-        head.setReferenceCount(1)
+        memory.prepareCompoundRun(head, order: order, owner: owner)
+        head.storeReferenceCount(1)
         counters[Counter.allocations(order)].wrappingAdd(1, ordering: .relaxed)
         return head
     }
@@ -204,8 +204,8 @@ public final class GeneralAllocator: @unchecked Sendable {
             }
         }
         let order = checkedOrder(ofFreed: page)
-        memory.destroyCompound(page, owner: .free)
-        page.setReferenceCount(0)
+        memory.destroyCompoundRun(page, owner: .free)
+        page.storeReferenceCount(0)
         // checkedOrder returned 0...9: the shift and the sum are small.
         sdallocx(page.bytes, PageGeometry.size &<< order, flags | Jemalloc.lgAlign(PageGeometry.shift &+ order))
         counters[Counter.frees(order)].wrappingAdd(1, ordering: .relaxed)

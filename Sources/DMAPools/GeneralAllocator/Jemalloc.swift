@@ -57,10 +57,9 @@ enum Jemalloc {
         let out = UnsafeMutablePointer<Out>.allocate(capacity: 1)
         defer { out.deallocate() }
         var outSize = MemoryLayout<Out>.size
-        var input = newValue
         let code: Int32
-        if input != nil {
-            code = withUnsafeMutableBytes(of: &input!) { bytes in
+        if var input = newValue {
+            code = withUnsafeMutableBytes(of: &input) { bytes in
                 mallctl(name, out, &outSize, bytes.baseAddress, bytes.count)
             }
         } else {

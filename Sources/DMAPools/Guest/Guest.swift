@@ -71,47 +71,31 @@ public final class Guest: @unchecked Sendable {
     }
 
     /// `__free_pages`: gives a page run whose last reference is gone back to the
-    /// allocator that owns it. Pages of the general allocator (and, with the
-    /// seed patch's hook, zero-copy swiotlb runs) go through jemalloc's free path;
-    /// pre-decrypted pages go to their allocator, which the frame free path knows
-    /// by the page's owner (as `pp_recycle` tells it about pool pages).
+    /// owner that handed it out, through the owner's kind (`PageOwnerKind.freePage`):
+    /// pages of the general allocator (and, with the seed patch's hook, zero-copy
+    /// swiotlb runs) go through jemalloc's free path, pre-decrypted pages to
+    /// their allocator, a user's provider's pages to that provider; free pages,
+    /// swiotlb slots and page_pool pages trap with their diagnosis.
     public func freePage(_ page: Page) {
         let head = page.head
-        switch head.owner {
-        case .generalAllocator, .user, .swiotlbZeroCopy:
-            allocator.freePages(head)
-        case .decryptedAllocator:
-            decrypted.free(head)
-        case .pagePool:
-            Self.misuse(head, "a page_pool page reached the page allocator's free path (a frame holding it was not marked pp_recycle)")
-        case .free, .swiotlbSlots:
-            Self.misuse(head, "freeing a page that is not allocated (double free?)")
-        }
-    }
-
-    @inline(never)
-    @usableFromInline
-    static func misuse(_ page: Page, _ what: String) -> Never {
-        fatalError("\(what): \(page)")
+        PageOwnerRegistry.shared.freePage(head, owner: head.owner.id, guest: self)
     }
 
     // MARK: Accounting
 
     /// Pages that are not back with their owner: after every user of the guest
     /// has released everything, this must be 0. It counts pages still held by an
-    /// allocator or pool, swiotlb slots still in use (in pages), and pages
+    /// allocator, pool or provider (every owner whose kind `holdsPages`), swiotlb slots still in use (in pages), and pages
     /// outside swiotlb still shared (a conversion never undone). Spare chunks of
     /// the decrypted allocator are released first: holding them is not a leak.
     public func lostPages() -> Int {
         decrypted.releaseSpareChunks(keeping: 0)
         var held = 0
         var sharedOutsideSWIOTLB = 0
+        let registry = PageOwnerRegistry.shared
         for index in 0..<memory.pageCount {
             let page = memory.page(at: index)
-            switch page.owner {
-            case .free, .swiotlbSlots: break
-            default: held += 1
-            }
+            if registry.holdsPages(page.owner.id) { held += 1 }
             if page.domain == .shared && !memory.swiotlbPages.contains(index) { sharedOutsideSWIOTLB += 1 }
         }
         let slotsPerPage = PageGeometry.size / SWIOTLB.slotSize
@@ -122,11 +106,15 @@ public final class Guest: @unchecked Sendable {
 
 extension PagePool {
     /// The pool a page belongs to (`page->pp`), or nil for a page that is not a
-    /// pool page.
+    /// pool page. `ownerObject` is trusted only once the page carries a pool
+    /// signature (`pp_magic`), and the pool found must carry the same one.
     @inlinable
     public static func owning(_ page: Page) -> PagePool? {
         let head = page.head
-        guard head.owner == .pagePool, let object = head.descriptor.pointee.ownerObject else { return nil }
-        return Unmanaged<PagePool>.fromOpaque(object).takeUnretainedValue()
+        let signature = head.descriptor.pointee.poolSignature
+        guard head.owner == .pagePool, signature & 0xffff_ffff == PagePool.signatureMagic,
+              let object = head.descriptor.pointee.ownerObject else { return nil }
+        let pool = Unmanaged<PagePool>.fromOpaque(object).takeUnretainedValue()
+        return pool.signature == signature ? pool : nil
     }
 }

@@ -219,7 +219,14 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Makes `head` the head of an order-`order` run (`prep_compound_page`).
     /// The caller holds all `1 << order` pages exclusively.
+    /// Provider SPI: `prepareCompoundRun`, for pages a provider hands out.
+    @_spi(PagePoolProvider)
     public func prepareCompound(_ head: Page, order: Int, owner: PageOwner) {
+        prepareCompoundRun(head, order: order, owner: owner)
+    }
+
+    @usableFromInline
+    func prepareCompoundRun(_ head: Page, order: Int, owner: PageOwner) {
         precondition((0...PageGeometry.maxPageOrder).contains(order), "page order \(order) outside 0...\(PageGeometry.maxPageOrder) (MAX_PAGE_ORDER)")
         let count = 1 << order
         precondition(index(of: head) % count == 0, "order-\(order) run at \(head.physicalAddress) is not naturally aligned")
@@ -234,7 +241,14 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// Dissolves a compound run back into single pages owned by `owner`.
+    /// Provider SPI: `destroyCompoundRun`, for pages a provider takes back.
+    @_spi(PagePoolProvider)
     public func destroyCompound(_ head: Page, owner: PageOwner) {
+        destroyCompoundRun(head, owner: owner)
+    }
+
+    @usableFromInline
+    func destroyCompoundRun(_ head: Page, owner: PageOwner) {
         let count = 1 << Int(head.descriptor.pointee.order)
         for i in 0..<count {
             head.descriptor[i].order = 0

@@ -74,6 +74,8 @@ public struct ConversionStatistics: Sendable, Hashable {
 }
 
 /// A monotonic clock in nanoseconds (`CLOCK_MONOTONIC`), for spinning and timing.
+/// Not public API (`@_spi(DMAPoolsSupport)`, inlinable in the package's targets).
+@_spi(DMAPoolsSupport)
 @inlinable
 public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
@@ -83,7 +85,7 @@ public func monotonicNanoseconds() -> UInt64 {
 
 /// Busy-waits for `nanoseconds` on the calling thread.
 @inline(never)
-public func spin(nanoseconds: Int) {
+package func spin(nanoseconds: Int) {
     guard nanoseconds > 0 else { return }
     let deadline = monotonicNanoseconds() + UInt64(nanoseconds)
     while monotonicNanoseconds() < deadline {}

@@ -47,16 +47,18 @@ public struct Page: Hashable, @unchecked Sendable, CustomStringConvertible {
         MemoryDomain(rawValue: descriptor.pointee._domain.load(ordering: .acquiring)) ?? .private
     }
 
-    /// Who holds the page.
+    /// Who holds the page. Set by the framework (allocators, pools); a
+    /// provider sets it through `GuestMemory.prepareCompound` / `destroyCompound`.
     @inlinable
-    public var owner: PageOwner {
+    public package(set) var owner: PageOwner {
         get { descriptor.pointee.owner }
         nonmutating set { descriptor.pointee.owner = newValue }
     }
 
     /// The stored DMA address (meaningful while a pool or a zero-copy run holds it).
+    /// A provider stores it with `setDMAAddress(_:)` (provider SPI).
     @inlinable
-    public var dmaAddress: DMAAddress {
+    public package(set) var dmaAddress: DMAAddress {
         get { descriptor.pointee.dmaAddress }
         nonmutating set { descriptor.pointee.dmaAddress = newValue }
     }
@@ -93,8 +95,13 @@ public struct Page: Hashable, @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Sets the reference count of a page its owner holds exclusively (`set_page_count`).
+    /// Provider SPI: an allocator or provider handing a page out sets it to 1.
+    @_spi(PagePoolProvider)
     @inlinable
-    public func setReferenceCount(_ count: Int) {
+    public func setReferenceCount(_ count: Int) { storeReferenceCount(count) }
+
+    @inlinable
+    func storeReferenceCount(_ count: Int) {
         descriptor.pointee._referenceCount.store(Int32(count), ordering: .releasing)
     }
 
@@ -106,5 +113,49 @@ public struct Page: Hashable, @unchecked Sendable, CustomStringConvertible {
 
     public var description: String {
         "page(\(physicalAddress), order \(descriptor.pointee.order), \(owner), \(domain), ref \(referenceCount))"
+    }
+}
+
+// MARK: Provider SPI
+
+/// What a memory provider (or any allocator handing out pages) must set on the
+/// pages it owns, and nobody else may: `@_spi(PagePoolProvider) import DMAPools`.
+/// The contract is `PagePoolMemoryProvider`'s (Design/page-pool.md).
+extension Page {
+    /// Stores the page's DMA address (`page_pool_set_dma_addr`): a provider
+    /// does it when it maps a page it hands to a pool, and clears it
+    /// (`.mappingError`) when it takes the page back.
+    @_spi(PagePoolProvider)
+    @inlinable
+    public func setDMAAddress(_ address: DMAAddress) {
+        descriptor.pointee.dmaAddress = address
+    }
+
+    /// Marks a page handed out from the reclaim reserves (`page_is_pfmemalloc`):
+    /// a pool never recycles it. Cleared with the compound run
+    /// (`GuestMemory.destroyCompound`).
+    @_spi(PagePoolProvider)
+    @inlinable
+    public func setPFMemalloc(_ value: Bool) {
+        descriptor.pointee.isPFMemalloc = value
+    }
+
+    /// `page->pp` / the owner's object: a pool's while the pool holds the page
+    /// (the pool overwrites it and clears it before `releasePage`); the
+    /// owner's own otherwise, for example to find itself again when a page
+    /// that outlived its pool comes home through `PageOwnerKind.freePage`.
+    @_spi(PagePoolProvider)
+    @inlinable
+    public var ownerObject: UnsafeMutableRawPointer? {
+        get { descriptor.pointee.ownerObject }
+        nonmutating set { descriptor.pointee.ownerObject = newValue }
+    }
+
+    /// `page->private`: the owner's word while it holds the page.
+    @_spi(PagePoolProvider)
+    @inlinable
+    public var privateWord: UInt {
+        get { descriptor.pointee.privateWord }
+        nonmutating set { descriptor.pointee.privateWord = newValue }
     }
 }

@@ -1,38 +1,5 @@
 import Synchronization
 
-/// Who holds a page right now: the analog of `page_type` plus the owner fields of
-/// `struct page`. Every page of guest memory is in exactly one of these states at
-/// every moment, which is what lets the framework account for every page.
-public enum PageOwner: UInt8, Sendable, CaseIterable, CustomStringConvertible {
-    /// Not handed out: inside the general allocator's reserve, or never carved.
-    case free = 0
-    /// Handed out by the general allocator (private memory, jemalloc).
-    case generalAllocator = 1
-    /// Part of the swiotlb bounce pool, managed slot by slot.
-    case swiotlbSlots = 2
-    /// A naturally aligned run taken out of swiotlb for long-lived use (the seed
-    /// patch's `PGTY_zcswiotlb`): its DMA address is its own.
-    case swiotlbZeroCopy = 3
-    /// Owned by a page_pool (`pp_magic` carries the pool signature).
-    case pagePool = 4
-    /// Carved from a pre-decrypted (shared) chunk by the decrypted allocator.
-    case decryptedAllocator = 5
-    /// A user page pinned by the model (MSG_ZEROCOPY sources).
-    case user = 6
-
-    public var description: String {
-        switch self {
-        case .free: "free"
-        case .generalAllocator: "general-allocator"
-        case .swiotlbSlots: "swiotlb-slots"
-        case .swiotlbZeroCopy: "swiotlb-zerocopy"
-        case .pagePool: "page-pool"
-        case .decryptedAllocator: "decrypted-allocator"
-        case .user: "user"
-        }
-    }
-}
-
 /// The `struct page` analog: one per 4 KiB page of guest memory, in one array
 /// reserved with the memory, so that address -> descriptor and descriptor ->
 /// address are both O(1).
@@ -42,6 +9,12 @@ public enum PageOwner: UInt8, Sendable, CaseIterable, CustomStringConvertible {
 /// the only reference). Hand-offs between threads go through a lock, a ring with
 /// release/acquire orderings, or the reference count's acquiring-and-releasing
 /// decrement, so every writer happens-before the next reader.
+///
+/// Only the immutable addresses are public. The mutable fields are the
+/// framework's (`package`); a memory provider sets what it must through the
+/// provider SPI (`@_spi(PagePoolProvider) import DMAPools`: `Page.setDMAAddress`,
+/// `Page.setReferenceCount`, `Page.ownerObject`, `Page.privateWord`,
+/// `GuestMemory.prepareCompound` / `destroyCompound`).
 public struct PageDescriptor: ~Copyable {
     /// Where the page's bytes are (`page_address`). Immutable.
     public let virtualAddress: UnsafeMutableRawPointer
@@ -54,24 +27,24 @@ public struct PageDescriptor: ~Copyable {
     /// The page's memory domain (`MemoryDomain.rawValue`), changed only by a conversion.
     @usableFromInline let _domain: Atomic<UInt8>
     /// Who holds the page (see `PageOwner`).
-    public var owner: PageOwner
+    @usableFromInline package var owner: PageOwner
     /// Compound order for a head page; 0 for order-0 and tail pages.
-    public var order: UInt8
+    @usableFromInline package var order: UInt8
     /// The NUMA node the page belongs to (`page_to_nid`). Immutable.
-    public let node: UInt8
+    @usableFromInline package let node: UInt8
     /// `page_is_pfmemalloc`: the page came from the reclaim reserves, handed
     /// out under memory pressure. page_pool never recycles such a page.
-    public var isPFMemalloc: Bool
+    @usableFromInline package var isPFMemalloc: Bool
     /// Pages back to the compound head (0 for a head or a single page).
-    public var headOffset: UInt16
+    @usableFromInline package var headOffset: UInt16
     /// The DMA address stored by whoever mapped the page (`page_pool_get_dma_addr`).
-    public var dmaAddress: DMAAddress
+    @usableFromInline package var dmaAddress: DMAAddress
     /// `pp_magic`: the pool signature of the page_pool that owns the page, else 0.
-    public var poolSignature: UInt64
+    @usableFromInline package var poolSignature: UInt64
     /// The owning pool or allocator, as an opaque pointer (`page->pp`).
-    public var ownerObject: UnsafeMutableRawPointer?
+    @usableFromInline package var ownerObject: UnsafeMutableRawPointer?
     /// `page->private`: owner-defined (for example the bounce device of a zero-copy run).
-    public var privateWord: UInt
+    @usableFromInline package var privateWord: UInt
 
     @usableFromInline
     init(virtualAddress: UnsafeMutableRawPointer, physicalAddress: PhysicalAddress, domain: MemoryDomain, node: UInt8 = 0) {

@@ -143,7 +143,7 @@ extension PagePool {
             // `page_pool_dma_map` syncs max_len for the device right after mapping.
             provider.syncForDevice(page, offset: hot.pointee.syncOffset, length: hot.pointee.maxLength, for: self)
         }
-        if mapsDMA { shared.dmaMapped.withLock { _ = $0.insert(page) } }
+        if tracksMappedPages { shared.dmaMapped.withLock { _ = $0.insert(page) } }
         // Single writer (the owner), atomic so others can read: load + store, no RMW.
         shared.holdCount.store(shared.holdCount.load(ordering: .relaxed) + 1, ordering: .relaxed)
     }

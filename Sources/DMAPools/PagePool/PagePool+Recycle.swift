@@ -292,7 +292,7 @@ extension PagePool {
         // `__page_pool_release_netmem_dma`: whoever takes the page out of the
         // record unmaps it. A page destroy's scrub took first is unmapped
         // already: clear its address so the provider does not unmap it again.
-        if mapsDMA && shared.dmaMapped.withLock({ $0.remove(head) == nil }) {
+        if tracksMappedPages && shared.dmaMapped.withLock({ $0.remove(head) == nil }) {
             descriptor.pointee.dmaAddress = .mappingError
         }
         descriptor.pointee.poolSignature = 0

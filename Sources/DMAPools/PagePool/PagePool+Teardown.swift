@@ -80,7 +80,7 @@ extension PagePool {
     /// not released: those in the ring (released right after) and those still
     /// in flight, which come home unmapped.
     func _scrub() {
-        guard mapsDMA else { return }
+        guard tracksMappedPages else { return }
         if hot.pointee.dmaSync {
             while shared.syncsInProgress.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
         }

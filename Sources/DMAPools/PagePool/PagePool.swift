@@ -50,6 +50,9 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     public let device: Device?
     /// `dma_dir`.
     public let dmaDirection: DMADirection
+    /// Whether the pool keeps its `dma_mapped` record: a mapping pool whose
+    /// provider has something to unmap at destroy.
+    @usableFromInline let tracksMappedPages: Bool
 
     /// Owner-context state: the alloc cache and its counters. Lives in unsafe
     /// storage so the fast path has no exclusivity checks and no ARC.
@@ -79,6 +82,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
         self.mapsDMA = parameters.flags.contains(.dmaMap)
         self.device = parameters.device
         self.dmaDirection = parameters.dmaDirection
+        self.tracksMappedPages = parameters.flags.contains(.dmaMap) && provider.unmapsInflightPages
         self.hot = .allocate(capacity: 1)
         hot.initialize(to: _PagePoolHotState(
             owner: pthread_self(),

@@ -120,3 +120,13 @@ extension SWIOTLB {
         }
     }
 }
+
+// What the fuzzer in DMAPoolsTestSupport checks against its reference model.
+extension SWIOTLB {
+    /// `phys_to_dma_unencrypted(start)` as a raw bus address.
+    package var startDMAAddressValue: UInt64 { startDMARaw }
+    /// Whether slot `index` is allocated (the model-only flag, not `list`).
+    package func slotIsAllocated(_ index: Int) -> Bool { slots[index].flags.contains(.allocated) }
+    /// Slot `index`'s `list`: free slots from it to the end of its segment.
+    package func slotList(_ index: Int) -> Int { Int(slots[index].list) }
+}

@@ -58,8 +58,8 @@ extension SWIOTLB {
         noteAllocated(nslots)
         // Two slots per page; the run is page (indeed naturally) aligned.
         let head = memory.page(at: firstPageIndex + index >> (PageGeometry.shift - Self.slotShift))
-        memory.prepareCompound(head, order: order, owner: .swiotlbZeroCopy)
-        head.setReferenceCount(1)
+        memory.prepareCompoundRun(head, order: order, owner: .swiotlbZeroCopy)
+        head.storeReferenceCount(1)
         head.dmaAddress = memory.unencryptedDMAAddress(of: head.physicalAddress)
         head.descriptor.pointee.ownerObject = Unmanaged.passRetained(device).toOpaque()
         zeroCopyRuns.wrappingAdd(1, ordering: .relaxed)
@@ -84,7 +84,7 @@ extension SWIOTLB {
                      "freeZeroCopyPages: \(head) still has \(references) references")
         let order = head.order
         let slot = slotIndex(of: head.physicalAddress.rawValue)
-        memory.destroyCompound(head, owner: .swiotlbSlots)
+        memory.destroyCompoundRun(head, owner: .swiotlbSlots)
         let released = releaseSlots(head: slot, offset: 0, expected: .zeroCopyHead, bytesToCPU: 0)
         guard released > 0 else { notZeroCopy(page) }
         Unmanaged<Device>.fromOpaque(device).release()

@@ -168,7 +168,6 @@ public final class SWIOTLB: @unchecked Sendable {
         areaStorage.deallocate()
         slots.deinitialize(count: nslabs)
         slots.deallocate()
-        syncCounters.deallocate()
     }
 
     /// Area `index`'s lock and state.

@@ -14,6 +14,12 @@ import CSanitizer
 /// ThreadSanitizer pass), `withLock` tells the sanitizer what the lock does:
 /// acquire on the lock's address right after locking, release right before
 /// unlocking. Without the flag it is exactly `Mutex`.
+/// Not public API: the package's targets reach it through
+/// `@_spi(DMAPoolsSupport) import DMAPools`. SPI rather than `package`, because
+/// a `package` declaration's inlinable body is not specialised in the other
+/// targets (NetStack's frame cache and queues called the generic entry point,
+/// with a metadata lookup, on every lock).
+@_spi(DMAPoolsSupport)
 @frozen
 public struct Lock<Value: ~Copyable>: ~Copyable {
     @usableFromInline let mutex: Mutex<Value>

@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 
 /// The socket's learned bounce device (`struct sk_swiotlb_info`).

@@ -46,10 +46,10 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
     }
 
     public final func mapThroughDMAAPI(_ fragment: Fragment, queue: TXQueue) throws(DMAError) -> FragmentMapping {
-        let address = try guest.dma.mapPage(fragment.page, offset: fragment.offset, size: fragment.length,
-                                            direction: .toDevice, device: queue.device)
-        let kind: FragmentMapping.Kind = fragment.page.head.owner == .swiotlbZeroCopy ? .direct : .bounced
-        return FragmentMapping(address: address, length: fragment.length, kind: kind)
+        let mapping = try guest.dma.map(fragment.page, offset: fragment.offset, size: fragment.length,
+                                        direction: .toDevice, device: queue.device)
+        let kind: FragmentMapping.Kind = mapping.kind == .bounced ? .bounced : .direct
+        return FragmentMapping(address: mapping.address, length: fragment.length, kind: kind)
     }
 
     /// Maps a fragment of a page that carries its own DMA address (a pool or

@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 
 /// The `sk_buff` head: which shared data it points at, and whether it is live.
@@ -95,10 +95,15 @@ public final class FrameCache: @unchecked Sendable {
     deinit {
         let chunks = chunkCount.withLock { $0 }
         for c in 0..<chunks {
-            headerChunks[c]!.deinitialize(count: Self.chunkSize)
-            headerChunks[c]!.deallocate()
-            dataChunks[c]!.deinitialize(count: Self.chunkSize)
-            dataChunks[c]!.deallocate()
+            // Chunks 0..<chunkCount are allocated (they are only ever added).
+            if let headers = headerChunks[c] {
+                headers.deinitialize(count: Self.chunkSize)
+                headers.deallocate()
+            }
+            if let data = dataChunks[c] {
+                data.deinitialize(count: Self.chunkSize)
+                data.deallocate()
+            }
         }
         headerChunks.deallocate()
         dataChunks.deallocate()

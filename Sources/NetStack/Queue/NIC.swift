@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 
 /// Counters of a NIC transmit ring.
 public struct NICStatistics: Sendable, Hashable {

@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 
 /// Counters of a TX queue (written by its thread only).
@@ -80,7 +80,8 @@ public final class TXQueue: @unchecked Sendable {
     private let runCPU = Atomic<UInt64>(0)
     private let batch: UnsafeMutablePointer<Frame>
     private let mappings: UnsafeMutablePointer<FragmentMapping>
-    private let mappingCounts: UnsafeMutablePointer<Int>
+    /// What `transmit` did with each batch slot's frame, for its completion.
+    private let outcomes: UnsafeMutablePointer<TransmitOutcome>
     /// Written only by the CPU holding `running`; read after the run is over.
     public private(set) var statistics = TXQueueStatistics()
 
@@ -93,14 +94,15 @@ public final class TXQueue: @unchecked Sendable {
         self.sockets = sockets
         batch = .allocate(capacity: Self.budget)
         mappings = .allocate(capacity: Self.budget * FrameData.maxFragments)
-        mappingCounts = .allocate(capacity: Self.budget)
+        outcomes = .allocate(capacity: Self.budget)
+        outcomes.initialize(repeating: .sent(mapped: 0), count: Self.budget)
         design.queueStarted(self)
     }
 
     deinit {
         batch.deallocate()
         mappings.deallocate()
-        mappingCounts.deallocate()
+        outcomes.deallocate()
     }
 
     /// CPU seconds spent transmitting and completing on this queue.
@@ -180,11 +182,10 @@ public final class TXQueue: @unchecked Sendable {
 
     /// `ndo_start_xmit`: map every fragment and post the descriptors.
     private func transmit(_ frame: Frame, slot: Int) {
-        mappingCounts[slot] = -1
         if device.isRemoved {
             // The carrier is gone: discard without touching the device.
             statistics.framesDiscardedDeviceGone += 1
-            mappingCounts[slot] = 0
+            outcomes[slot] = .sent(mapped: 0)
             return
         }
         let abandonAt = abandonAt.load(ordering: .relaxed)
@@ -192,7 +193,7 @@ public final class TXQueue: @unchecked Sendable {
             // Past the drain limit: released as if sent, counted apart.
             statistics.framesAbandoned += 1
             statistics.bytesAbandoned += cache.length(of: frame)
-            mappingCounts[slot] = 0
+            outcomes[slot] = .sent(mapped: 0)
             return
         }
         let flow = cache.flow(of: frame)
@@ -216,14 +217,14 @@ public final class TXQueue: @unchecked Sendable {
             unmapAll(base, count: mapped, frame: frame)
             if cache.noteRequeue(frame) <= Self.maxRequeues {
                 statistics.requeues += 1
-                mappingCounts[slot] = -2  // completion puts it back on the qdisc
+                outcomes[slot] = .requeue
             } else {
                 statistics.framesDropped += 1
-                mappingCounts[slot] = 0   // completion releases it as if sent
+                outcomes[slot] = .sent(mapped: 0)   // released as if sent
             }
             return
         }
-        mappingCounts[slot] = mapped
+        outcomes[slot] = .sent(mapped: mapped)
         for (i, fragment) in cache.fragments(of: frame).enumerated() {
             let m = base[i]
             switch m.kind {
@@ -242,12 +243,16 @@ public final class TXQueue: @unchecked Sendable {
         let now = monotonicNanoseconds()
         for slot in 0..<count {
             let frame = batch[slot]
-            if mappingCounts[slot] == -2 {
+            let mapped: Int
+            switch outcomes[slot] {
+            case .requeue:
                 qdisc.withLock { $0.append(frame) }
                 pending.wrappingAdd(1, ordering: .sequentiallyConsistent)
                 continue
+            case .sent(let count):
+                mapped = count
             }
-            unmapAll(mappings + slot * FrameData.maxFragments, count: mappingCounts[slot], frame: frame)
+            unmapAll(mappings + slot * FrameData.maxFragments, count: mapped, frame: frame)
             cache.markTransmitted(frame, at: now)
             cache.free(frame)
         }
@@ -264,6 +269,16 @@ public final class TXQueue: @unchecked Sendable {
             }
         }
     }
+}
+
+/// What `TXQueue.transmit` did with a frame, for its completion.
+enum TransmitOutcome {
+    /// Posted with `mapped` fragments mapped (0: discarded because the device
+    /// is gone, or dropped after too many requeues; released as if sent).
+    case sent(mapped: Int)
+    /// A mapping failed and was undone: the completion puts the frame back on
+    /// the qdisc.
+    case requeue
 }
 
 #if canImport(Glibc)

@@ -7,7 +7,7 @@ import Glibc
 /// A joinable OS thread running one closure: the model's CPUs are real threads,
 /// so senders and TX queues contend for the machine's cores as they would for a
 /// guest's vCPUs.
-public final class ModelThread: @unchecked Sendable {
+package final class ModelThread: @unchecked Sendable {
     private var thread = pthread_t()
     private let body: @Sendable () -> Void
     /// CPU time the thread used, in nanoseconds, read when its body returned.
@@ -24,7 +24,8 @@ public final class ModelThread: @unchecked Sendable {
         let handle = ModelThread(body: body)
         let context = Unmanaged.passRetained(Box(handle: handle, name: name)).toOpaque()
         let rc = pthread_create(&handle.thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            guard let raw else { preconditionFailure("pthread started without its context") }
+            let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
             box.handle.body()
             box.handle.cpu.store(threadCPUNanoseconds(), ordering: .releasing)
             return nil
@@ -59,7 +60,7 @@ public func threadCPUNanoseconds() -> UInt64 {
 }
 
 /// Sleeps the calling thread for about `nanoseconds`.
-public func sleep(nanoseconds: UInt64) {
+package func sleep(nanoseconds: UInt64) {
     var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     var remaining = timespec()
     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }

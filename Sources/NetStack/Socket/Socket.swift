@@ -55,8 +55,9 @@ public struct UserBuffer: Sendable {
 /// frames of up to 64 KiB, and a retransmit queue that keeps every frame until the
 /// peer model acknowledges it one round-trip after the NIC sent it.
 ///
-/// All state is owned by one sender thread; the queue thread only reads the
-/// socket's identity.
+/// All state is owned by its sender thread. A queue's qdisc runs in whichever
+/// sender's context holds the queue's running bit (there is no queue thread),
+/// and reads only the socket's identity and the design it is passed to.
 public final class Socket: @unchecked Sendable {
     /// The GSO size goal: frames carry at most 64 KiB.
     public static let maxFrameBytes = 65536
@@ -156,7 +157,7 @@ public final class Socket: @unchecked Sendable {
                         finish(current, cache: cache, push: push); frame = nil; continue
                     }
                     page.retain()
-                    try! cache.append(Fragment(page: page, offset: at, length: chunk), to: current)
+                    append(Fragment(page: page, offset: at, length: chunk), to: current, cache: cache)
                 }
                 statistics.bytesReferenced += chunk
                 appended = chunk
@@ -176,7 +177,7 @@ public final class Socket: @unchecked Sendable {
                         finish(current, cache: cache, push: push); frame = nil; continue
                     }
                     design.retainFragment(page)
-                    try! cache.append(Fragment(page: page, offset: fragmentOffset, length: chunk), to: current)
+                    append(Fragment(page: page, offset: fragmentOffset, length: chunk), to: current, cache: cache)
                 }
                 fragmentOffset += chunk
                 appended = chunk
@@ -238,3 +239,16 @@ public final class Socket: @unchecked Sendable {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+extension Socket {
+    /// Appends a fragment the socket built within the frame's limits (it
+    /// checked the fragment count and cut the chunk inside the page run), so a
+    /// refusal is a bug in the socket: it traps naming it.
+    func append(_ fragment: Fragment, to frame: Frame, cache: FrameCache) {
+        do {
+            try cache.append(fragment, to: frame)
+        } catch {
+            preconditionFailure("socket built a fragment the frame refused: \(error)")
+        }
+    }
+}

@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 
 /// Faults injected into a run, on purpose. Removals fire from sender 0's

@@ -80,7 +80,6 @@ final class _ProviderAccounting: Sendable {
         logger = Logger(label: label)
     }
 
-    deinit { counters.deallocate() }
 
     /// Adds `amount` to `counter` (relaxed: counters order nothing).
     @inlinable

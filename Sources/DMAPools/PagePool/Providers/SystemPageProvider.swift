@@ -185,6 +185,9 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     /// `page_pool_scrub`: unmaps a page still in flight at destroy, by its
     /// address and without a copy back, so its bounce slot goes back to
     /// swiotlb now rather than when the page comes home.
+    /// Its pages hold bounce slots until unmapped: destroy must unmap them.
+    public var unmapsInflightPages: Bool { true }
+
     public func unmapInflightPage(_ page: Page, address: DMAAddress, for pool: PagePool) {
         guard address != .mappingError else { return }
         do {

@@ -1,3 +1,5 @@
+import DMAPools
+
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, seedable and good enough to
 /// drive random operation sequences reproducibly from one 64-bit seed.
 public struct SplitMix64: RandomNumberGenerator, Sendable {

@@ -1,3 +1,4 @@
+@_spi(DMAPoolsSupport) import DMAPools
 import Dispatch
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,5 @@
+import DMAPools
+
 /// A reference model of the swiotlb pool for the fuzzer and the property tests:
 /// a bitmap of allocated slots and each area's `index` and `used`, searched
 /// first-fit from the index with wrap-around exactly as

@@ -1,3 +1,6 @@
+import DMAPools
+import DMAPoolsTestSupport
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,26 +58,17 @@ public enum PagePoolMicrobench {
     /// `page_pool_recycle_direct`). Kernel: 19 cycles, 5.4 ns at 3.6 GHz.
     public static func fastPathNanoseconds(iterations: Int, batches: Int = 7) throws -> Double {
         let fixture = try Fixture()
-        let pool = fixture.pool
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            for _ in 0..<n {
-                let page = try pool.allocatePage()
-                pool.recycleDirect(page)
-            }
+            try fastPath(fixture.pool, operations: n)
         }
     }
 
     /// Alloc + put through the recycle ring from a thread that does not own
     /// the pool (direct recycling disabled). Kernel: 54 cycles, 15.1 ns.
     public static func ringPathNanoseconds(iterations: Int, batches: Int = 7) throws -> Double {
-        let fixture = try Fixture()
-        let pool = fixture.pool
-        pool.disableDirectRecycling()
+        let fixture = try Fixture(directRecycling: false)
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            for _ in 0..<n {
-                let page = try pool.allocatePage()
-                pool.put(page)
-            }
+            try ringPath(fixture.pool, operations: n)
         }
     }
 
@@ -88,12 +82,8 @@ public enum PagePoolMicrobench {
     /// a jemalloc free.
     public static func slowPathNanoseconds(iterations: Int, batches: Int = 7, provider: Provider = .system) throws -> Double {
         let fixture = try Fixture(provider: provider)
-        let pool = fixture.pool
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            for _ in 0..<n {
-                let page = try pool.allocatePage()
-                pool.releaseToProvider(page)
-            }
+            try slowPath(fixture.pool, operations: n)
         }
     }
 
@@ -101,37 +91,70 @@ public enum PagePoolMicrobench {
     /// page (`max_len` 4096) for the device on every recycle.
     public static func fastPathWithSyncNanoseconds(iterations: Int, batches: Int = 7, provider: Provider) throws -> Double {
         let fixture = try Fixture(provider: provider, syncLength: PageGeometry.size)
-        let pool = fixture.pool
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            for _ in 0..<n {
-                let page = try pool.allocatePage()
-                pool.recycleDirect(page)
-            }
+            try fastPath(fixture.pool, operations: n)
         }
     }
 
     /// A 2 KiB fragment alloc + free (`page_pool_alloc_frag` + put).
     public static func fragmentNanoseconds(iterations: Int, batches: Int = 7) throws -> Double {
         let fixture = try Fixture()
-        let pool = fixture.pool
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            for _ in 0..<n {
-                let fragment = try pool.allocateFragment(size: 2048)
-                pool.put(fragment)
-            }
+            try fragments(fixture.pool, operations: n)
+        }
+    }
+
+    // The loop bodies, once: the medians above, `txsim microbench`, the
+    // runner and the ordo-one benchmarks in `Benchmarks/` all run these.
+
+    /// `operations` order-0 allocations, each recycled directly (the fast path;
+    /// with `PP_FLAG_DMA_SYNC_DEV` each recycle also syncs for the device).
+    /// Call from the pool's owning thread.
+    public static func fastPath(_ pool: PagePool, operations: Int) throws(PagePoolError) {
+        for _ in 0..<operations {
+            let page = try pool.allocatePage()
+            pool.recycleDirect(page)
+        }
+    }
+
+    /// `operations` allocations, each put back through the recycle ring (the
+    /// pool's direct recycling disabled, as for a put from another thread).
+    public static func ringPath(_ pool: PagePool, operations: Int) throws(PagePoolError) {
+        for _ in 0..<operations {
+            let page = try pool.allocatePage()
+            pool.put(page)
+        }
+    }
+
+    /// `operations` allocations, each released to the provider (the slow path
+    /// on every 64th allocation, a provider release on every one).
+    public static func slowPath(_ pool: PagePool, operations: Int) throws(PagePoolError) {
+        for _ in 0..<operations {
+            let page = try pool.allocatePage()
+            pool.releaseToProvider(page)
+        }
+    }
+
+    /// `operations` 2 KiB fragments, each put back at once.
+    public static func fragments(_ pool: PagePool, operations: Int) throws(PagePoolError) {
+        for _ in 0..<operations {
+            let fragment = try pool.allocateFragment(size: 2048)
+            pool.put(fragment)
         }
     }
 
     /// A transmit pool over a small guest (64 MiB, 8 MiB of swiotlb, free
-    /// conversions) and the provider asked for.
-    final class Fixture {
-        let memory: GuestMemory
+    /// conversions) and the provider asked for; `syncLength` > 0 sets
+    /// `PP_FLAG_DMA_SYNC_DEV` with that `max_len`. The pool is destroyed with
+    /// the fixture.
+    public final class Fixture: @unchecked Sendable {
+        public let memory: GuestMemory
         let general: GeneralAllocator?
         let swiotlb: SWIOTLB?
-        let provider: any PagePoolMemoryProvider
-        let pool: PagePool
+        public let provider: any PagePoolMemoryProvider
+        public let pool: PagePool
 
-        init(provider kind: Provider = .test, order: Int = 0, syncLength: Int = 0) throws {
+        public init(provider kind: Provider = .test, order: Int = 0, syncLength: Int = 0, directRecycling: Bool = true) throws {
             memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
             let device = try DeviceRegistry(forceBounce: true).add(name: "microbench0")
             switch kind {
@@ -161,6 +184,7 @@ public enum PagePoolMicrobench {
             if syncLength > 0 { flags.insert(.dmaSyncForDevice) }
             pool = try PagePool(.init(order: order, flags: flags, dmaDirection: .toDevice, maxLength: syncLength,
                                       device: device, name: "microbench"), provider: provider)
+            if !directRecycling { pool.disableDirectRecycling() }
         }
 
         deinit {
@@ -169,17 +193,7 @@ public enum PagePoolMicrobench {
     }
 
     static func median(batches: Int, iterations: Int, _ body: (Int) throws(PagePoolError) -> Void) throws(PagePoolError) -> Double {
-        precondition(batches > 0 && iterations > 0, "batches \(batches) and iterations \(iterations) must be positive")
-        try body(min(iterations, 4096))   // warm-up: fill caches, fault pages in
-        var samples: [Double] = []
-        samples.reserveCapacity(batches)
-        for _ in 0..<batches {
-            let start = monotonicNanoseconds()
-            try body(iterations)
-            let end = monotonicNanoseconds()
-            samples.append(Double(end - start) / Double(iterations))
-        }
-        samples.sort()
-        return samples[samples.count / 2]
+        // Warm-up: fill caches, fault pages in.
+        try Measure.nanosecondsPerOperation(batches: batches, operations: iterations, warmUpOperations: min(iterations, 4096), body)
     }
 }

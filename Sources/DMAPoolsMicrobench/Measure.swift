@@ -1,26 +1,34 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Side-by-side measurement: every figure is the median of several batches timed
 /// with the monotonic clock in one process, so ratios between figures taken in
 /// one run are meaningful on a shared, noisy machine.
-enum Measure {
-    /// Median nanoseconds per operation of `body`, which performs `operations`
-    /// operations per call. One warm-up batch is discarded.
-    static func nanosecondsPerOperation(batches: Int = 9, operations: Int, _ body: () throws -> Void) rethrows -> Double {
-        precondition(batches > 0 && operations > 0)
-        try body()
+public enum Measure {
+    /// Median nanoseconds per operation of `body(n)`, which performs `n`
+    /// operations. Each batch runs `operations`; one warm-up batch of
+    /// `warmUpOperations` (default: `operations`) is discarded.
+    public static func nanosecondsPerOperation<E: Error>(
+        batches: Int = 9, operations: Int, warmUpOperations: Int? = nil, _ body: (Int) throws(E) -> Void
+    ) throws(E) -> Double {
+        precondition(batches > 0 && operations > 0, "batches \(batches) and operations \(operations) must be positive")
+        try body(warmUpOperations ?? operations)
         var samples: [Double] = []
         samples.reserveCapacity(batches)
         for _ in 0..<batches {
             let start = monotonicNanoseconds()
-            try body()
+            try body(operations)
             let elapsed = monotonicNanoseconds() - start
             samples.append(Double(elapsed) / Double(operations))
         }
         return median(samples)
     }
 
-    static func median(_ values: [Double]) -> Double {
+    /// The median (the mean of the middle two for an even count).
+    public static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()
         let mid = sorted.count / 2
         return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
@@ -29,19 +37,15 @@ enum Measure {
     /// The machine's single-thread copy bandwidth in GB/s (10^9 bytes per second),
     /// copying `bytes` between two buffers larger than the last-level cache would
     /// favour, the physical limit every design's copies are held against.
-    static func memcpyGigabytesPerSecond(bytes: Int = 64 << 20) -> Double {
+    public static func memcpyGigabytesPerSecond(bytes: Int = 64 << 20) -> Double {
         let source = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
         let destination = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
         defer { source.deallocate(); destination.deallocate() }
         for i in stride(from: 0, to: bytes, by: 8) { source.storeBytes(of: UInt64(i), toByteOffset: i, as: UInt64.self) }
         memset(destination, 1, bytes)
-        let nsPerByte = nanosecondsPerOperation(batches: 7, operations: bytes) {
+        let nsPerByte = nanosecondsPerOperation(batches: 7, operations: bytes) { _ in
             memcpy(destination, source, bytes)
         }
         return 1 / nsPerByte
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

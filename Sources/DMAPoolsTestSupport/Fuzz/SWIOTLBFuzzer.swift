@@ -1,3 +1,5 @@
+import DMAPools
+
 /// Random map / sync / unmap sequences against a real `SWIOTLB` over a real
 /// guest, each step checked against `SWIOTLBReferenceModel` (which slot the
 /// kernel's search picks), the bounce copy rules (byte comparisons at both ends
@@ -35,7 +37,7 @@ public enum SWIOTLBFuzzer {
         let devices = [try registry.add(name: "nic0"),
                        try registry.add(name: "nvme0", minAlignMask: 0xFFF),
                        try registry.add(name: "odd", minAlignMask: 0x3FFF)]
-        var model = SWIOTLBReferenceModel(nslabs: swiotlb.nslabs, areaCount: areaCount, startDMA: swiotlb.startDMARaw)
+        var model = SWIOTLBReferenceModel(nslabs: swiotlb.nslabs, areaCount: areaCount, startDMA: swiotlb.startDMAAddressValue)
         var live: [LiveMapping] = []
         var exhausted = 0
         let privatePages = memory.privatePages.count
@@ -161,7 +163,7 @@ public enum SWIOTLBFuzzer {
                 report.fail("statistics: used per area \(stats.areaUsed) (model \(model.areaUsed)), live \(stats.liveMappings) (\(live.count)), exhaustion failures \(stats.exhaustionFailures) (\(exhausted)); \(context)")
                 break
             }
-            for slot in 0..<model.nslabs where swiotlb.slots[slot].flags.contains(.allocated) != model.allocated[slot] {
+            for slot in 0..<model.nslabs where swiotlb.slotIsAllocated(slot) != model.allocated[slot] {
                 report.fail("slot \(slot) allocated: \(!model.allocated[slot]), the model says \(model.allocated[slot]); \(context)")
                 break step
             }
@@ -173,7 +175,7 @@ public enum SWIOTLBFuzzer {
             report.operations += 1
         }
         report.lostPages = swiotlb.usedSlots
-        if swiotlb.slots[0].list != SWIOTLB.segmentSlots { report.fail("after teardown slot 0's list is \(swiotlb.slots[0].list), not \(SWIOTLB.segmentSlots)") }
+        if swiotlb.slotList(0) != SWIOTLB.segmentSlots { report.fail("after teardown slot 0's list is \(swiotlb.slotList(0)), not \(SWIOTLB.segmentSlots)") }
         let violations = swiotlb.invariantViolations()
         if !violations.isEmpty { report.fail("after teardown: \(violations.joined(separator: "; "))") }
         return report
