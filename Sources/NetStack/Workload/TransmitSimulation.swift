@@ -99,6 +99,7 @@ public final class TransmitSimulation: @unchecked Sendable {
     /// Runs the workload. `progress` is called about twice a second with the
     /// fraction of the sending time elapsed; `faults` are injected on time.
     public func run(progress: (@Sendable (Double) -> Void)? = nil, faults: FaultPlan = .none) throws -> TransmitResult {
+        let faultsAtStart = processPageFaults()
         let start = monotonicNanoseconds()
         let sendingNanoseconds = UInt64(workload.durationSeconds * 1e9)
         let deadline = start + sendingNanoseconds
@@ -180,13 +181,19 @@ public final class TransmitSimulation: @unchecked Sendable {
         }
         let threadCPU = senderThreads.reduce(UInt64(0)) { $0 + $1.join() }
         let end = monotonicNanoseconds()
+        let faultsInWindow = processPageFaults() - faultsAtStart
         for queue in queues { queue.runIfIdle() }
         precondition(queues.allSatisfy { $0.backlog == 0 }, "frames left in a qdisc after every sender finished")
         let queueCPU = queues.reduce(UInt64(0)) { $0 + $1.cpuNanoseconds }
         var result = try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
                                 queueCPU: queueCPU)
         let c = guest.memory.configuration
-        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, \(c.hypercall.charge.rawValue))"
+        let resident = c.residentAtBoot
+            ? "swiotlb and the first \(guest.memory.residentPrivateBytes >> 20) MiB of private memory faulted in at boot, outside the timed window"
+            : "memory faulted in on first touch (inside the timed window)"
+        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, \(resident); hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, an assumption: \(c.hypercall.charge.rawValue))"
+        result.timedWindowPageFaults = faultsInWindow
+        result.modelledTimeSpun = c.hypercall.charge == .spin
         result.zeroCopyPercent = guest.swiotlb.zeroCopyPercent
         result.blockDevice = blockStatistics
         return result
@@ -272,8 +279,16 @@ public final class TransmitSimulation: @unchecked Sendable {
             designFigures: designFigures,
             framesDiscardedDeviceGone: queueStats.framesDiscardedDeviceGone,
             framesAbandoned: queueStats.framesAbandoned, bytesAbandoned: queueStats.bytesAbandoned,
-            staleDeviceAccesses: device.staleAccessCount)
+            staleDeviceAccesses: device.staleAccessCount,
+            conversionPages: conversions.pagesDecrypted + conversions.pagesEncrypted)
     }
+}
+
+/// Page faults (minor and major) the whole process has taken so far.
+func processPageFaults() -> Int {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    return Int(usage.ru_minflt) + Int(usage.ru_majflt)
 }
 
 #if canImport(Glibc)

@@ -1,0 +1,155 @@
+import DMAPools
+import Testing
+@testable import NetStack
+
+/// The paired-ratio arithmetic, on made-up figures: no timing is asserted.
+@Suite struct ComparisonTests {
+    /// A result whose Gbps is exactly `gbps` (1 s of wall time), from a real
+    /// run's shape so every counter has a value.
+    static func result(_ design: DesignKind, gbps: Double, template: TransmitResult) -> TransmitResult {
+        var r = template
+        r.design = design.rawValue
+        r.seconds = 1
+        r.payloadBytes = Int(gbps * 1e9 / 8)
+        r.roundGbps = []
+        return r
+    }
+
+    static let template: TransmitResult = {
+        try! Experiment.run(.bounce, workload: Small.workload(seconds: 0.05), configuration: Small.configuration)
+    }()
+
+    @Test func spreadTakesMedianQuartilesAndExtremesWhateverTheOrder() throws {
+        let odd = try #require(Spread([5, 1, 3, 2, 4]))
+        #expect(odd.median == 3 && odd.minimum == 1 && odd.maximum == 5)
+        #expect(odd.lowerQuartile == 2 && odd.upperQuartile == 4)
+        #expect(Spread([1, 2, 3, 4, 5]) == odd)
+        let even = try #require(Spread([4, 1, 3, 2]))
+        #expect(even.median == 2.5 && even.lowerQuartile == 1.75 && even.upperQuartile == 3.25)
+        let one = try #require(Spread([7]))
+        #expect(one.median == 7 && one.lowerQuartile == 7 && one.upperQuartile == 7 && one.quartileDeviation == 0)
+        #expect(Spread([]) == nil)
+        #expect(Spread([.nan, .infinity]) == nil)
+        #expect(Spread([1, .nan, 3])?.median == 2, "non-finite values are left out")
+    }
+
+    @Test func stabilityIsTheInterquartileRangeWithinFivePercent() {
+        // Median 1.0, quartiles 0.99 and 1.01: within +-5%.
+        #expect(Spread([0.98, 0.99, 1.0, 1.01, 1.02])!.quartilesWithin(0.05))
+        // Median 1.0, quartiles 0.9 and 1.1: outside.
+        #expect(!Spread([0.8, 0.9, 1.0, 1.1, 1.2])!.quartilesWithin(0.05))
+        // The larger side counts: quartiles 0.99 and 1.06 about 1.0.
+        #expect(!Spread([0.98, 0.99, 1.0, 1.06, 1.07])!.quartilesWithin(0.05))
+        #expect(Comparison.isStable([[1, 1, 1], [2, 2.01, 1.99]]))
+        #expect(!Comparison.isStable([[1, 1, 1], [1, 2, 3]]))
+        #expect(!Comparison.isStable([[]]), "no rounds is not stable")
+    }
+
+    @Test func theOrderRotatesSoEachDesignRunsFirstOnce() {
+        let kinds: [DesignKind] = [.bounce, .fragRefill, .pagePool]
+        #expect(Comparison.order(kinds, round: 0) == kinds)
+        #expect(Comparison.order(kinds, round: 1) == [.fragRefill, .pagePool, .bounce])
+        #expect(Comparison.order(kinds, round: 2) == [.pagePool, .bounce, .fragRefill])
+        #expect(Comparison.order(kinds, round: 3) == kinds)
+        #expect(Set((0..<3).map { Comparison.order(kinds, round: $0)[0] }) == Set(kinds))
+    }
+
+    @Test func ratiosArePairedWithinEachRoundNotBetweenMedians() throws {
+        // The machine changes speed from round to round; page-pool is twice
+        // bounce in two rounds and three times in one. The median of the
+        // per-round ratios is 2; the ratio of the medians (12 / 5) is not.
+        let t = Self.template
+        let rounds: [[TransmitResult]] = [
+            [Self.result(.bounce, gbps: 10, template: t), Self.result(.pagePool, gbps: 20, template: t)],
+            [Self.result(.bounce, gbps: 5, template: t), Self.result(.pagePool, gbps: 10, template: t)],
+            [Self.result(.bounce, gbps: 4, template: t), Self.result(.pagePool, gbps: 12, template: t)],
+        ]
+        let ratios = Comparison.pairedRatios(rounds, baselineIndex: 0)
+        #expect(ratios[0] == [1, 1, 1])
+        #expect(ratios[1].map { ($0 * 1e6).rounded() / 1e6 } == [2, 2, 3])
+        let results = Comparison.results([.bounce, .pagePool], rounds: rounds, baseline: .bounce, copyRate: nil)
+        #expect(results.map(\.baselineDesign) == ["bounce", "bounce"])
+        let spread = try #require(results[1].ratioSpread)
+        #expect(abs(spread.median - 2) < 1e-6 && abs(spread.minimum - 2) < 1e-6 && abs(spread.maximum - 3) < 1e-6)
+        #expect(abs(results[1].gbps / results[0].gbps - 2.4) < 1e-3, "the ratio of medians differs: that is why rounds are paired")
+        // The baseline can be any design run.
+        let other = Comparison.results([.bounce, .pagePool], rounds: rounds, baseline: .pagePool, copyRate: nil)
+        #expect(abs(other[0].ratioSpread!.median - 0.5) < 1e-6 && other[1].ratioSpread!.median == 1)
+    }
+
+    @Test func breakEvenIsTheBaselinesTimeLessTheDesignsMeasuredWork() throws {
+        let t = Self.template
+        // Baseline 8 Gbps: 1 s per GB. The design: 4 Gbps (2 s per GB), of
+        // which 1.5 s per GB was modelled and spun on one queue: its real work
+        // takes 0.5 s per GB, leaving a budget of 0.5 s per GB.
+        let baseline = Self.result(.bounce, gbps: 8, template: t)
+        var design = Self.result(.inlineDecrypt, gbps: 4, template: t)
+        design.workload.queues = 1
+        let gigabytes = Double(design.payloadBytes) / 1e9
+        design.conversionModelledSeconds = 1.5 * gigabytes
+        design.conversionCalls = Int(1e6 * gigabytes)      // 10^6 calls per GB
+        design.conversionPages = Int(4e6 * gigabytes)      // 4 x 10^6 pages per GB
+        design.modelledTimeSpun = true
+        let b = try #require(BreakEven.of(design, against: baseline))
+        #expect(abs(b.budgetSecondsPerGB - 0.5) < 1e-9)
+        #expect(abs(b.perCallNanoseconds - 500) < 1e-3, "0.5 s over 10^6 calls")
+        #expect(abs(b.perPageNanoseconds - 125) < 1e-3, "0.5 s over 4 x 10^6 pages")
+        #expect(abs(b.scaleOfModelledCost - 1.0 / 3) < 1e-9)
+        // Only accounted, the modelled time is not in the wall time: the
+        // budget is the whole difference less nothing... negative here.
+        design.modelledTimeSpun = false
+        let none = try #require(BreakEven.of(design, against: baseline))
+        #expect(none.budgetSecondsPerGB < 0 && none.perCallNanoseconds == 0 && none.perPageNanoseconds == 0)
+        // A design that converts nothing has no break-even.
+        #expect(BreakEven.of(baseline, against: baseline) == nil)
+    }
+
+    @Test func modelledShareIsModelledTimeOverCPUTimeWhenSpun() {
+        var r = Self.template
+        r.senderCPUSeconds = 1
+        r.queueCPUSeconds = 3
+        r.conversionModelledSeconds = 1
+        r.modelledTimeSpun = true
+        #expect(r.modelledShareOfCPU == 0.25)
+        r.modelledTimeSpun = false
+        #expect(r.modelledShareOfCPU == 0, "accounted time is in no measured figure")
+        r.copyRate = MachineCopyRate(copyBytes: 32768, oneThreadGigabytesPerSecond: 10, twoThreadsGigabytesPerSecond: 18)
+        #expect(r.copyEquivalents(cpuSecondsPerGB: 0.2) == 2, "0.2 s per GB at 10 GB/s is two copies' worth")
+    }
+
+    @Test func theBaselineAndTheStabilityCapAreChecked() throws {
+        let c = ExperimentConfiguration()
+        let w = Workload()
+        func refused(_ parameter: String, _ message: String, _ plan: ComparisonPlan, _ kinds: [DesignKind]) {
+            #expect {
+                try Experiment.check(kinds, workload: w, plan: plan, configuration: c)
+            } throws: { error in
+                guard case ExperimentError.invalid(let e) = error else { return false }
+                return e.parameter == parameter && "\(error)".contains(message)
+            }
+        }
+        refused("baseline", "invalid --baseline: bounce is not among the designs run (page-pool, frag-refill)",
+                ComparisonPlan(rounds: 4, baseline: .bounce), [.pagePool, .fragRefill])
+        refused("until-stable", "invalid --until-stable: 3 must be in --rounds (4)...100",
+                ComparisonPlan(rounds: 4, baseline: .bounce, untilStableCap: 3), [.bounce])
+        refused("until-stable", "invalid --until-stable: 101 must be in --rounds (4)...100",
+                ComparisonPlan(rounds: 4, baseline: .bounce, untilStableCap: 101), [.bounce])
+        #expect(throws: Never.self) {
+            try Experiment.check([.bounce, .pagePool], workload: w, plan: ComparisonPlan(rounds: 4, baseline: .pagePool, untilStableCap: 100),
+                                 configuration: c)
+        }
+    }
+
+    @Test func aComparisonPairsItsRoundsAndMeasuresTheCopyRate() throws {
+        let plan = ComparisonPlan(rounds: 2, baseline: .bounce)
+        let c = try Experiment.comparison([.bounce, .pagePool], workload: Small.workload(seconds: 0.2), plan: plan,
+                                          configuration: Small.configuration)
+        #expect(c.rounds.count == 2 && c.rounds.allSatisfy { $0.count == 2 })
+        #expect(c.orders == [[.bounce, .pagePool], [.pagePool, .bounce]])
+        #expect(c.rounds.allSatisfy { $0[0].design == "bounce" && $0[1].design == "page-pool" }, "results are kept in design order")
+        #expect(c.results[0].roundRatios == [1, 1])
+        #expect(c.results[1].roundRatios.count == 2)
+        #expect(c.copyRateBefore.copyBytes == 32768 && c.copyRateBefore.oneThreadGigabytesPerSecond > 0)
+        #expect(c.results.allSatisfy { $0.copyRate != nil })
+    }
+}
