@@ -54,6 +54,9 @@ enum ResultFormat {
         Row(label: "ratio fastest round", key: "ratio_max") { optional($0.ratioSpread?.maximum, 3) },
         Row(label: "ratio lower quartile", key: "ratio_q1") { optional($0.ratioSpread?.lowerQuartile, 3) },
         Row(label: "ratio upper quartile", key: "ratio_q3") { optional($0.ratioSpread?.upperQuartile, 3) },
+        Row(label: "CPU ratio (baseline CPU/GB over this)", key: "cpu_ratio_to_baseline") { optional($0.cpuRatioSpread?.median, 3) },
+        Row(label: "CPU ratio slowest round", key: "cpu_ratio_min") { optional($0.cpuRatioSpread?.minimum, 3) },
+        Row(label: "CPU ratio fastest round", key: "cpu_ratio_max") { optional($0.cpuRatioSpread?.maximum, 3) },
         Row(label: "bytes copied per payload byte", key: "copies_per_byte") { .double($0.copiesPerByte, digits: 3) },
         Row(label: "zero-copy fraction", key: "zero_copy_fraction") { .double($0.zeroCopyFraction, digits: 3) },
         Row(label: "DMA faults", key: "dma_faults") { .int($0.dmaFaults) },
@@ -176,7 +179,8 @@ enum ResultFormat {
             for r in results {
                 guard let spread = r.ratioSpread else { continue }
                 lines.append("  " + r.design.padded(labelWidth - 2) + fixed(spread.median, 2) + "x  [" + fixed(spread.minimum, 2) + "-" + fixed(spread.maximum, 2)
-                             + "]  (IQR " + fixed(spread.lowerQuartile, 2) + "-" + fixed(spread.upperQuartile, 2) + ", +-" + fixed(spread.quartileDeviation * 100, 1) + "%)")
+                             + "]  (IQR " + fixed(spread.lowerQuartile, 2) + "-" + fixed(spread.upperQuartile, 2) + ", +-" + fixed(spread.quartileDeviation * 100, 1) + "%)"
+                             + (r.cpuRatioSpread.map { "; CPU per GB: " + fixed($0.median, 2) + "x less [" + fixed($0.minimum, 2) + "-" + fixed($0.maximum, 2) + "]" } ?? ""))
             }
             if c.plan.untilStableCap != nil {
                 lines.append("  " + (c.stable ? "stable: every ratio's IQR within +-5% of its median after \(rounds) rounds"
@@ -210,6 +214,11 @@ enum ResultFormat {
         let objects = report.results.map { r -> String in
             var fields = rows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += (designFields(r) + run).map { "\"\($0.0)\": \($0.1.json)" }
+            // Each round's figures, in round order, so the spread can be re-examined.
+            func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
+            fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
+            fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
+            fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
             let figures = r.designFigures.map { "\"\(escaped($0.0))\": \"\(escaped($0.1))\"" }.joined(separator: ", ")
             fields.append("\"figures\": {\(figures)}")
             fields.append("\"first_problem\": " + (r.firstProblem.map { "\"" + escaped($0) + "\"" } ?? "null"))

@@ -45,26 +45,48 @@ import Testing
         #expect(!Comparison.isStable([[]]), "no rounds is not stable")
     }
 
-    @Test func theOrderRotatesSoEachDesignRunsFirstOnce() {
+    @Test func theBaselineRunsAroundEveryOtherDesignWhoseOrderRotates() {
+        let kinds: [DesignKind] = [.bounce, .fragRefill, .pagePool, .inlineDecrypt]
+        #expect(Comparison.schedule(kinds, baseline: .bounce, round: 0)
+                == [.bounce, .fragRefill, .bounce, .pagePool, .bounce, .inlineDecrypt, .bounce])
+        #expect(Comparison.schedule(kinds, baseline: .bounce, round: 1)
+                == [.bounce, .pagePool, .bounce, .inlineDecrypt, .bounce, .fragRefill, .bounce])
+        #expect(Comparison.schedule(kinds, baseline: .pagePool, round: 0)
+                == [.pagePool, .bounce, .pagePool, .fragRefill, .pagePool, .inlineDecrypt, .pagePool])
+        #expect(Comparison.schedule(kinds, baseline: .bounce, round: 3) == Comparison.schedule(kinds, baseline: .bounce, round: 0))
+        // Over as many rounds as there are other designs, each runs first once.
+        #expect(Set((0..<3).map { Comparison.schedule(kinds, baseline: .bounce, round: $0)[1] }) == [.fragRefill, .pagePool, .inlineDecrypt])
+        #expect(Comparison.schedule([.pagePool], baseline: .pagePool, round: 5) == [.pagePool])
+    }
+
+    static func runs(_ figures: [(DesignKind, Double)]) -> [RoundRun] {
+        figures.map { RoundRun(kind: $0.0, result: result($0.0, gbps: $0.1, template: template)) }
+    }
+
+    @Test func eachRatioIsOverTheBaselineRunsJustBeforeAndAfterIt() {
+        // The machine slows down through the round: bounce 16, 8, 4 Gbps. page-pool
+        // ran between 16 and 8 and frag-refill between 8 and 4, each at twice
+        // the speed bounce would have had at that moment (geometric mean).
+        let round = Self.runs([(.bounce, 16), (.pagePool, 2 * (16.0 * 8).squareRoot()), (.bounce, 8),
+                               (.fragRefill, 2 * (8.0 * 4).squareRoot()), (.bounce, 4)])
         let kinds: [DesignKind] = [.bounce, .fragRefill, .pagePool]
-        #expect(Comparison.order(kinds, round: 0) == kinds)
-        #expect(Comparison.order(kinds, round: 1) == [.fragRefill, .pagePool, .bounce])
-        #expect(Comparison.order(kinds, round: 2) == [.pagePool, .bounce, .fragRefill])
-        #expect(Comparison.order(kinds, round: 3) == kinds)
-        #expect(Set((0..<3).map { Comparison.order(kinds, round: $0)[0] }) == Set(kinds))
+        let ratios = Comparison.pairedRatios(round, kinds: kinds, baseline: .bounce)
+        #expect(ratios[0] == 1)
+        #expect(abs(ratios[1] - 2) < 1e-6 && abs(ratios[2] - 2) < 1e-6)
+        // A design at an end of the round is paired with its one neighbour;
+        // a design that did not run has no ratio.
+        let ends = Comparison.pairedRatios(Self.runs([(.pagePool, 30), (.bounce, 10)]), kinds: kinds, baseline: .bounce)
+        #expect(ends[0] == 1 && ends[1].isNaN && abs(ends[2] - 3) < 1e-6)
     }
 
     @Test func ratiosArePairedWithinEachRoundNotBetweenMedians() throws {
         // The machine changes speed from round to round; page-pool is twice
         // bounce in two rounds and three times in one. The median of the
         // per-round ratios is 2; the ratio of the medians (12 / 5) is not.
-        let t = Self.template
-        let rounds: [[TransmitResult]] = [
-            [Self.result(.bounce, gbps: 10, template: t), Self.result(.pagePool, gbps: 20, template: t)],
-            [Self.result(.bounce, gbps: 5, template: t), Self.result(.pagePool, gbps: 10, template: t)],
-            [Self.result(.bounce, gbps: 4, template: t), Self.result(.pagePool, gbps: 12, template: t)],
-        ]
-        let ratios = Comparison.pairedRatios(rounds, baselineIndex: 0)
+        let rounds = [Self.runs([(.bounce, 10), (.pagePool, 20), (.bounce, 10)]),
+                      Self.runs([(.bounce, 5), (.pagePool, 10), (.bounce, 5)]),
+                      Self.runs([(.bounce, 4), (.pagePool, 12), (.bounce, 4)])]
+        let ratios = Comparison.pairedRatios(rounds, kinds: [.bounce, .pagePool], baseline: .bounce)
         #expect(ratios[0] == [1, 1, 1])
         #expect(ratios[1].map { ($0 * 1e6).rounded() / 1e6 } == [2, 2, 3])
         let results = Comparison.results([.bounce, .pagePool], rounds: rounds, baseline: .bounce, copyRate: nil)
@@ -72,9 +94,9 @@ import Testing
         let spread = try #require(results[1].ratioSpread)
         #expect(abs(spread.median - 2) < 1e-6 && abs(spread.minimum - 2) < 1e-6 && abs(spread.maximum - 3) < 1e-6)
         #expect(abs(results[1].gbps / results[0].gbps - 2.4) < 1e-3, "the ratio of medians differs: that is why rounds are paired")
-        // The baseline can be any design run.
-        let other = Comparison.results([.bounce, .pagePool], rounds: rounds, baseline: .pagePool, copyRate: nil)
-        #expect(abs(other[0].ratioSpread!.median - 0.5) < 1e-6 && other[1].ratioSpread!.median == 1)
+        // The baseline's runs of a round are added up: one Gbps per round.
+        #expect(results[0].roundGbps.count == 3 && results[1].roundGbps.count == 3)
+        #expect(results[0].payloadBytes == 2 * (rounds.map { $0[0].result.payloadBytes }.reduce(0, +)))
     }
 
     @Test func breakEvenIsTheBaselinesTimeLessTheDesignsMeasuredWork() throws {
@@ -144,9 +166,10 @@ import Testing
         let plan = ComparisonPlan(rounds: 2, baseline: .bounce)
         let c = try Experiment.comparison([.bounce, .pagePool], workload: Small.workload(seconds: 0.2), plan: plan,
                                           configuration: Small.configuration)
-        #expect(c.rounds.count == 2 && c.rounds.allSatisfy { $0.count == 2 })
-        #expect(c.orders == [[.bounce, .pagePool], [.pagePool, .bounce]])
-        #expect(c.rounds.allSatisfy { $0[0].design == "bounce" && $0[1].design == "page-pool" }, "results are kept in design order")
+        #expect(c.rounds.count == 2)
+        #expect(c.orders == [[.bounce, .pagePool, .bounce], [.bounce, .pagePool, .bounce]])
+        #expect(c.rounds.allSatisfy { $0.map(\.result.design) == ["bounce", "page-pool", "bounce"] })
+        #expect(c.results.map(\.design) == ["bounce", "page-pool"], "results are in design order")
         #expect(c.results[0].roundRatios == [1, 1])
         #expect(c.results[1].roundRatios.count == 2)
         #expect(c.copyRateBefore.copyBytes == 32768 && c.copyRateBefore.oneThreadGigabytesPerSecond > 0)

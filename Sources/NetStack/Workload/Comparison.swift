@@ -61,15 +61,31 @@ public struct BreakEven: Sendable, Hashable {
     }
 }
 
+/// One run of a round: the design and what it did.
+public struct RoundRun: Sendable {
+    public let kind: DesignKind
+    public let result: TransmitResult
+
+    public init(kind: DesignKind, result: TransmitResult) {
+        self.kind = kind
+        self.result = result
+    }
+}
+
 /// Designs compared round by round, every figure paired within its round.
+///
+/// In each round the baseline runs before, between and after the other
+/// designs (`schedule`), whose order rotates one place per round; each
+/// design's figure is divided by the geometric mean of the baseline's runs
+/// just before and just after it. A machine whose speed drifts during the
+/// round (other tenants come and go) therefore changes a ratio only as much
+/// as it changed within one run's neighbourhood, and a steady (exponential)
+/// drift cancels exactly.
 public struct Comparison: Sendable {
     public let kinds: [DesignKind]
     public let plan: ComparisonPlan
-    /// `rounds[r][i]`: `kinds[i]` in round `r`.
-    public let rounds: [[TransmitResult]]
-    /// The order the designs ran in, per round (rotated one place each round,
-    /// so no design always runs first or always follows the same one).
-    public let orders: [[DesignKind]]
+    /// Every round's runs, in the order they ran.
+    public let rounds: [[RoundRun]]
     /// The machine's copy rate before the first round and after the last.
     public let copyRateBefore: MachineCopyRate
     public let copyRateAfter: MachineCopyRate
@@ -78,19 +94,53 @@ public struct Comparison: Sendable {
     /// One aggregate per design, in `kinds` order, with its paired ratios.
     public let results: [TransmitResult]
 
-    /// The order of round `round`: `kinds` rotated left by `round`.
+    /// The order the designs ran in, per round.
+    public var orders: [[DesignKind]] { rounds.map { $0.map(\.kind) } }
+
+    /// The others (`kinds` without the baseline) rotated left by `round`.
     public static func order(_ kinds: [DesignKind], round: Int) -> [DesignKind] {
         guard !kinds.isEmpty else { return [] }
         let shift = round % kinds.count
         return Array(kinds[shift...] + kinds[..<shift])
     }
 
-    /// Per design, each round's Gbps divided by the baseline's in that round.
-    public static func pairedRatios(_ rounds: [[TransmitResult]], baselineIndex: Int) -> [[Double]] {
-        guard let width = rounds.first?.count else { return [] }
-        return (0..<width).map { i in
-            rounds.map { round in round[baselineIndex].gbps > 0 ? round[i].gbps / round[baselineIndex].gbps : .nan }
+    /// The runs of round `round`: the baseline, then each other design in
+    /// rotated order, each followed by the baseline again.
+    public static func schedule(_ kinds: [DesignKind], baseline: DesignKind, round: Int) -> [DesignKind] {
+        var runs = [baseline]
+        for kind in order(kinds.filter { $0 != baseline }, round: round) { runs += [kind, baseline] }
+        return runs
+    }
+
+    /// One round's ratio per design (in `kinds` order): its `figure` over the
+    /// geometric mean of the baseline's runs nearest before and after it
+    /// (the one there is, at an end); 1 for the baseline itself; NaN where a
+    /// design did not run or the baseline's figure is 0.
+    public static func pairedRatios(_ runs: [RoundRun], kinds: [DesignKind], baseline: DesignKind,
+                                    of figure: (TransmitResult) -> Double = { $0.gbps }) -> [Double] {
+        kinds.map { kind in
+            guard let position = runs.firstIndex(where: { $0.kind == kind }) else { return .nan }
+            if kind == baseline { return figure(runs[position].result) > 0 ? 1 : .nan }
+            let before = runs[..<position].last { $0.kind == baseline }.map { figure($0.result) }
+            let after = runs[(position + 1)...].first { $0.kind == baseline }.map { figure($0.result) }
+            let neighbours = [before, after].compactMap { $0 }
+            guard !neighbours.isEmpty, neighbours.allSatisfy({ $0 > 0 }) else { return .nan }
+            let mean = neighbours.count == 2 ? (neighbours[0] * neighbours[1]).squareRoot() : neighbours[0]
+            return figure(runs[position].result) / mean
         }
+    }
+
+    /// Per design (in `kinds` order), its ratio in each round.
+    public static func pairedRatios(_ rounds: [[RoundRun]], kinds: [DesignKind], baseline: DesignKind,
+                                    of figure: (TransmitResult) -> Double = { $0.gbps }) -> [[Double]] {
+        let perRound = rounds.map { pairedRatios($0, kinds: kinds, baseline: baseline, of: figure) }
+        return kinds.indices.map { i in perRound.map { $0[i] } }
+    }
+
+    /// CPU seconds per GB of all roles together: the figure whose inverse
+    /// the CPU ratio compares (time the threads ran, not wall time).
+    public static func cpuSecondsPerGB(_ r: TransmitResult) -> Double {
+        r.senderCPUSecondsPerGB + r.queueCPUSecondsPerGB
     }
 
     /// Whether every design's ratio has its quartiles within +-5% of its median.
@@ -106,16 +156,30 @@ public struct Comparison: Sendable {
                         twoThreadsGigabytesPerSecond: (a.twoThreadsGigabytesPerSecond + b.twoThreadsGigabytesPerSecond) / 2)
     }
 
-    /// Aggregates rounds per design and attaches the paired figures.
-    public static func results(_ kinds: [DesignKind], rounds: [[TransmitResult]], baseline: DesignKind,
+    /// Aggregates rounds per design and attaches the paired figures. A
+    /// design's runs in one round (the baseline has several) are added up
+    /// first, so its Gbps per round is the median of its runs in that round.
+    public static func results(_ kinds: [DesignKind], rounds: [[RoundRun]], baseline: DesignKind,
                                copyRate: MachineCopyRate?) -> [TransmitResult] {
         guard let b = kinds.firstIndex(of: baseline), !rounds.isEmpty else { return [] }
-        let ratios = pairedRatios(rounds, baselineIndex: b)
+        let ratios = pairedRatios(rounds, kinds: kinds, baseline: baseline)
+        // The baseline's CPU per GB over the design's: higher is better, as for Gbps.
+        let cpuRatios = pairedRatios(rounds, kinds: kinds, baseline: baseline) { r in
+            let cpu = cpuSecondsPerGB(r)
+            return cpu > 0 ? 1 / cpu : 0
+        }
+        // perRound[r][i]: kinds[i]'s runs of round r added up.
+        let perRound = rounds.map { runs in
+            kinds.map { kind in TransmitResult.aggregate(runs.filter { $0.kind == kind }.map(\.result)) }
+        }
         return kinds.indices.map { i in
-            var total = TransmitResult.aggregate(rounds.map { $0[i] })
+            var total = TransmitResult.aggregate(perRound.map { $0[i] })
             total.baselineDesign = baseline.rawValue
             total.roundRatios = ratios[i]
-            total.roundBreakEven = i == b ? [] : rounds.compactMap { BreakEven.of($0[i], against: $0[b]) }
+            total.roundCPURatios = cpuRatios[i]
+            // Only inline decryption converts per mapping, in the transmit
+            // path: the break-even model holds for it alone.
+            total.roundBreakEven = i == b || kinds[i] != .inlineDecrypt ? [] : perRound.compactMap { BreakEven.of($0[i], against: $0[b]) }
             total.copyRate = copyRate
             return total
         }

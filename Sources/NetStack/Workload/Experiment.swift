@@ -301,9 +301,10 @@ public enum Experiment {
     /// A paired comparison: the machine's copy rate for the workload's copy
     /// size, then `plan.rounds` rounds (more with `plan.untilStableCap`), each
     /// running every design for `workload.durationSeconds / plan.rounds` on a
-    /// fresh guest, in an order rotated one place per round; then the copy
-    /// rate again. Every design's Gbps is divided by the baseline's from the
-    /// same round.
+    /// fresh guest, the baseline before, between and after the others (whose
+    /// order rotates one place per round: `Comparison.schedule`); then the
+    /// copy rate again. Every design's Gbps is divided by the baseline's runs
+    /// next to it in the same round.
     public static func comparison(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
                                   configuration: ExperimentConfiguration = .init(),
                                   progress: (@Sendable (_ design: DesignKind, _ round: Int) -> Void)? = nil) throws -> Comparison {
@@ -312,30 +313,26 @@ public enum Experiment {
         let before = MachineCopyRate.measure(copyBytes: copyBytes)
         var slice = workload
         slice.durationSeconds = workload.durationSeconds / Double(plan.rounds)
-        let baselineIndex = kinds.firstIndex(of: plan.baseline)!
-        var rounds: [[TransmitResult]] = []
-        var orders: [[DesignKind]] = []
+        var rounds: [[RoundRun]] = []
         func stable() -> Bool {
-            Comparison.isStable(Comparison.pairedRatios(rounds, baselineIndex: baselineIndex).enumerated()
-                .filter { $0.offset != baselineIndex }.map(\.element))
+            Comparison.isStable(Comparison.pairedRatios(rounds, kinds: kinds, baseline: plan.baseline).enumerated()
+                .filter { kinds[$0.offset] != plan.baseline }.map(\.element))
         }
         while rounds.count < plan.rounds || (plan.untilStableCap.map { rounds.count < $0 } ?? false && !stable()) {
             let round = rounds.count
-            let order = Comparison.order(kinds, round: round)
-            var results = [TransmitResult?](repeating: nil, count: kinds.count)
-            for kind in order {
+            var runs: [RoundRun] = []
+            for kind in Comparison.schedule(kinds, baseline: plan.baseline, round: round) {
                 progress?(kind, round)
                 var result = try run(kind, workload: slice, configuration: configuration)
                 result.workload = workload
-                results[kinds.firstIndex(of: kind)!] = result
+                runs.append(RoundRun(kind: kind, result: result))
             }
-            rounds.append(results.map { $0! })
-            orders.append(order)
+            rounds.append(runs)
         }
         let after = MachineCopyRate.measure(copyBytes: copyBytes)
         let results = Comparison.results(kinds, rounds: rounds, baseline: plan.baseline,
                                          copyRate: Comparison.averaged(before, after))
-        return Comparison(kinds: kinds, plan: plan, rounds: rounds, orders: orders, copyRateBefore: before,
+        return Comparison(kinds: kinds, plan: plan, rounds: rounds, copyRateBefore: before,
                           copyRateAfter: after, stable: stable(), results: results)
     }
 

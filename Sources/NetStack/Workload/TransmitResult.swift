@@ -96,6 +96,10 @@ public struct TransmitResult: Sendable {
     public var roundRatios: [Double] = []
     /// The ratio to the baseline: median over rounds, with its spread.
     public var ratioSpread: Spread? { Spread(roundRatios) }
+    /// The baseline's CPU seconds per GB (all roles) over this design's, one
+    /// per round: how many times less CPU this design spends per byte.
+    public var roundCPURatios: [Double] = []
+    public var cpuRatioSpread: Spread? { Spread(roundCPURatios) }
     /// Per round, the conversion cost at which this design would match the
     /// baseline's throughput (only for designs that convert).
     public var roundBreakEven: [BreakEven] = []
