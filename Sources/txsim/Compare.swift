@@ -16,7 +16,7 @@ func runDesigns(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
     }
     let counter = Mutex(0)
     let quiet = output.quiet
-    let total = kinds.count * plan.rounds
+    let total = Comparison.schedule(kinds, baseline: plan.baseline, round: 0).count * plan.rounds
     let load = LoadAverage.now()
     let comparison = try Experiment.comparison(kinds, workload: workload, plan: plan, configuration: configuration) { kind, round in
         let done = counter.withLock { n -> Int in n += 1; return n }
@@ -85,7 +85,7 @@ struct Compare: ParsableCommand {
     @Option(help: "Comma-separated designs, each at most once (default: all).")
     var designs: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
     @Option(parsing: .unconditional,
-            help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s), in an order rotated each round; Gbps is the median round, ratios the median of per-round ratios.")
+            help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s), the baseline before, between and after the others, whose order rotates each round; Gbps is the median round, ratios the median of per-round paired ratios.")
     var rounds: Int = Compare.defaultRounds
     @Option(help: "The design every ratio is paired against, round by round: one of --designs (default: bounce, or the first design when bounce is not run).")
     var baseline: String?

@@ -138,7 +138,7 @@ enum ResultFormat {
         let w = first.workload
         var lines: [String] = []
         let rounds = report.roundCount
-        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", order rotated each round (Gbps: median round; ratios: median of per-round ratios to \(report.baseline))" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
+        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
         if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
            !guest.isEmpty {
             lines.append("Guest: " + guest + "; every design on a fresh guest")
@@ -175,7 +175,7 @@ enum ResultFormat {
         }
         if results.count > 1 {
             lines.append("")
-            lines.append("Throughput relative to \(report.baseline), paired: each round's Gbps over \(report.baseline)'s in the same round; median of \(rounds) rounds [min-max] (interquartile range):")
+            lines.append("Throughput relative to \(report.baseline), paired: each run's Gbps over the geometric mean of \(report.baseline)'s runs just before and after it in the same round; median of \(rounds) rounds [min-max] (interquartile range):")
             for r in results {
                 guard let spread = r.ratioSpread else { continue }
                 lines.append("  " + r.design.padded(labelWidth - 2) + fixed(spread.median, 2) + "x  [" + fixed(spread.minimum, 2) + "-" + fixed(spread.maximum, 2)
