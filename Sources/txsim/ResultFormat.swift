@@ -197,9 +197,9 @@ enum ResultFormat {
             if b.perCallNanoseconds > 0 {
                 lines.append("Break-even: \(r.design) would match \(report.baseline) at \(fixed(b.perCallNanoseconds, 0)) ns per conversion call (no per-page cost) "
                              + "or \(fixed(b.perPageNanoseconds, 0)) ns per page converted (no per-call cost), \(fixed(b.scaleOfModelledCost, 3))x the modelled cost; "
-                             + "median of \(r.roundBreakEven.count) rounds, taking the transmit queue, where conversions run, as the bottleneck.")
+                             + "median of \(r.roundBreakEven.count) rounds, taking the modelled time, spun in the serialised transmit path, as on the critical path.")
             } else {
-                lines.append("Break-even: none: \(r.design) stays below \(report.baseline) even with free conversions (its queue's measured work alone takes \(fixed(-b.budgetSecondsPerGB, 4)) s per GB more than \(report.baseline)'s wall time; median of \(r.roundBreakEven.count) rounds).")
+                lines.append("Break-even: none: \(r.design) stays below \(report.baseline) even with free conversions (its measured work alone takes \(fixed(-b.budgetSecondsPerGB, 4)) s per GB more than \(report.baseline)'s; median of \(r.roundBreakEven.count) rounds).")
             }
         }
         lines.append("")

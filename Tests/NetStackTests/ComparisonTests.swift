@@ -99,17 +99,16 @@ import Testing
         #expect(results[0].payloadBytes == 2 * (rounds.map { $0[0].result.payloadBytes }.reduce(0, +)))
     }
 
-    @Test func breakEvenIsTheBaselinesTimeLessTheQueuesMeasuredWork() throws {
+    @Test func breakEvenIsTheBaselinesTimeLessTheDesignsMeasuredWork() throws {
         let t = Self.template
-        // Baseline 8 Gbps: 1 s per GB. The design's queue spent 1.5 CPU s per
-        // GB, 1.0 of it modelled and spun: its measured work is 0.5 s per GB,
-        // leaving a budget of 0.5 s per GB for conversions.
+        // Baseline 8 Gbps: 1 s per GB. The design: 4 Gbps (2 s per GB), of
+        // which 1.5 s per GB was modelled and spun on one queue: its measured
+        // work takes 0.5 s per GB, leaving a budget of 0.5 s per GB.
         let baseline = Self.result(.bounce, gbps: 8, template: t)
         var design = Self.result(.inlineDecrypt, gbps: 4, template: t)
         design.workload.queues = 1
         let gigabytes = Double(design.payloadBytes) / 1e9
-        design.queueCPUSeconds = 1.5 * gigabytes
-        design.conversionModelledSeconds = 1.0 * gigabytes
+        design.conversionModelledSeconds = 1.5 * gigabytes
         design.conversionCalls = Int(1e6 * gigabytes)      // 10^6 calls per GB
         design.conversionPages = Int(4e6 * gigabytes)      // 4 x 10^6 pages per GB
         design.modelledTimeSpun = true
@@ -117,21 +116,21 @@ import Testing
         #expect(abs(b.budgetSecondsPerGB - 0.5) < 1e-6)
         #expect(abs(b.perCallNanoseconds - 500) < 1e-2, "0.5 s over 10^6 calls")
         #expect(abs(b.perPageNanoseconds - 125) < 1e-2, "0.5 s over 4 x 10^6 pages")
-        #expect(abs(b.scaleOfModelledCost - 0.5) < 1e-6)
-        // Only accounted, the modelled time is not in the queue's CPU: the
-        // same measured work gives the same budget.
-        design.modelledTimeSpun = false
-        design.queueCPUSeconds = 0.5 * gigabytes
-        #expect(abs(try #require(BreakEven.of(design, against: baseline)).budgetSecondsPerGB - 0.5) < 1e-6)
-        // Two queues transmitting at once halve the work on each.
+        #expect(abs(b.scaleOfModelledCost - 1.0 / 3) < 1e-6)
+        // At the break-even scale the model gives the baseline's wall time:
+        // 2 s per GB - 1.5 + 1.5 / 3 = 1 s per GB.
+        #expect(abs(2 - 1.5 + 1.5 * b.scaleOfModelledCost - 1) < 1e-6)
+        // Two queues spread the modelled time: 0.75 s per GB of wall time, so
+        // the measured work is 1.25 s per GB, more than the baseline's pace.
         design.workload.queues = 2
         design.workload.senders = 2
-        #expect(abs(try #require(BreakEven.of(design, against: baseline)).budgetSecondsPerGB - 0.75) < 1e-6)
-        // Measured work beyond the baseline's pace: no budget, no break-even cost.
+        let spread = try #require(BreakEven.of(design, against: baseline))
+        #expect(abs(spread.budgetSecondsPerGB + 0.25) < 1e-6 && spread.perCallNanoseconds == 0)
+        // Only accounted, the modelled time is in no wall time: nothing to take out.
         design.workload.queues = 1
-        design.queueCPUSeconds = 1.2 * gigabytes
+        design.modelledTimeSpun = false
         let none = try #require(BreakEven.of(design, against: baseline))
-        #expect(abs(none.budgetSecondsPerGB + 0.2) < 1e-6 && none.perCallNanoseconds == 0 && none.perPageNanoseconds == 0)
+        #expect(abs(none.budgetSecondsPerGB + 1) < 1e-6 && none.perCallNanoseconds == 0 && none.perPageNanoseconds == 0)
         // A design that converts nothing has no break-even.
         #expect(BreakEven.of(baseline, against: baseline) == nil)
     }

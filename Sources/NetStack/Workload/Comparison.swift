@@ -24,16 +24,18 @@ public struct ComparisonPlan: Sendable, Hashable {
 /// The conversion cost at which a converting design would have matched the
 /// baseline's throughput in one round, computed from that round's figures.
 ///
-/// The model: conversions run in the transmit queue's serialised routine
-/// (map and completion), so the queue is the design's bottleneck; its CPU
-/// time per GB of payload less the modelled time spun in it is the queue's
-/// measured work, spread over the queues that transmit at once. The
-/// baseline's wall time per GB less that is the budget conversions may use
-/// for the design to keep the baseline's pace. (Where the senders rather
-/// than the queue limit a design, the budget is an upper bound.)
+/// The model: the design's wall time per GB of payload is its measured work
+/// plus the modelled time spun per GB, spread over the queues that transmit
+/// at once (conversions run in the serialised transmit and completion
+/// routine, so they lie on the run's critical path). Taking the modelled time
+/// out of the design's wall time per GB leaves its measured work; the
+/// baseline's wall time per GB less that is the budget conversions may use.
+/// At the run's own cost the model gives back the measured ratio exactly.
+/// (Wall time, not CPU time: a spin is timed by the clock, so on a loaded
+/// machine it can outlast the CPU time it gets.)
 public struct BreakEven: Sendable, Hashable {
-    /// The budget for conversions, in seconds per GB of payload (negative:
-    /// even free conversions would leave the design slower).
+    /// The budget for conversions, in wall seconds per GB of payload
+    /// (negative: even free conversions would leave the design slower).
     public var budgetSecondsPerGB: Double
     /// Break-even cost per call with no per-page cost, in ns (0: no budget).
     public var perCallNanoseconds: Double = 0
@@ -45,13 +47,12 @@ public struct BreakEven: Sendable, Hashable {
 
     /// The break-even of `design` against `baseline` from one round each.
     public static func of(_ design: TransmitResult, against baseline: TransmitResult) -> BreakEven? {
-        guard design.conversionCalls > 0, design.payloadBytes > 0, baseline.gbps > 0 else { return nil }
+        guard design.conversionCalls > 0, design.payloadBytes > 0, design.gbps > 0, baseline.gbps > 0 else { return nil }
         let gigabytes = Double(design.payloadBytes) / 1e9
         let parallel = Double(max(1, min(design.workload.queues, design.workload.senders)))
         let modelledPerGB = design.conversionModelledSeconds / gigabytes
-        let spunPerGB = design.modelledTimeSpun ? modelledPerGB : 0
-        let queueWorkPerGB = max(0, design.queueCPUSecondsPerGB - spunPerGB) / parallel
-        let budget = 8 / baseline.gbps - queueWorkPerGB
+        let spunWallPerGB = design.modelledTimeSpun ? modelledPerGB / parallel : 0
+        let budget = 8 / baseline.gbps - (8 / design.gbps - spunWallPerGB)
         guard budget > 0 else { return BreakEven(budgetSecondsPerGB: budget) }
         let callsPerGB = Double(design.conversionCalls) / gigabytes
         let pagesPerGB = Double(design.conversionPages) / gigabytes
