@@ -84,6 +84,7 @@ enum ResultFormat {
         Row(label: "modelled hypercall seconds", key: "conversion_modelled_s") { .double($0.conversionModelledSeconds, digits: 4) },
         Row(label: "modelled share of CPU time", key: "modelled_cpu_fraction") { .double($0.modelledShareOfCPU, digits: 3) },
         Row(label: "page faults in timed windows", key: "timed_window_page_faults") { .int($0.timedWindowPageFaults) },
+        Row(label: "CPU s stolen by the host (timed)", key: "stolen_cpu_s") { .double($0.stolenCPUSeconds, digits: 3) },
         Row(label: "socket refill failures", key: "refill_failures") { .int($0.refillFailures) },
         Row(label: "frames requeued", key: "requeues") { .int($0.requeues) },
         Row(label: "frames dropped", key: "frames_dropped") { .int($0.framesDropped) },

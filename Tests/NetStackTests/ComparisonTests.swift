@@ -148,6 +148,13 @@ import Testing
         #expect(r.copyEquivalents(cpuSecondsPerGB: 0.2) == 2, "0.2 s per GB at 10 GB/s is two copies' worth")
     }
 
+    @Test func stealTimeIsReadAndNeverGoesBack() throws {
+        let first = try #require(MachineTime.stolenTicks(), "/proc/stat's cpu line has a steal field on Linux")
+        let second = try #require(MachineTime.stolenTicks())
+        #expect(first >= 0 && second >= first)
+        #expect(MachineTime.ticksPerSecond > 0)
+    }
+
     @Test func theBaselineAndTheStabilityCapAreChecked() throws {
         let c = ExperimentConfiguration()
         let w = Workload()

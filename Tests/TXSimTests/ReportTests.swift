@@ -17,7 +17,7 @@ import Glibc
         let keys = ["\"design\"", "\"gbps\"", "\"gbps_min\"", "\"gbps_max\"", "\"copies_per_byte\"", "\"zero_copy_fraction\"",
                     "\"dma_faults\"", "\"verified_bytes\"", "\"lost_pages\"", "\"conversion_modelled_s\"",
                     "\"ratio_to_baseline\"", "\"ratio_min\"", "\"ratio_max\"", "\"ratio_q1\"", "\"ratio_q3\"", "\"baseline\": \"bounce\"",
-                    "\"rounds\": 2", "\"modelled_cpu_fraction\"", "\"timed_window_page_faults\"",
+                    "\"rounds\": 2", "\"modelled_cpu_fraction\"", "\"timed_window_page_faults\"", "\"stolen_cpu_s\"",
                     "\"copy_gbyte_per_s_1_thread_before\"", "\"copy_gbyte_per_s_2_threads_after\"", "\"copy_bytes\": 32768",
                     "\"sender_cpu_copy_equivalents\"", "\"queue_cpu_copy_equivalents\"", "\"load_average_1min_before\"",
                     "\"memory_resident_at_boot\": true", "\"hypercall_ns\": 2000", "\"hypercall_page_ns\": 500",

@@ -87,6 +87,10 @@ public struct TransmitResult: Sendable {
     /// (first send to last acknowledgement): first touches of memory a real
     /// guest would have resident show up here.
     public var timedWindowPageFaults: Int = 0
+    /// CPU time the hypervisor took from this machine's vCPUs during the
+    /// timed window (steal, all CPUs), in seconds: a round that stalls while
+    /// its neighbours do not shows it here.
+    public var stolenCPUSeconds: Double = 0
 
     // Paired figures, set by `Experiment.comparison` (empty for a single run).
 
@@ -161,6 +165,7 @@ public struct TransmitResult: Sendable {
             total.staleDeviceAccesses += r.staleDeviceAccesses
             total.conversionPages += r.conversionPages
             total.timedWindowPageFaults += r.timedWindowPageFaults
+            total.stolenCPUSeconds += r.stolenCPUSeconds
             total.firstProblem = total.firstProblem ?? r.firstProblem
             // Design figures are counters too where they are integers.
             total.designFigures = zip(total.designFigures, r.designFigures).map { a, b in
