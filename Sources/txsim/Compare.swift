@@ -7,38 +7,42 @@ import Synchronization
 import Glibc
 #endif
 
-/// Runs designs on the same workload, interleaved in rounds, each on a fresh guest.
-func runDesigns(_ kinds: [DesignKind], workload: Workload, rounds: Int, configuration: ExperimentConfiguration,
+/// Runs designs on the same workload, interleaved in rounds, each on a fresh
+/// guest, every figure paired with the baseline's from the same round.
+func runDesigns(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan, configuration: ExperimentConfiguration,
                 output: OutputOptions) throws -> [TransmitResult] {
     if !output.quiet {
-        printError("txsim: \(kinds.map(\.rawValue).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s each in \(rounds) interleaved round(s)")
+        printError("txsim: \(kinds.map(\.rawValue).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s each in \(plan.rounds) interleaved round(s)\(plan.untilStableCap.map { ", more up to \($0) until stable" } ?? "")")
     }
-    let total = kinds.count * rounds
     let counter = Mutex(0)
     let quiet = output.quiet
-    let results = try Experiment.compare(kinds, workload: workload, rounds: rounds, configuration: configuration) { kind, round in
+    let total = Comparison.schedule(kinds, baseline: plan.baseline, round: 0).count * plan.rounds
+    let load = LoadAverage.now()
+    let comparison = try Experiment.comparison(kinds, workload: workload, plan: plan, configuration: configuration) { kind, round in
         let done = counter.withLock { n -> Int in n += 1; return n }
-        if !quiet && (total > 1) {
-            printError("txsim:   [\(done)/\(total)] round \(round + 1): \(kind.rawValue)")
+        if !quiet && total > 1 {
+            printError("txsim:   [\(done)/\(done > total ? "+" : String(total))] round \(round + 1): \(kind.rawValue)")
         }
     }
-    try emit(results, output: output)
-    return results
+    let report = Report(comparison: comparison, configuration: configuration,
+                        loadBefore: load, loadAfter: LoadAverage.now())
+    try emit(report, output: output)
+    return comparison.results
 }
 
 /// Prints the results as the options ask, and writes the chart. A chart that
 /// cannot be written is an error (exit 1), after the results are printed.
-func emit(_ results: [TransmitResult], output: OutputOptions) throws {
+func emit(_ report: Report, output: OutputOptions) throws {
     if output.json {
-        print(ResultFormat.json(results))
+        print(ResultFormat.json(report))
     } else if output.csv {
-        print(ResultFormat.csv(results), terminator: "")
+        print(ResultFormat.csv(report), terminator: "")
     } else {
-        print(ResultFormat.table(results))
+        print(ResultFormat.table(report))
     }
     if let path = output.svg {
         do {
-            try ResultFormat.svg(results).write(toFile: path)
+            try ResultFormat.svg(report).write(toFile: path)
         } catch {
             throw ValidationError("could not write --svg \(path): \(error)")
         }
@@ -81,19 +85,39 @@ struct Compare: ParsableCommand {
     @Option(help: "Comma-separated designs, each at most once (default: all).")
     var designs: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
     @Option(parsing: .unconditional,
-            help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s); Gbps is the median round.")
-    var rounds: Int = 4
+            help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s), the baseline before, between and after the others, whose order rotates each round; Gbps is the median round, ratios the median of per-round paired ratios.")
+    var rounds: Int = Compare.defaultRounds
+    @Option(help: "The design every ratio is paired against, round by round: one of --designs (default: bounce, or the first design when bounce is not run).")
+    var baseline: String?
+    @Option(name: .customLong("until-stable"), parsing: .unconditional,
+            help: "Add rounds of the same length, up to this many rounds in all (--rounds...100), until every ratio's interquartile range is within +-5% of its median.")
+    var untilStable: Int?
+
+    /// Many short rounds: 2 s per design in 10 rounds of 0.2 s.
+    static let defaultRounds = 10
 
     func kinds() throws -> [DesignKind] {
         do { return try DesignKind.list(designs) } catch { throw ValidationError(error.description) }
     }
 
+    func plan() throws -> ComparisonPlan {
+        let kinds = try kinds()
+        guard let baseline else {
+            return ComparisonPlan(rounds: rounds, baseline: kinds.contains(.bounce) ? .bounce : kinds[0], untilStableCap: untilStable)
+        }
+        do {
+            return ComparisonPlan(rounds: rounds, baseline: try DesignKind.named(baseline), untilStableCap: untilStable)
+        } catch {
+            throw ValidationError("invalid --baseline: \(error.description)")
+        }
+    }
+
     func validate() throws {
-        try checkExperiment(try kinds(), workload: workload, rounds: rounds, guest: guest)
+        try checkExperiment(try kinds(), workload: workload, plan: try plan(), guest: guest)
     }
 
     func run() throws {
-        try judge(try runDesigns(try kinds(), workload: try workload.workload(), rounds: rounds,
+        try judge(try runDesigns(try kinds(), workload: try workload.workload(), plan: try plan(),
                                  configuration: try guest.configuration(), output: output))
     }
 }
@@ -112,11 +136,11 @@ struct Run: ParsableCommand {
     }
 
     func validate() throws {
-        try checkExperiment([try kind()], workload: workload, guest: guest)
+        try checkExperiment([try kind()], workload: workload, plan: ComparisonPlan(rounds: 1, baseline: try kind()), guest: guest)
     }
 
     func run() throws {
-        try judge(try runDesigns([try kind()], workload: try workload.workload(), rounds: 1,
+        try judge(try runDesigns([try kind()], workload: try workload.workload(), plan: ComparisonPlan(rounds: 1, baseline: try kind()),
                                  configuration: try guest.configuration(), output: output))
     }
 }

@@ -69,6 +69,8 @@ struct GuestOptions: ParsableArguments {
     var hypercallPageNanoseconds: Int = HypercallCostModel.default.perPageNanoseconds
     @Option(name: .customLong("hypercall-charge"), help: "spin (busy-wait the modelled time) or account-only.")
     var hypercallCharge: String = HypercallCostModel.Charge.spin.rawValue
+    @Option(help: "resident (the swiotlb and the workload's private working set faulted in when each guest is built, outside the timed window, as in a VM) or on-demand (faulted in on first touch, inside it).")
+    var memory: String = "resident"
 
     /// Bytes for a MiB count; a count too large for bytes becomes Int.max,
     /// which the library's range check refuses by name.
@@ -86,8 +88,12 @@ struct GuestOptions: ParsableArguments {
         }
         let model = HypercallCostModel(perCallNanoseconds: hypercallNanoseconds, perPageNanoseconds: hypercallPageNanoseconds,
                                        charge: charge, failEveryNthCall: 0)
-        let memory = GuestMemoryConfiguration(guestBytes: Self.bytes(mebibytes: guestMiB),
+        guard memory == "resident" || memory == "on-demand" else {
+            throw ValidationError("invalid --memory: '\(memory)' must be resident or on-demand")
+        }
+        var memory = GuestMemoryConfiguration(guestBytes: Self.bytes(mebibytes: guestMiB),
                                               swiotlbBytes: swiotlbMiB.map { Self.bytes(mebibytes: $0) }, hypercall: model)
+        memory.residentAtBoot = self.memory == "resident"
         do {
             return try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
                                                poolProvider: poolProvider, poolRingSize: poolRing)
@@ -102,9 +108,9 @@ struct GuestOptions: ParsableArguments {
 }
 
 /// The library's verdict on a whole experiment, as a command-line error.
-func checkExperiment(_ kinds: [DesignKind], workload: WorkloadOptions, rounds: Int = 1, guest: GuestOptions) throws {
+func checkExperiment(_ kinds: [DesignKind], workload: WorkloadOptions, plan: ComparisonPlan, guest: GuestOptions) throws {
     do {
-        try Experiment.check(kinds, workload: try workload.workload(), rounds: rounds, configuration: try guest.configuration())
+        try Experiment.check(kinds, workload: try workload.workload(), plan: plan, configuration: try guest.configuration())
     } catch let error as ExperimentError {
         throw ValidationError(error.description)
     }

@@ -1,3 +1,4 @@
+import DMAPools
 import NetStack
 
 /// Renders results for people (table, SVG) and for programs (JSON, CSV).
@@ -14,9 +15,11 @@ enum ResultFormat {
         case double(Double, digits: Int)
         case string(String)
         case bool(Bool)
+        case null
 
         var json: String {
             switch self {
+            case .null: "null"
             case .int(let v): String(v)
             case .double(let v, let d): v.isFinite ? fixed(v, d) : "null"
             case .string(let s): "\"" + escaped(s) + "\""
@@ -26,6 +29,7 @@ enum ResultFormat {
 
         var text: String {
             switch self {
+            case .null: "-"
             case .int(let v): String(v)
             case .double(let v, let d): fixed(v, d)
             case .string(let s): s
@@ -36,29 +40,51 @@ enum ResultFormat {
 
     /// The stable report columns. design, gbps, copies_per_byte, zero_copy_fraction,
     /// dma_faults, verified_bytes and lost_pages are the contract for checks.
+    /// Every key carries its unit: Gbps and gbps are gigabits of payload per
+    /// second (this machine's rate, not a NIC's), GB/s gigabytes (10^9 bytes)
+    /// per second, s_per_gb CPU seconds per 10^9 payload bytes; ratios and
+    /// fractions have none.
     static let rows: [Row] = [
         Row(label: "design", key: "design") { .string($0.design) },
-        Row(label: "Gbps (payload)", key: "gbps") { .double($0.gbps, digits: 2) },
+        Row(label: "Gbps (payload Gbit/s, median round)", key: "gbps") { .double($0.gbps, digits: 2) },
         Row(label: "Gbps slowest round", key: "gbps_min") { .double($0.gbpsRange.lowerBound, digits: 2) },
         Row(label: "Gbps fastest round", key: "gbps_max") { .double($0.gbpsRange.upperBound, digits: 2) },
+        Row(label: "ratio to baseline (median/round)", key: "ratio_to_baseline") { optional($0.ratioSpread?.median, 3) },
+        Row(label: "ratio slowest round", key: "ratio_min") { optional($0.ratioSpread?.minimum, 3) },
+        Row(label: "ratio fastest round", key: "ratio_max") { optional($0.ratioSpread?.maximum, 3) },
+        Row(label: "ratio lower quartile", key: "ratio_q1") { optional($0.ratioSpread?.lowerQuartile, 3) },
+        Row(label: "ratio upper quartile", key: "ratio_q3") { optional($0.ratioSpread?.upperQuartile, 3) },
+        Row(label: "CPU ratio (baseline CPU/GB over this)", key: "cpu_ratio_to_baseline") { optional($0.cpuRatioSpread?.median, 3) },
+        Row(label: "CPU ratio slowest round", key: "cpu_ratio_min") { optional($0.cpuRatioSpread?.minimum, 3) },
+        Row(label: "CPU ratio fastest round", key: "cpu_ratio_max") { optional($0.cpuRatioSpread?.maximum, 3) },
         Row(label: "bytes copied per payload byte", key: "copies_per_byte") { .double($0.copiesPerByte, digits: 3) },
         Row(label: "zero-copy fraction", key: "zero_copy_fraction") { .double($0.zeroCopyFraction, digits: 3) },
         Row(label: "DMA faults", key: "dma_faults") { .int($0.dmaFaults) },
         Row(label: "bytes verified by the NIC", key: "verified_bytes") { .int($0.verifiedBytes) },
         Row(label: "pages lost", key: "lost_pages") { .int($0.lostPages) },
         Row(label: "payload bytes", key: "payload_bytes") { .int($0.payloadBytes) },
-        Row(label: "seconds", key: "seconds") { .double($0.seconds, digits: 3) },
+        Row(label: "seconds (wall, all rounds)", key: "seconds") { .double($0.seconds, digits: 3) },
         Row(label: "copy 1 bytes (sender)", key: "bytes_copied_sender") { .int($0.bytesCopiedBySender) },
         Row(label: "copy 2 bytes (swiotlb bounce)", key: "bytes_bounced") { .int($0.bytesCopiedByDMALayer) },
         Row(label: "bytes mapped without copy", key: "bytes_mapped_direct") { .int($0.bytesMappedDirect + $0.bytesConvertedInPlace) },
         Row(label: "sender CPU s per GB", key: "sender_cpu_s_per_gb") { .double($0.senderCPUSecondsPerGB, digits: 3) },
         Row(label: "queue CPU s per GB", key: "queue_cpu_s_per_gb") { .double($0.queueCPUSecondsPerGB, digits: 3) },
+        Row(label: "sender CPU, in copies at memcpy rate", key: "sender_cpu_copy_equivalents") {
+            optional($0.copyEquivalents(cpuSecondsPerGB: $0.senderCPUSecondsPerGB), 2)
+        },
+        Row(label: "queue CPU, in copies at memcpy rate", key: "queue_cpu_copy_equivalents") {
+            optional($0.copyEquivalents(cpuSecondsPerGB: $0.queueCPUSecondsPerGB), 2)
+        },
         Row(label: "swiotlb peak slots", key: "swiotlb_peak_slots") { .int($0.swiotlbPeakSlots) },
         Row(label: "swiotlb peak use", key: "swiotlb_peak_fraction") {
             .double($0.swiotlbSlots > 0 ? Double($0.swiotlbPeakSlots) / Double($0.swiotlbSlots) : 0, digits: 3)
         },
         Row(label: "conversion hypercalls", key: "conversion_calls") { .int($0.conversionCalls) },
+        Row(label: "pages converted", key: "conversion_pages") { .int($0.conversionPages) },
         Row(label: "modelled hypercall seconds", key: "conversion_modelled_s") { .double($0.conversionModelledSeconds, digits: 4) },
+        Row(label: "modelled share of CPU time", key: "modelled_cpu_fraction") { .double($0.modelledShareOfCPU, digits: 3) },
+        Row(label: "page faults in timed windows", key: "timed_window_page_faults") { .int($0.timedWindowPageFaults) },
+        Row(label: "CPU s stolen by the host (timed)", key: "stolen_cpu_s") { .double($0.stolenCPUSeconds, digits: 3) },
         Row(label: "socket refill failures", key: "refill_failures") { .int($0.refillFailures) },
         Row(label: "frames requeued", key: "requeues") { .int($0.requeues) },
         Row(label: "frames dropped", key: "frames_dropped") { .int($0.framesDropped) },
@@ -68,17 +94,62 @@ enum ResultFormat {
         Row(label: "passed", key: "passed") { .bool($0.passed) },
     ]
 
-    static func table(_ results: [TransmitResult]) -> String {
+    /// Figures of the invocation, the same for every design, carried in each
+    /// JSON object and CSV row.
+    static func runFields(_ report: Report) -> [(String, JSONValue)] {
+        let c = report.comparison
+        let h = report.configuration.memory.hypercall
+        return [
+            ("baseline", .string(report.baseline)),
+            ("rounds", .int(report.roundCount)),
+            ("round_seconds", .double((report.results.first?.workload.durationSeconds ?? 0) / Double(c.plan.rounds), digits: 3)),
+            ("ratios_stable", .bool(c.stable)),
+            ("copy_bytes", .int(c.copyRateBefore.copyBytes)),
+            ("copy_gbyte_per_s_1_thread_before", .double(c.copyRateBefore.oneThreadGigabytesPerSecond, digits: 2)),
+            ("copy_gbyte_per_s_1_thread_after", .double(c.copyRateAfter.oneThreadGigabytesPerSecond, digits: 2)),
+            ("copy_gbyte_per_s_2_threads_before", .double(c.copyRateBefore.twoThreadsGigabytesPerSecond, digits: 2)),
+            ("copy_gbyte_per_s_2_threads_after", .double(c.copyRateAfter.twoThreadsGigabytesPerSecond, digits: 2)),
+            ("load_average_1min_before", .double(report.loadBefore.one, digits: 2)),
+            ("load_average_1min_after", .double(report.loadAfter.one, digits: 2)),
+            ("memory_resident_at_boot", .bool(report.configuration.memory.residentAtBoot)),
+            ("hypercall_ns", .int(h.perCallNanoseconds)),
+            ("hypercall_page_ns", .int(h.perPageNanoseconds)),
+            ("hypercall_charge", .string(h.charge.rawValue)),
+        ]
+    }
+
+    /// Per-design figures beyond the rows: break-even costs (null for designs
+    /// that convert nothing).
+    static func designFields(_ r: TransmitResult) -> [(String, JSONValue)] {
+        let b = r.breakEven
+        return [
+            ("break_even_hypercall_ns", optional(b?.perCallNanoseconds, 0)),
+            ("break_even_hypercall_page_ns", optional(b?.perPageNanoseconds, 0)),
+            ("break_even_scale_of_modelled_cost", optional(b?.scaleOfModelledCost, 4)),
+        ]
+    }
+
+    static func optional(_ value: Double?, _ digits: Int) -> JSONValue {
+        value.map { .double($0, digits: digits) } ?? .null
+    }
+
+    static func table(_ report: Report) -> String {
+        let results = report.results
         guard let first = results.first else { return "(no results)" }
         let w = first.workload
         var lines: [String] = []
-        let rounds = first.roundGbps.count
-        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(fixed(w.durationSeconds, 1)) s per design\(rounds > 1 ? " in \(rounds) interleaved rounds (Gbps: median round)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbps" } ?? "")")
+        let rounds = report.roundCount
+        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
         if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
            !guest.isEmpty {
             lines.append("Guest: " + guest + "; every design on a fresh guest")
         }
-        let labelWidth = 32
+        let c = report.comparison
+        lines.append("Machine: memcpy of \(c.copyRateBefore.copyBytes) B (the workload's largest copy), cache resident: "
+                     + "1 thread \(fixed(c.copyRateBefore.oneThreadGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.oneThreadGigabytesPerSecond, 1)) GB/s, "
+                     + "2 threads \(fixed(c.copyRateBefore.twoThreadsGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.twoThreadsGigabytesPerSecond, 1)) GB/s "
+                     + "(before -> after the rounds); load average \(report.loadBefore.text) -> \(report.loadAfter.text)")
+        let labelWidth = 38
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
         for row in rows {
             var line = row.label.padded(labelWidth)
@@ -103,17 +174,52 @@ enum ResultFormat {
             lines.append("Problems:")
             lines.append(contentsOf: problems.map { "  " + $0 })
         }
-        if let bounce = results.first(where: { $0.design == "bounce" }), bounce.gbps > 0 {
+        if results.count > 1 {
             lines.append("")
-            lines.append("Throughput relative to bounce (same run):")
-            for r in results { lines.append("  " + r.design.padded(labelWidth - 2) + fixed(r.gbps / bounce.gbps, 2) + "x") }
+            lines.append("Throughput relative to \(report.baseline), paired: each run's Gbps over the geometric mean of \(report.baseline)'s runs just before and after it in the same round; median of \(rounds) rounds [min-max] (interquartile range):")
+            for r in results {
+                guard let spread = r.ratioSpread else { continue }
+                lines.append("  " + r.design.padded(labelWidth - 2) + fixed(spread.median, 2) + "x  [" + fixed(spread.minimum, 2) + "-" + fixed(spread.maximum, 2)
+                             + "]  (IQR " + fixed(spread.lowerQuartile, 2) + "-" + fixed(spread.upperQuartile, 2) + ", +-" + fixed(spread.quartileDeviation * 100, 1) + "%)"
+                             + (r.cpuRatioSpread.map { "; CPU per GB: " + fixed($0.median, 2) + "x less [" + fixed($0.minimum, 2) + "-" + fixed($0.maximum, 2) + "]" } ?? ""))
+            }
+            if c.plan.untilStableCap != nil {
+                lines.append("  " + (c.stable ? "stable: every ratio's IQR within +-5% of its median after \(rounds) rounds"
+                                              : "NOT stable: some ratio's IQR is wider than +-5% after the cap of \(rounds) rounds"))
+            }
         }
+        let h = report.configuration.memory.hypercall
+        lines.append("")
+        lines.append("Modelled: the conversion hypercall costs \(h.perCallNanoseconds) ns + \(h.perPageNanoseconds) ns/page by assumption (no published figure; vary --hypercall-ns, --hypercall-page-ns), "
+                     + (h.charge == .spin ? "spun inside the measured figures; 'modelled share of CPU time' says how much of each design's CPU it is."
+                                          : "only accounted (account-only): no measured figure includes it."))
+        for r in results {
+            guard let b = r.breakEven, r.design != report.baseline else { continue }
+            if b.perCallNanoseconds > 0 {
+                lines.append("Break-even: \(r.design) would match \(report.baseline) at \(fixed(b.perCallNanoseconds, 0)) ns per conversion call (no per-page cost) "
+                             + "or \(fixed(b.perPageNanoseconds, 0)) ns per page converted (no per-call cost), \(fixed(b.scaleOfModelledCost, 3))x the modelled cost; "
+                             + "median of \(r.roundBreakEven.count) rounds, taking the modelled time, spun in the serialised transmit path, as on the critical path.")
+            } else {
+                lines.append("Break-even: none: \(r.design) stays below \(report.baseline) even with free conversions (its measured work alone takes \(fixed(-b.budgetSecondsPerGB, 4)) s per GB more than \(report.baseline)'s; median of \(r.roundBreakEven.count) rounds).")
+            }
+        }
+        lines.append("")
+        lines.append("What these are: Gbps and GB/s are this machine's rates with copies that mostly hit its caches, not a NIC's or a real guest's. "
+                     + "What carries over to a real guest: bytes copied per payload byte, the paired ratios, and CPU per GB by role "
+                     + "(also given in copies at this machine's memcpy rate).")
         return lines.joined(separator: "\n")
     }
 
-    static func json(_ results: [TransmitResult]) -> String {
-        let objects = results.map { r -> String in
+    static func json(_ report: Report) -> String {
+        let run = runFields(report)
+        let objects = report.results.map { r -> String in
             var fields = rows.map { "\"\($0.key)\": \($0.value(r).json)" }
+            fields += (designFields(r) + run).map { "\"\($0.0)\": \($0.1.json)" }
+            // Each round's figures, in round order, so the spread can be re-examined.
+            func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
+            fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
+            fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
+            fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
             let figures = r.designFigures.map { "\"\(escaped($0.0))\": \"\(escaped($0.1))\"" }.joined(separator: ", ")
             fields.append("\"figures\": {\(figures)}")
             fields.append("\"first_problem\": " + (r.firstProblem.map { "\"" + escaped($0) + "\"" } ?? "null"))
@@ -122,11 +228,13 @@ enum ResultFormat {
         return "[\n" + objects.joined(separator: ",\n") + "\n]"
     }
 
-    static func csv(_ results: [TransmitResult]) -> String {
-        var out = rows.map(\.key).joined(separator: ",") + "\n"
-        for r in results {
-            out += rows.map { row in
-                let v = row.value(r)
+    static func csv(_ report: Report) -> String {
+        let run = runFields(report)
+        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0)
+        var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
+        for r in report.results {
+            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1)
+            out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json
             }.joined(separator: ",") + "\n"
@@ -134,22 +242,26 @@ enum ResultFormat {
         return out
     }
 
-    /// Two panels of bars: throughput, and bytes copied per payload byte.
-    static func svg(_ results: [TransmitResult]) -> String {
-        let width = 760, panelHeight = 220, top = 60, left = 70, barGap = 18  // pixels
+    /// Three panels: throughput with the spread over rounds as error bars,
+    /// the paired ratio to the baseline with its spread, and bytes copied
+    /// per payload byte; then every setting that produced them.
+    static func svg(_ report: Report) -> String {
+        let results = report.results
+        let settings = report.settings
+        let width = 860, panelHeight = 220, top = 60, left = 70, barGap = 18  // pixels
+        let height = top + 3 * (panelHeight + 20) + 20 + 16 * settings.count
         let barWidth = max(30, (width - left - 40) / max(1, results.count) - barGap)
-        let maxGbps = max(1, results.map(\.gbps).max() ?? 1)
-        let maxCopies = max(2.0, results.map(\.copiesPerByte).max() ?? 2) * 1.15
         let palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"]
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(top + 2 * panelHeight + 40)\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(height)\" font-family=\"sans-serif\" font-size=\"12\">\n"
         s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
         if let w = results.first?.workload {
             s += "<text x=\"\(width / 2)\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">TX designs in a confidential VM: \(w.senders) senders, \(w.queues) queue(s), \(w.flows) flows, \(w.messageBytes) B messages</text>\n"
-            s += "<text x=\"\(width / 2)\" y=\"40\" text-anchor=\"middle\" fill=\"#555\">measured side by side in one run; every design on a fresh guest</text>\n"
+            s += "<text x=\"\(width / 2)\" y=\"40\" text-anchor=\"middle\" fill=\"#555\">\(report.roundCount) interleaved rounds, every design on a fresh guest; bars: median round, error bars: slowest to fastest round</text>\n"
         }
-        func panel(_ title: String, y0: Int, maxValue: Double, value: (TransmitResult) -> Double, digits: Int) {
+        func panel(_ title: String, y0: Int, value: (TransmitResult) -> (median: Double, low: Double, high: Double)?, digits: Int) {
             let plot = panelHeight - 60
-            s += "<text x=\"\(left)\" y=\"\(y0 + 14)\" font-weight=\"bold\">\(title)</text>\n"
+            let maxValue = max(1e-9, results.compactMap { value($0)?.high }.max() ?? 1) * 1.15
+            s += "<text x=\"\(left)\" y=\"\(y0 + 14)\" font-weight=\"bold\">\(xmlEscaped(title))</text>\n"
             let baseY = y0 + 30 + plot
             s += "<line x1=\"\(left)\" y1=\"\(baseY)\" x2=\"\(width - 20)\" y2=\"\(baseY)\" stroke=\"#333\"/>\n"
             for tick in 0...4 {
@@ -158,19 +270,50 @@ enum ResultFormat {
                 s += "<line x1=\"\(left - 4)\" y1=\"\(y)\" x2=\"\(width - 20)\" y2=\"\(y)\" stroke=\"#ddd\"/>\n"
                 s += "<text x=\"\(left - 8)\" y=\"\(y + 4)\" text-anchor=\"end\" fill=\"#555\">\(fixed(v, digits))</text>\n"
             }
+            func y(_ v: Double) -> Int { baseY - Int(Double(plot) * min(1, max(0, v / maxValue))) }
             for (i, r) in results.enumerated() {
-                let v = value(r)
-                let h = Int(Double(plot) * min(1, v / maxValue))
                 let x = left + 20 + i * (barWidth + barGap)
-                s += "<rect x=\"\(x)\" y=\"\(baseY - h)\" width=\"\(barWidth)\" height=\"\(h)\" fill=\"\(palette[i % palette.count])\"/>\n"
-                s += "<text x=\"\(x + barWidth / 2)\" y=\"\(baseY - h - 5)\" text-anchor=\"middle\">\(fixed(v, digits))</text>\n"
-                s += "<text x=\"\(x + barWidth / 2)\" y=\"\(baseY + 16)\" text-anchor=\"middle\">\(escaped(r.design))</text>\n"
+                s += "<text x=\"\(x + barWidth / 2)\" y=\"\(baseY + 16)\" text-anchor=\"middle\">\(xmlEscaped(r.design))</text>\n"
+                guard let v = value(r) else { continue }
+                s += "<rect x=\"\(x)\" y=\"\(y(v.median))\" width=\"\(barWidth)\" height=\"\(baseY - y(v.median))\" fill=\"\(palette[i % palette.count])\"/>\n"
+                if v.high > v.low {
+                    let cx = x + barWidth / 2
+                    s += "<line x1=\"\(cx)\" y1=\"\(y(v.low))\" x2=\"\(cx)\" y2=\"\(y(v.high))\" stroke=\"#000\"/>\n"
+                    for end in [v.low, v.high] {
+                        s += "<line x1=\"\(cx - 6)\" y1=\"\(y(end))\" x2=\"\(cx + 6)\" y2=\"\(y(end))\" stroke=\"#000\"/>\n"
+                    }
+                }
+                s += "<text x=\"\(x + barWidth / 2 + 8)\" y=\"\(y(v.high) - 5)\" text-anchor=\"start\">\(fixed(v.median, digits))</text>\n"
             }
         }
-        panel("Throughput (Gbps of payload)", y0: top, maxValue: maxGbps * 1.1, value: \.gbps, digits: 1)
-        panel("Bytes copied per payload byte", y0: top + panelHeight + 20, maxValue: maxCopies, value: \.copiesPerByte, digits: 2)
+        panel("Throughput, Gbit/s of payload on this machine (higher is better)", y0: top,
+              value: { r in (r.gbps, r.gbpsRange.lowerBound, r.gbpsRange.upperBound) }, digits: 1)
+        panel("Throughput relative to \(report.baseline), paired within each round (higher is better)", y0: top + panelHeight + 20,
+              value: { r in r.ratioSpread.map { ($0.median, $0.minimum, $0.maximum) } }, digits: 2)
+        panel("Bytes copied per payload byte (lower is better)", y0: top + 2 * (panelHeight + 20),
+              value: { r in (r.copiesPerByte, r.copiesPerByte, r.copiesPerByte) }, digits: 2)
+        var y = top + 3 * (panelHeight + 20) + 8
+        for line in settings {
+            s += "<text x=\"10\" y=\"\(y)\" font-size=\"10\" fill=\"#333\">\(xmlEscaped(line))</text>\n"
+            y += 16
+        }
         s += "</svg>\n"
         return s
+    }
+
+    /// Text for SVG: the XML specials escaped.
+    static func xmlEscaped(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            switch c {
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "&": out += "&amp;"
+            case "\"": out += "&quot;"
+            default: out.append(c)
+            }
+        }
+        return out
     }
 
     static func escaped(_ s: String) -> String {

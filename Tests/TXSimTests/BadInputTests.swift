@@ -120,6 +120,14 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--designs", "page-pool,page-pool"], message: "invalid --designs: page-pool is named twice"),
     BadInput(arguments: ["--pool-ring", "20000"], message: "invalid --pool-ring: 20000 must be in 1...16384 (the kernel caps pool_size at 16384)"),
     BadInput(arguments: ["run", "--design", "page_pool"], message: "invalid --design: unknown design 'page_pool'"),
+    // Paired comparisons: the baseline must run, the stability cap is a round count.
+    BadInput(arguments: ["--baseline", "page_pool"], message: "invalid --baseline: unknown design 'page_pool'"),
+    BadInput(arguments: ["--designs", "page-pool,frag-refill", "--baseline", "bounce"],
+             message: "invalid --baseline: bounce is not among the designs run (page-pool, frag-refill)"),
+    BadInput(arguments: ["--until-stable", "3"], message: "invalid --until-stable: 3 must be in --rounds (10)...100"),
+    BadInput(arguments: ["--rounds", "4", "--until-stable", "101"], message: "invalid --until-stable: 101 must be in --rounds (4)...100"),
+    BadInput(arguments: ["--until-stable", "-1"], message: "invalid --until-stable: -1 must be in --rounds (10)...100"),
+    BadInput(arguments: ["--memory", "lazy"], message: "invalid --memory: 'lazy' must be resident or on-demand"),
 ]
 
 @Suite struct TXSimBadInputTests {

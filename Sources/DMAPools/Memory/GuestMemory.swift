@@ -7,7 +7,8 @@ import Glibc
 /// How a confidential VM's guest memory is laid out.
 public struct GuestMemoryConfiguration: Sendable, Hashable {
     /// Guest RAM modelled, in bytes (a multiple of 2 MiB). The region is reserved
-    /// up front with `MAP_NORESERVE`; pages are touched only when used.
+    /// up front with `MAP_NORESERVE`; pages not made resident at boot (see
+    /// `residentAtBoot`) are faulted in when first touched.
     public var guestBytes: Int
     /// The swiotlb bounce pool, in bytes (a multiple of a 256 KiB segment). It sits
     /// at the top of guest memory and is shared from boot.
@@ -21,6 +22,19 @@ public struct GuestMemoryConfiguration: Sendable, Hashable {
     /// NUMA nodes the guest's memory is split into: equal contiguous ranges of
     /// pages, node 0 lowest (`page_to_nid`). 1 to 64.
     public var numaNodes: Int = 1
+    /// Whether memory a real VM has resident is faulted in when the guest is
+    /// built (`madvise(MADV_POPULATE_WRITE)`, else a write to each page), so
+    /// that no measured run pays first-touch faults a VM never pays: the whole
+    /// swiotlb pool (a VM's bounce pool is allocated and converted at boot)
+    /// and the first `residentPrivateBytes` of private memory (the general
+    /// allocator carves private memory front to back). Costs a fault per
+    /// page at boot (about 10 ms for the 64 MiB default pool); a guest that
+    /// is never measured may opt out with `false`.
+    public var residentAtBoot: Bool = true
+    /// Private memory, from its start, made resident at boot (rounded up to
+    /// 2 MiB, at most the private part). `Experiment` sets the workload's
+    /// working set; 0 by default.
+    public var residentPrivateBytes: Int = 0
 
     /// The confidential-VM swiotlb size rule (x86 `mem_encrypt_setup_arch`):
     /// 6% of guest memory clamped to [64 MiB, 1 GiB], rounded up to whole segments.
@@ -91,6 +105,9 @@ public final class GuestMemory: @unchecked Sendable {
     /// The DMA-address bit that marks shared memory.
     public let sharedMask: UInt64
 
+    /// Private bytes (from the start of private memory) faulted in at boot.
+    public let residentPrivateBytes: Int
+
     private let mapping: UnsafeMutableRawPointer
     private let mappingBytes: Int
     private let conversions = Lock(ConversionStatistics())
@@ -131,6 +148,15 @@ public final class GuestMemory: @unchecked Sendable {
         self.privatePages = 0..<(pageCount - swiotlbCount)
         self.swiotlbPages = (pageCount - swiotlbCount)..<pageCount
         self.sharedMask = UInt64(1) << configuration.sharedBit
+        if configuration.residentAtBoot {
+            let privateBytes = configuration.guestBytes - configuration.swiotlbBytes
+            let wanted = (max(0, configuration.residentPrivateBytes) + twoMiB - 1) / twoMiB * twoMiB
+            self.residentPrivateBytes = min(privateBytes, wanted)
+            Self.makeResident(base, bytes: residentPrivateBytes)
+            Self.makeResident(base + privateBytes, bytes: configuration.swiotlbBytes)
+        } else {
+            self.residentPrivateBytes = 0
+        }
         self.descriptors = .allocate(capacity: pageCount)
         for index in 0..<pageCount {
             let shared = index >= pageCount - swiotlbCount
@@ -141,6 +167,38 @@ public final class GuestMemory: @unchecked Sendable {
                 node: UInt8(index * configuration.numaNodes / pageCount)))
             if shared { descriptors[index].owner = .swiotlbSlots }
         }
+    }
+
+    /// Faults `bytes` at `start` in for writing, so later touches take no
+    /// fault: one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14), or on older
+    /// kernels a write of zero to each page (the mapping is fresh, so its
+    /// contents are zero already).
+    private static func makeResident(_ start: UnsafeMutableRawPointer, bytes: Int) {
+        guard bytes > 0 else { return }
+        if madvise(start, bytes, 23 /* MADV_POPULATE_WRITE */) == 0 { return }
+        for offset in stride(from: 0, to: bytes, by: PageGeometry.size) {
+            start.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self)
+        }
+    }
+
+    /// How many of the pages in `pages` are resident in this process's
+    /// memory now (`mincore`): for tests and reports, not hot paths.
+    public func residentPageCount(_ pages: Range<Int>) -> Int {
+        precondition(pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside guest memory")
+        guard !pages.isEmpty else { return 0 }
+        let systemPage = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = base + (pages.lowerBound << PageGeometry.shift)
+        let bytes = pages.count << PageGeometry.shift
+        var vector = [UInt8](repeating: 0, count: (bytes + systemPage - 1) / systemPage)
+        guard mincore(start, bytes, &vector) == 0 else { return 0 }
+        let perPage = max(1, PageGeometry.size / systemPage)
+        var resident = 0
+        for page in 0..<pages.count {
+            var all = true
+            for i in 0..<perPage where vector[page * perPage + i] & 1 == 0 { all = false }
+            if all { resident += 1 }
+        }
+        return resident
     }
 
     deinit {

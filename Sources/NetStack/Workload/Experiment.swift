@@ -153,6 +153,17 @@ public enum Experiment {
     /// the guest. `compare`, `run` and `prepare` call it; so does `txsim`.
     public static func check(_ kinds: [DesignKind], workload: Workload, rounds: Int = 1,
                              configuration: ExperimentConfiguration) throws(ExperimentError) {
+        try check(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: kinds.first ?? .bounce),
+                  configuration: configuration)
+    }
+
+    /// The same checks for a paired comparison, plus the plan's: the baseline
+    /// must be one of the designs run, and an `--until-stable` cap must be in
+    /// rounds...`roundsRange.upperBound` (every added round is as long as the
+    /// others).
+    public static func check(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
+                             configuration: ExperimentConfiguration) throws(ExperimentError) {
+        let rounds = plan.rounds
         do { try workload.validate() } catch { throw .invalid(error) }
         do { try configuration.validate() } catch { throw .invalid(error) }
         try checkDesigns(kinds)
@@ -165,6 +176,14 @@ public enum Experiment {
             throw .invalid(.invalid(parameter: "rounds", reason: "\(rounds) rounds of --duration \(workload.durationSeconds) s leave "
                            + "\(perRound) s per round, less than the \(minimum) s a round needs to measure anything: "
                            + "lower --rounds or raise --duration to at least \(minimum * Double(rounds))"))
+        }
+        if !kinds.isEmpty && !kinds.contains(plan.baseline) {
+            throw .invalid(.invalid(parameter: "baseline", reason: "\(plan.baseline.rawValue) is not among the designs run "
+                           + "(\(kinds.map(\.rawValue).joined(separator: ", "))): name one of them, or add it to --designs"))
+        }
+        if let cap = plan.untilStableCap, !(rounds...roundsRange.upperBound).contains(cap) {
+            throw .invalid(.invalid(parameter: "until-stable", reason: "\(cap) must be in --rounds (\(rounds))...\(roundsRange.upperBound): "
+                           + "the most rounds to run in all"))
         }
         try checkFits(kinds, workload: workload, configuration: configuration)
     }
@@ -179,16 +198,10 @@ public enum Experiment {
         }
     }
 
-    /// What a run can hold at once, against what the guest has. Private memory
-    /// holds each flow's user buffer (an order-9 run), up to its send buffer of
-    /// socket pages (every design can fall back to general pages) and the page
-    /// it is filling, plus the pre-decrypted allocator's spare chunks and pool
-    /// caches. The bounce pool must take a full transmit batch from every
-    /// queue that can run at once (one per sender), or the bounce fails.
-    static func checkFits(_ kinds: [DesignKind], workload w: Workload,
-                          configuration: ExperimentConfiguration) throws(ExperimentError) {
-        let m = configuration.memory
-        let privateBytes = m.guestBytes - m.swiotlbBytes
+    /// Private memory a run can hold at once: per flow (user buffer, send
+    /// buffer, socket pages) and the allocators' and pools' reserve.
+    static func privateNeeds(_ kinds: [DesignKind], workload w: Workload,
+                             configuration: ExperimentConfiguration) -> (perFlow: Int, reserve: Int) {
         let userBuffer = PageGeometry.bytes(order: PageGeometry.maxOrder)
         let socketPage = PageGeometry.bytes(order: PageGeometry.socketFragOrder)
         let perFlow = userBuffer + w.sendBufferBytes + 2 * socketPage
@@ -202,6 +215,28 @@ public enum Experiment {
             // Pool caches hold pages beyond those in flight (over swiotlb they are swiotlb's).
             reserve += w.senders * (PagePool.allocCacheSize + PagePool.allocCacheRefill) * socketPage
         }
+        return (perFlow, reserve)
+    }
+
+    /// The private memory a run of `kinds` draws from (the fit check's
+    /// estimate), which `prepare` makes resident at boot.
+    public static func workingSetBytes(_ kinds: [DesignKind], workload: Workload,
+                                       configuration: ExperimentConfiguration) -> Int {
+        let (perFlow, reserve) = privateNeeds(kinds, workload: workload, configuration: configuration)
+        return workload.flows * perFlow + reserve
+    }
+
+    /// What a run can hold at once, against what the guest has. Private memory
+    /// holds each flow's user buffer (an order-9 run), up to its send buffer of
+    /// socket pages (every design can fall back to general pages) and the page
+    /// it is filling, plus the pre-decrypted allocator's spare chunks and pool
+    /// caches. The bounce pool must take a full transmit batch from every
+    /// queue that can run at once (one per sender), or the bounce fails.
+    static func checkFits(_ kinds: [DesignKind], workload w: Workload,
+                          configuration: ExperimentConfiguration) throws(ExperimentError) {
+        let m = configuration.memory
+        let privateBytes = m.guestBytes - m.swiotlbBytes
+        let (perFlow, reserve) = privateNeeds(kinds, workload: w, configuration: configuration)
         let need = w.flows * perFlow + reserve
         if need > privateBytes {
             throw .doesNotFit("\(w.flows) flows need up to \(readableBytes(need)) of private guest memory "
@@ -229,7 +264,15 @@ public enum Experiment {
                                configuration: ExperimentConfiguration) throws -> (Guest, Device, TransmitDesign) {
         try check([kind], workload: workload, configuration: configuration)
         let usesSWIOTLBRuns = kind == .fragRefill || (kind == .pagePool && configuration.poolProvider == .swiotlb)
-        let guest = try Guest(configuration.memory, swiotlbAreas: configuration.swiotlbAreas,
+        // Twice the working set: jemalloc carves beyond what is live at once
+        // (extent growth, dirty pages kept for reuse). Under
+        // `--flows 32 --rtt-us 2000` bounce took 28576 faults in its timed
+        // windows with the estimate alone resident (about 314 MiB touched
+        // against an estimate of 202 MiB); twice covers it.
+        var memory = configuration.memory
+        memory.residentPrivateBytes = max(memory.residentPrivateBytes,
+                                          2 * workingSetBytes([kind], workload: workload, configuration: configuration))
+        let guest = try Guest(memory, swiotlbAreas: configuration.swiotlbAreas,
                               zeroCopyPercent: usesSWIOTLBRuns ? configuration.zeroCopyPercent : 0,
                               freePath: kind == .fragRefill ? .swiotlbHook : .plain)
         let device = try guest.devices.add(name: "nic0", dmaMaskBits: 64)
@@ -250,23 +293,52 @@ public enum Experiment {
     /// Runs every design in `kinds` on the same workload, interleaved: `rounds`
     /// rounds, each running every design for `workload.durationSeconds / rounds`
     /// on a fresh guest, so a burst of load on a shared machine falls on all
-    /// designs alike. Returns one aggregate per design, in `kinds` order.
+    /// designs alike. Returns one aggregate per design, in `kinds` order, with
+    /// ratios paired against bounce (or the first design when bounce is not run).
     public static func compare(_ kinds: [DesignKind], workload: Workload, rounds: Int = 1,
                                configuration: ExperimentConfiguration = .init(),
                                progress: (@Sendable (_ design: DesignKind, _ round: Int) -> Void)? = nil) throws -> [TransmitResult] {
-        try check(kinds, workload: workload, rounds: rounds, configuration: configuration)
+        let baseline = kinds.contains(.bounce) ? DesignKind.bounce : kinds.first ?? .bounce
+        return try comparison(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: baseline),
+                              configuration: configuration, progress: progress).results
+    }
+
+    /// A paired comparison: the machine's copy rate for the workload's copy
+    /// size, then `plan.rounds` rounds (more with `plan.untilStableCap`), each
+    /// running every design for `workload.durationSeconds / plan.rounds` on a
+    /// fresh guest, the baseline before, between and after the others (whose
+    /// order rotates one place per round: `Comparison.schedule`); then the
+    /// copy rate again. Every design's Gbps is divided by the baseline's runs
+    /// next to it in the same round.
+    public static func comparison(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
+                                  configuration: ExperimentConfiguration = .init(),
+                                  progress: (@Sendable (_ design: DesignKind, _ round: Int) -> Void)? = nil) throws -> Comparison {
+        try check(kinds, workload: workload, plan: plan, configuration: configuration)
+        let copyBytes = MachineCopyRate.copyBytes(for: workload)
+        let before = MachineCopyRate.measure(copyBytes: copyBytes)
         var slice = workload
-        slice.durationSeconds = workload.durationSeconds / Double(rounds)
-        var perDesign = [[TransmitResult]](repeating: [], count: kinds.count)
-        for round in 0..<rounds {
-            for (i, kind) in kinds.enumerated() {
+        slice.durationSeconds = workload.durationSeconds / Double(plan.rounds)
+        var rounds: [[RoundRun]] = []
+        func stable() -> Bool {
+            Comparison.isStable(Comparison.pairedRatios(rounds, kinds: kinds, baseline: plan.baseline).enumerated()
+                .filter { kinds[$0.offset] != plan.baseline }.map(\.element))
+        }
+        while rounds.count < plan.rounds || (plan.untilStableCap.map { rounds.count < $0 } ?? false && !stable()) {
+            let round = rounds.count
+            var runs: [RoundRun] = []
+            for kind in Comparison.schedule(kinds, baseline: plan.baseline, round: round) {
                 progress?(kind, round)
                 var result = try run(kind, workload: slice, configuration: configuration)
                 result.workload = workload
-                perDesign[i].append(result)
+                runs.append(RoundRun(kind: kind, result: result))
             }
+            rounds.append(runs)
         }
-        return perDesign.map(TransmitResult.aggregate)
+        let after = MachineCopyRate.measure(copyBytes: copyBytes)
+        let results = Comparison.results(kinds, rounds: rounds, baseline: plan.baseline,
+                                         copyRate: Comparison.averaged(before, after))
+        return Comparison(kinds: kinds, plan: plan, rounds: rounds, copyRateBefore: before,
+                          copyRateAfter: after, stable: stable(), results: results)
     }
 
     /// Runs `workload` through `kind` on a fresh guest.

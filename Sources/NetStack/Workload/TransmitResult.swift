@@ -77,6 +77,61 @@ public struct TransmitResult: Sendable {
     public var staleDeviceAccesses: Int = 0
     /// The block device's mappings, when it ran (fault runs only).
     public var blockDevice: BlockDeviceStatistics?
+    /// Pages the modelled conversions changed (both ways).
+    public var conversionPages: Int = 0
+    /// Whether the modelled conversion time was spun on the calling thread
+    /// (`--hypercall-charge spin`), so that it is inside the CPU and wall
+    /// figures, or only counted (`account-only`).
+    public var modelledTimeSpun: Bool = true
+    /// Minor and major page faults of the whole process in the timed window
+    /// (first send to last acknowledgement): first touches of memory a real
+    /// guest would have resident show up here.
+    public var timedWindowPageFaults: Int = 0
+    /// CPU time the hypervisor took from this machine's vCPUs during the
+    /// timed window (steal, all CPUs), in seconds: a round that stalls while
+    /// its neighbours do not shows it here.
+    public var stolenCPUSeconds: Double = 0
+
+    // Paired figures, set by `Experiment.comparison` (empty for a single run).
+
+    /// The design every ratio is taken against, and this design's Gbps divided
+    /// by the baseline's in the same round, one per round.
+    public var baselineDesign: String?
+    public var roundRatios: [Double] = []
+    /// The ratio to the baseline: median over rounds, with its spread.
+    public var ratioSpread: Spread? { Spread(roundRatios) }
+    /// The baseline's CPU seconds per GB (all roles) over this design's, one
+    /// per round: how many times less CPU this design spends per byte.
+    public var roundCPURatios: [Double] = []
+    public var cpuRatioSpread: Spread? { Spread(roundCPURatios) }
+    /// Per round, the conversion cost at which this design would match the
+    /// baseline's throughput (only for designs that convert).
+    public var roundBreakEven: [BreakEven] = []
+    /// The median over rounds of the break-even costs (0: no budget).
+    public var breakEven: BreakEven? {
+        guard !roundBreakEven.isEmpty else { return nil }
+        func median(_ f: (BreakEven) -> Double) -> Double { Spread(roundBreakEven.map(f))?.median ?? 0 }
+        return BreakEven(budgetSecondsPerGB: median(\.budgetSecondsPerGB), perCallNanoseconds: median(\.perCallNanoseconds),
+                         perPageNanoseconds: median(\.perPageNanoseconds), scaleOfModelledCost: median(\.scaleOfModelledCost))
+    }
+    /// The machine's copy rate measured in the same invocation (GB/s).
+    public var copyRate: MachineCopyRate?
+
+    /// Modelled conversion time as a share of the CPU time the run's threads
+    /// used (0 when the time was only accounted, not spun: then it is in no
+    /// measured figure).
+    public var modelledShareOfCPU: Double {
+        let cpu = senderCPUSeconds + queueCPUSeconds
+        guard modelledTimeSpun, cpu > 0 else { return 0 }
+        return min(1, conversionModelledSeconds / cpu)
+    }
+
+    /// CPU seconds per GB of a role expressed as copies of every payload byte
+    /// at the machine's one-thread copy rate (seconds per GB times GB/s).
+    public func copyEquivalents(cpuSecondsPerGB: Double) -> Double? {
+        guard let rate = copyRate?.oneThreadGigabytesPerSecond, rate > 0 else { return nil }
+        return cpuSecondsPerGB * rate
+    }
 
     /// Adds up rounds of one design: counters are summed, peaks are maxima, and
     /// each round's throughput is kept so the median and the spread can be shown.
@@ -108,6 +163,9 @@ public struct TransmitResult: Sendable {
             total.framesAbandoned += r.framesAbandoned
             total.bytesAbandoned += r.bytesAbandoned
             total.staleDeviceAccesses += r.staleDeviceAccesses
+            total.conversionPages += r.conversionPages
+            total.timedWindowPageFaults += r.timedWindowPageFaults
+            total.stolenCPUSeconds += r.stolenCPUSeconds
             total.firstProblem = total.firstProblem ?? r.firstProblem
             // Design figures are counters too where they are integers.
             total.designFigures = zip(total.designFigures, r.designFigures).map { a, b in

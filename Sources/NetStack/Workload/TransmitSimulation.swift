@@ -99,6 +99,8 @@ public final class TransmitSimulation: @unchecked Sendable {
     /// Runs the workload. `progress` is called about twice a second with the
     /// fraction of the sending time elapsed; `faults` are injected on time.
     public func run(progress: (@Sendable (Double) -> Void)? = nil, faults: FaultPlan = .none) throws -> TransmitResult {
+        let faultsAtStart = processPageFaults()
+        let stealAtStart = MachineTime.stolenTicks()
         let start = monotonicNanoseconds()
         let sendingNanoseconds = UInt64(workload.durationSeconds * 1e9)
         let deadline = start + sendingNanoseconds
@@ -180,13 +182,21 @@ public final class TransmitSimulation: @unchecked Sendable {
         }
         let threadCPU = senderThreads.reduce(UInt64(0)) { $0 + $1.join() }
         let end = monotonicNanoseconds()
+        let faultsInWindow = processPageFaults() - faultsAtStart
+        let stolenTicks = MachineTime.stolenTicks().map { end in stealAtStart.map { end - $0 } ?? 0 } ?? 0
         for queue in queues { queue.runIfIdle() }
         precondition(queues.allSatisfy { $0.backlog == 0 }, "frames left in a qdisc after every sender finished")
         let queueCPU = queues.reduce(UInt64(0)) { $0 + $1.cpuNanoseconds }
         var result = try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
                                 queueCPU: queueCPU)
         let c = guest.memory.configuration
-        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, \(c.hypercall.charge.rawValue))"
+        let resident = c.residentAtBoot
+            ? "swiotlb and the first \(guest.memory.residentPrivateBytes >> 20) MiB of private memory faulted in at boot, outside the timed window"
+            : "memory faulted in on first touch (inside the timed window)"
+        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, \(resident); hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, an assumption: \(c.hypercall.charge.rawValue))"
+        result.timedWindowPageFaults = faultsInWindow
+        result.stolenCPUSeconds = Double(stolenTicks) / MachineTime.ticksPerSecond
+        result.modelledTimeSpun = c.hypercall.charge == .spin
         result.zeroCopyPercent = guest.swiotlb.zeroCopyPercent
         result.blockDevice = blockStatistics
         return result
@@ -272,8 +282,35 @@ public final class TransmitSimulation: @unchecked Sendable {
             designFigures: designFigures,
             framesDiscardedDeviceGone: queueStats.framesDiscardedDeviceGone,
             framesAbandoned: queueStats.framesAbandoned, bytesAbandoned: queueStats.bytesAbandoned,
-            staleDeviceAccesses: device.staleAccessCount)
+            staleDeviceAccesses: device.staleAccessCount,
+            conversionPages: conversions.pagesDecrypted + conversions.pagesEncrypted)
     }
+}
+
+/// The machine's own clock of time taken from it: on a virtual machine the
+/// hypervisor counts the time its vCPUs were ready but not running (steal,
+/// the eighth figure of /proc/stat's `cpu` line, in clock ticks).
+enum MachineTime {
+    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    /// Steal ticks of all CPUs so far, or nil where /proc/stat cannot be read.
+    static func stolenTicks() -> Int? {
+        guard let file = fopen("/proc/stat", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 512)
+        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let fields = text.split(separator: " ")
+        guard fields.first == "cpu", fields.count > 8, let steal = Int(fields[8]) else { return nil }
+        return steal
+    }
+}
+
+/// Page faults (minor and major) the whole process has taken so far.
+func processPageFaults() -> Int {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    return Int(usage.ru_minflt) + Int(usage.ru_majflt)
 }
 
 #if canImport(Glibc)

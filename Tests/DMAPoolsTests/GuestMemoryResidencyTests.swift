@@ -1,0 +1,38 @@
+import Testing
+@testable import DMAPools
+
+/// Memory a VM has resident is resident before anything is measured; memory
+/// asked to stay on demand is not (mincore, on fresh mappings: deterministic).
+@Suite struct GuestMemoryResidencyTests {
+    @Test func theSWIOTLBAndThePrivatePrefixAreFaultedInAtBoot() throws {
+        var c = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free)
+        c.residentPrivateBytes = 3 << 20   // rounded up to 4 MiB
+        let memory = try GuestMemory(c)
+        #expect(memory.residentPrivateBytes == 4 << 20)
+        #expect(memory.residentPageCount(memory.swiotlbPages) == memory.swiotlbPages.count)
+        let prefix = 0..<((4 << 20) >> PageGeometry.shift)
+        #expect(memory.residentPageCount(prefix) == prefix.count)
+        // Beyond the prefix nothing was touched.
+        let rest = prefix.upperBound..<memory.privatePages.upperBound
+        #expect(memory.residentPageCount(rest) == 0)
+    }
+
+    @Test func aGuestThatOptsOutIsFaultedInOnFirstTouchOnly() throws {
+        var c = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free)
+        c.residentAtBoot = false
+        c.residentPrivateBytes = 4 << 20
+        let memory = try GuestMemory(c)
+        #expect(memory.residentPrivateBytes == 0)
+        #expect(memory.residentPageCount(0..<memory.pageCount) == 0)
+        memory.page(at: memory.swiotlbPages.lowerBound + 3).bytes.storeBytes(of: 1, as: UInt8.self)
+        #expect(memory.residentPageCount(memory.swiotlbPages) == 1)
+    }
+
+    @Test func thePrivatePrefixIsAtMostThePrivatePart() throws {
+        var c = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free)
+        c.residentPrivateBytes = 1 << 30
+        let memory = try GuestMemory(c)
+        #expect(memory.residentPrivateBytes == 56 << 20)
+        #expect(memory.residentPageCount(0..<memory.pageCount) == memory.pageCount)
+    }
+}
