@@ -14,9 +14,15 @@ extension SWIOTLB {
     ///   - allocAlignMask: required alignment of the allocation, `2^n - 1`
     ///     (0: none; allocations >= PAGE_SIZE are then page aligned).
     ///   - startArea: the area to search first; `nil` uses the calling CPU's area.
+    /// `swiotlb_max_mapping_size()` is not checked, as the kernel's map path does
+    /// not check it: it is what `dma_max_mapping_size()` advertises to drivers
+    /// (`maxMappingSize(for:)`). A mapping fits when its allocation (the size
+    /// plus the `min_align_mask` offset, rounded to `allocAlignMask + 1`) fits
+    /// in a segment.
+    ///
     /// - Throws: `.deviceRemoved`; `.addressNotReachable` when the device's DMA mask
-    ///   cannot reach the pool; `.invalidArgument` for a zero size, a size over the
-    ///   maximum mapping, a bad mask or an original outside guest memory;
+    ///   cannot reach the pool; `.invalidArgument` for a zero size, an allocation
+    ///   over a segment, a bad mask or an original outside guest memory;
     ///   `.swiotlbExhausted` (counted) when no area has a fitting run.
     public func mapSingle(
         device: Device,
@@ -44,9 +50,7 @@ extension SWIOTLB {
         let alignMask = Int(truncatingIfNeeded: allocAlignMask)
         let allocSize = mappingSize <= Self.segmentBytes
             ? (mappingSize &+ offset &+ alignMask) & ~alignMask : Int.max
-        guard mappingSize <= maxMappingSize(for: device), allocSize <= Self.segmentBytes else {
-            throw mappingTooLarge(device, mappingSize, allocSize)
-        }
+        guard allocSize <= Self.segmentBytes else { throw mappingTooLarge(device, mappingSize, allocSize) }
         let padSlots = offset &>> Self.slotShift
         let request = SlotRequest(kind: .mapping, originalAddress: originalRaw, allocSize: allocSize,
                                   allocAlignMask: allocAlignMask, minAlignMask: minAlignMask,
@@ -232,8 +236,9 @@ extension SWIOTLB {
     @inline(never)
     func mappingTooLarge(_ device: Device, _ mappingSize: Int, _ allocSize: Int) -> DMAError {
         .invalidArgument(
-            "swiotlb mapping of \(mappingSize) bytes exceeds the maximum mapping: \(maxMappingSize(for: device)) bytes for \(device.name), "
-                + "\(Self.segmentBytes) bytes per allocation including alignment offset")
+            "swiotlb mapping of \(mappingSize) bytes for \(device.name) needs more than a segment: "
+                + "\(Self.segmentBytes) bytes per allocation including alignment offset "
+                + "(drivers keep to dma_max_mapping_size, \(maxMappingSize(for: device)) bytes)")
     }
 
     @inline(never)
