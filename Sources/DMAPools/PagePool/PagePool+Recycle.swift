@@ -263,13 +263,20 @@ extension PagePool {
     }
 
     /// `page_pool_dma_sync_for_device` under the kernel's RCU re-check: no sync
-    /// once `destroy()` has cleared it (`page_pool_scrub`), and destroy waits
-    /// for a sync under way before it unmaps. Sequentially consistent, both
-    /// sides: the put announces itself then reads the flag, destroy sets the
-    /// flag then reads the count, so one of them sees the other.
+    /// once `destroy()` has cleared it (`page_pool_scrub`). A pool whose destroy
+    /// unmaps (`tracksMappedPages`) also waits for a sync under way first; for
+    /// it the put announces itself, sequentially consistent on both sides (the
+    /// put bumps the count then reads the flag, destroy sets the flag then
+    /// reads the count), so one of them sees the other. Any other pool unmaps
+    /// nothing at destroy and needs only the flag.
     @inline(never)
     @usableFromInline
     func _syncForDeviceUnlessDestroyed(_ head: Page, size: Int) {
+        guard tracksMappedPages else {
+            // Acquiring: a put that sees the pool destroyed also sees the scrub.
+            if !shared.destroyed.load(ordering: .acquiring) { _syncForDevice(head, size: size) }
+            return
+        }
         shared.syncsInProgress.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if !shared.destroyed.load(ordering: .sequentiallyConsistent) { _syncForDevice(head, size: size) }
         shared.syncsInProgress.wrappingSubtract(1, ordering: .releasing)

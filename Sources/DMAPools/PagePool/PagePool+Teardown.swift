@@ -66,13 +66,18 @@ extension PagePool {
         // (and, releasing, a put that sees the flag also sees the owner cleared).
         shared.destroyed.store(true, ordering: .sequentiallyConsistent)
         _freeFragmentPage()
-        // `page_pool_empty_alloc_cache_once`.
+        _returnAllocCache()
+        _scrub()
+        _releaseAttempt()
+    }
+
+    /// `page_pool_empty_alloc_cache_once` (and `page_pool_update_nid`'s flush):
+    /// every page of the alloc cache goes back to the provider. Owning context.
+    func _returnAllocCache() {
         while hot.pointee.cacheCount > 0 {
             hot.pointee.cacheCount -= 1
             _returnToProvider(cache[hot.pointee.cacheCount])
         }
-        _scrub()
-        _releaseAttempt()
     }
 
     /// `page_pool_scrub`: no more syncs for the device (a put now skips them;

@@ -133,10 +133,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     public func updateNode(_ node: Int) {
         precondition(node >= PagePoolParameters.noNode, "\(self): node \(node) must be -1 (NUMA_NO_NODE) or a node number")
         hot.pointee.preferredNode = max(node, 0)
-        while hot.pointee.cacheCount > 0 {
-            hot.pointee.cacheCount -= 1
-            _returnToProvider(cache[hot.pointee.cacheCount])
-        }
+        _returnAllocCache()
     }
 
     /// The NUMA node refills keep (`pref_nid`).
