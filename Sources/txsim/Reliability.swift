@@ -31,13 +31,13 @@ struct Reliability: ParsableCommand {
 
     struct Fault {
         var name: String
-        var kinds: [DesignKind]
+        var kinds: [any TransmitDesignKind]
         var plan: FaultPlan
         /// A fault whose fallbacks the run records as problems (a failed
         /// conversion is retried): judged by its figures, not by its first
         /// recorded problem, and every byte must still be verified.
         var fallsBack = false
-        var configure: (DesignKind, inout Workload, inout ExperimentConfiguration) -> Void = { _, _, _ in }
+        var configure: (any TransmitDesignKind, inout Workload, inout ExperimentConfiguration) -> Void = { _, _, _ in }
     }
 
     func run() throws {
@@ -49,7 +49,7 @@ struct Reliability: ParsableCommand {
         print("  fuzz: \(fuzz.runs) runs, \(fuzz.operations) operations, \(fuzz.bytesVerified) bytes verified, \(fuzz.lostPages) lost")
 
         let faults: [Fault] = [
-            Fault(name: "NIC removed", kinds: DesignKind.allCases, plan: FaultPlan(removeNICAfterBytes: 8 << 20)),
+            Fault(name: "NIC removed", kinds: DesignRegistry.shared.designs, plan: FaultPlan(removeNICAfterBytes: 8 << 20)),
             Fault(name: "other device removed", kinds: [.fragRefill, .pagePool], plan: FaultPlan(removeOtherDeviceAfterBytes: 8 << 20)),
             Fault(name: "block device at the zero-copy cap", kinds: [.fragRefill, .pagePool], plan: FaultPlan(blockDeviceTraffic: true)) { _, w, c in
                 w.flows = 16
@@ -60,9 +60,9 @@ struct Reliability: ParsableCommand {
             Fault(name: "conversions failing", kinds: [.inlineDecrypt, .decryptedPool], plan: .none, fallsBack: true) { kind, w, c in
                 // The pre-decrypted allocator converts once per 2 MiB chunk: more
                 // flows and every 2nd call failing so that some do fail.
-                if kind == .decryptedPool { w.flows = 8 }
+                if kind is DecryptedPoolDesignKind { w.flows = 8 }
                 c.memory.hypercall = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0,
-                                                        charge: .accountOnly, failEveryNthCall: kind == .decryptedPool ? 2 : 3)
+                                                        charge: .accountOnly, failEveryNthCall: kind is DecryptedPoolDesignKind ? 2 : 3)
             },
         ]
 
@@ -104,7 +104,7 @@ struct Reliability: ParsableCommand {
                 let outcome = problem.map { "FAILED: \($0)" } ?? "ok"
                 if problem != nil { failures += 1 }
                 let blockMappings = r.blockDevice.map { "  (block device: \($0.mappings) mappings, \($0.failures) failed)" } ?? ""
-                print("  \(fault.name.padded(34)) \(kind.rawValue.padded(15)) \(String(injected).leftPadded(7)) injected  "
+                print("  \(fault.name.padded(34)) \(kind.name.padded(15)) \(String(injected).leftPadded(7)) injected  "
                       + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)\(blockMappings)")
             }
         }

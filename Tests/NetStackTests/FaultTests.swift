@@ -5,21 +5,22 @@ import Testing
 /// Faults injected on purpose into running traffic: each is survived with
 /// nothing lost and no DMA fault.
 @Suite(.serialized) struct DesignFaultTests {
-    func run(_ kind: DesignKind, workload: Workload = Small.workload(seconds: 0.4),
+    func run(_ kind: any TransmitDesignKind, workload: Workload = Small.workload(seconds: 0.4),
              configuration: ExperimentConfiguration = Small.configuration, faults: FaultPlan) throws -> TransmitResult {
         let (guest, device, design) = try Experiment.prepare(kind, workload: workload, configuration: configuration)
         return try TransmitSimulation(guest: guest, design: design, device: device, workload: workload).run(faults: faults)
     }
 
-    @Test(arguments: DesignKind.allCases)
-    func theNICRemovedDuringTrafficLosesNothing(_ kind: DesignKind) throws {
+    @Test(arguments: DesignRegistry.shared.designs.map(\.name))
+    func theNICRemovedDuringTrafficLosesNothing(_ name: String) throws {
+        let kind = try DesignRegistry.shared.design(named: name)
         let r = try run(kind, faults: FaultPlan(removeNICAfterBytes: 8 << 20))
         #expect(r.framesDiscardedDeviceGone > 0, "traffic after the removal is discarded, not mapped")
         #expect(r.dmaFaults == 0)
         #expect(r.corruptBytes == 0)
         #expect(r.lostPages == 0, "\(kind): pages must come home after the device is gone")
         #expect(r.payloadBytes > 0)
-        if kind == .fragRefill {
+        if kind is FragRefillDesignKind {
             // The serial is a cache hint: a refill that read it just before the
             // removal may try the removed device once per socket (the patch holds
             // a device reference for exactly this); never more.
@@ -37,8 +38,9 @@ import Testing
         #expect(r.passed, "\(r.firstProblem ?? "")")
     }
 
-    @Test(arguments: [DesignKind.fragRefill, .pagePool])
-    func aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool(_ kind: DesignKind) throws {
+    @Test(arguments: ["frag-refill", "page-pool"])
+    func aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool(_ name: String) throws {
+        let kind = try DesignRegistry.shared.design(named: name)
         // Many flows and a long RTT: retransmit queues hold far more than the
         // bounce pool, so zero-copy pages reach the cap. A block device doing its
         // own mappings must keep succeeding in the slots the cap leaves.

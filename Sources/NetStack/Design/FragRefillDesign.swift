@@ -100,3 +100,23 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
         ]
     }
 }
+
+/// The `frag-refill` design kind: a guest with swiotlb's zero-copy mode at
+/// the configuration's `zerocopy_tx_percent` and the page allocator's
+/// free-path hook; one bounce-device cache per flow.
+public struct FragRefillDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "frag-refill" }
+    public var summary: String { "the seed patch: socket pages are swiotlb runs within zerocopy_tx_percent, freed through a hook in the page allocator" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(swiotlbZeroCopyRuns: true, freePath: .swiotlbHook)
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        FragRefillDesign(guest: context.guest, device: context.device, flows: context.workload.flows)
+    }
+}
+
+extension TransmitDesignKind where Self == FragRefillDesignKind {
+    /// `frag-refill`: the seed patch.
+    public static var fragRefill: FragRefillDesignKind { FragRefillDesignKind() }
+}

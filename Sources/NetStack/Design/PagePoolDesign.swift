@@ -112,17 +112,79 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
     }
 }
 
+/// The `page-pool` design kind: one TX page_pool per sender over the
+/// provider the configuration names (`ExperimentConfiguration.poolProvider`),
+/// each with the configuration's ring size; the guest is what the provider
+/// needs. Pools are created before the clock starts.
+public struct PagePoolDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "page-pool" }
+    public var summary: String { "per-CPU TX page_pools over a device-visible provider (--provider); frames marked pp_recycle" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        // Fallback pages bounce; the rest is the provider's.
+        GuestRequirements(bounces: true).union(
+            configuration.poolProvider.requirements(pools: workload.senders, order: PageGeometry.socketFragOrder,
+                                                    configuration: configuration))
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        try PagePoolDesign(guest: context.guest, device: context.device, senders: context.workload.senders,
+                           provider: try context.makePoolProvider(), ringSize: context.configuration.poolRingSize)
+    }
+}
+
+extension TransmitDesignKind where Self == PagePoolDesignKind {
+    /// `page-pool`: per-CPU TX page_pools.
+    public static var pagePool: PagePoolDesignKind { PagePoolDesignKind() }
+}
+
+/// The `swiotlb` provider kind: zero-copy runs of the guest's swiotlb for the
+/// NIC's device (`SWIOTLBPageProvider`), under the configuration's
+/// `zerocopy_tx_percent`.
+public struct SWIOTLBProviderKind: PagePoolProviderKind {
+    public init() {}
+    public var name: String { "swiotlb" }
+    public var summary: String { "zero-copy runs taken from swiotlb, under zerocopy_tx_percent (shared from boot)" }
+    public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
+        // Cached pages are swiotlb's, not private memory.
+        GuestRequirements(swiotlbZeroCopyRuns: true, bounces: false)
+    }
+    public func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider {
+        SWIOTLBPageProvider(swiotlb: context.guest.swiotlb, device: context.device)
+    }
+}
+
+/// The `decrypted` provider kind: runs of the guest's pre-decrypted allocator
+/// (`DecryptedPageProvider`); the pools' caches are private memory converted
+/// to shared, reserved by the fit check.
+public struct DecryptedProviderKind: PagePoolProviderKind {
+    public init() {}
+    public var name: String { "decrypted" }
+    public var summary: String { "runs of the pre-decrypted allocator (private chunks converted to shared once)" }
+    public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(decryptedAllocator: true, privateReserveBytes: Self.cachedBytes(pools: pools, order: order), bounces: false)
+    }
+    public func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider {
+        DecryptedPageProvider(allocator: context.guest.decrypted)
+    }
+}
+
+extension PagePoolProviderKind where Self == SWIOTLBProviderKind {
+    /// `swiotlb`: zero-copy swiotlb runs.
+    public static var swiotlb: SWIOTLBProviderKind { SWIOTLBProviderKind() }
+}
+
+extension PagePoolProviderKind where Self == DecryptedProviderKind {
+    /// `decrypted`: pre-decrypted pages.
+    public static var decrypted: DecryptedProviderKind { DecryptedProviderKind() }
+}
+
 /// Errors from a design's own machinery.
 public enum DesignError: Error, CustomStringConvertible {
     case poolDidNotDrain(pool: String, inflight: Int)
-    case unknownDesign(String)
-    case unknownProvider(String)
 
     public var description: String {
         switch self {
         case .poolDidNotDrain(let pool, let inflight): "\(pool) still has \(inflight) pages in flight after teardown"
-        case .unknownDesign(let name): "unknown design '\(name)' (expected one of: \(DesignKind.allCases.map(\.rawValue).joined(separator: ", ")))"
-        case .unknownProvider(let name): "unknown page_pool provider '\(name)' (expected swiotlb or decrypted)"
         }
     }
 }

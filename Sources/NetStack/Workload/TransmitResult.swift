@@ -75,6 +75,10 @@ public struct TransmitResult: Sendable {
     public var zeroCopyPercent: Int = 0
     /// Operations attempted on the NIC's device after its removal (must be 0).
     public var staleDeviceAccesses: Int = 0
+    /// Seconds spent setting the run up before the clock started (booting the
+    /// guest, the design kind's factory: pools, a provider's region), summed
+    /// over rounds. Not part of `seconds` or Gbps.
+    public var setupSeconds: Double = 0
     /// The block device's mappings, when it ran (fault runs only).
     public var blockDevice: BlockDeviceStatistics?
     /// Pages the modelled conversions changed (both ways).
@@ -141,6 +145,7 @@ public struct TransmitResult: Sendable {
         total.roundGbps = rounds.map(\.gbps)
         for r in rounds.dropFirst() {
             total.seconds += r.seconds
+            total.setupSeconds += r.setupSeconds
             total.payloadBytes += r.payloadBytes
             total.bytesCopiedBySender += r.bytesCopiedBySender
             total.bytesCopiedByDMALayer += r.bytesCopiedByDMALayer
