@@ -17,9 +17,15 @@ import Synchronization
 /// so per-sender pools allocate and recycle on the fast path. A per-queue pool
 /// would be allocated from by senders that do not own it — outside the
 /// page_pool contract — and would recycle ACKed pages through its ring.
-public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
-    public override var name: String { "page-pool" }
-    public override var marksFramesForRecycle: Bool { true }
+///
+/// Open: a design that keeps these pools and this page handling over a
+/// provider of its own subclasses it, passing its provider to `init`, and
+/// overrides `name`, `shutdown` (calling `super.shutdown()` first, which
+/// destroys the pools and waits for their pages) and `reportFigures`
+/// (Examples/CustomDesign does).
+open class PagePoolDesign: GuestDesign, @unchecked Sendable {
+    open override var name: String { "page-pool" }
+    open override var marksFramesForRecycle: Bool { true }
 
     public let pools: [PagePool]
     public let provider: PagePoolMemoryProvider
@@ -47,11 +53,11 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
         super.init(guest: guest, device: device)
     }
 
-    public override func senderStarted(_ sender: Int) {
+    open override func senderStarted(_ sender: Int) {
         pools[sender].bindToCurrentThread()
     }
 
-    public override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
+    open override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
         // A removed device's pools are being torn down (the driver's unregister
         // path): sockets stop taking pages from them.
         if order == PageGeometry.socketFragOrder && !device.isRemoved {
@@ -61,39 +67,39 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
         return try? guest.allocator.allocatePages(order: order)
     }
 
-    public override func isSoleReference(_ page: Page) -> Bool {
+    open override func isSoleReference(_ page: Page) -> Bool {
         if let pool = PagePool.owning(page) { return pool.fragmentReferenceCount(of: page.head) == 1 }
         return super.isSoleReference(page)
     }
 
-    public override func retainFragment(_ page: Page) {
+    open override func retainFragment(_ page: Page) {
         if let pool = PagePool.owning(page) { pool.retainFragment(page.head) } else { super.retainFragment(page) }
     }
 
-    public override func releaseSocketPage(_ page: Page) {
+    open override func releaseSocketPage(_ page: Page) {
         if let pool = PagePool.owning(page) { pool.put(page.head) } else { super.releaseSocketPage(page) }
     }
 
     /// `skb_frag_unref` -> `napi_pp_put_page` for pool pages of a pp_recycle frame.
-    public override func releaseFragment(_ page: Page, ppRecycle: Bool) {
+    open override func releaseFragment(_ page: Page, ppRecycle: Bool) {
         if ppRecycle, let pool = PagePool.owning(page) { pool.put(page.head) } else { super.releaseFragment(page, ppRecycle: ppRecycle) }
     }
 
     /// Pool pages carry their DMA address (`page_pool_get_dma_addr`): the driver
     /// uses it as is. Fallback pages go through the DMA API and bounce.
-    public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+    open override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
         guard fragment.page.head.owner == .pagePool else { return try mapThroughDMAAPI(fragment, queue: queue) }
         return try mapByStoredAddress(fragment, queue: queue)
     }
 
-    public override func shutdown() throws {
+    open override func shutdown() throws {
         for pool in pools { pool.destroy() }
         for pool in pools where !pool.waitForShutdown(timeout: .seconds(5)) {
             throw DesignError.poolDidNotDrain(pool: "\(pool)", inflight: pool.inflight)
         }
     }
 
-    public override func reportFigures() -> [(String, String)] {
+    open override func reportFigures() -> [(String, String)] {
         var fast = 0, slow = 0, empty = 0, refill = 0, cached = 0, cacheFull = 0, ring = 0, ringFull = 0, refcnt = 0
         for pool in pools {
             let a = pool.statistics.allocation, r = pool.statistics.recycling
