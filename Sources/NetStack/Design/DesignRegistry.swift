@@ -36,23 +36,20 @@ public final class DesignRegistry: Sendable {
 
     /// Adds a design kind; its name must be new to this registry.
     public func register(_ kind: any TransmitDesignKind) throws(RegistryError) {
-        try Self.checkName(kind.name, of: "design")
-        try entries.withLock { (e: inout Entries) throws(RegistryError) in
-            guard !e.designs.contains(where: { $0.name == kind.name }) else {
-                throw .duplicateName(kind.name, of: "design")
-            }
-            e.designs.append(kind)
-        }
+        try add(kind, named: kind.name, of: "design", to: \.designs) { $0.name }
     }
 
     /// Adds a page_pool provider kind; its name must be new to this registry.
     public func register(_ kind: any PagePoolProviderKind) throws(RegistryError) {
-        try Self.checkName(kind.name, of: "provider")
+        try add(kind, named: kind.name, of: "provider", to: \.providers) { $0.name }
+    }
+
+    private func add<Kind>(_ kind: Kind, named name: String, of what: String, to list: WritableKeyPath<Entries, [Kind]>,
+                           name nameOf: (Kind) -> String) throws(RegistryError) {
+        try Self.checkName(name, of: what)
         try entries.withLock { (e: inout Entries) throws(RegistryError) in
-            guard !e.providers.contains(where: { $0.name == kind.name }) else {
-                throw .duplicateName(kind.name, of: "provider")
-            }
-            e.providers.append(kind)
+            guard !e[keyPath: list].contains(where: { nameOf($0) == name }) else { throw .duplicateName(name, of: what) }
+            e[keyPath: list].append(kind)
         }
     }
 
