@@ -43,9 +43,12 @@ func table(_ results: [TransmitResult]) -> String {
     }
     let problems = results.compactMap { r in r.firstProblem.map { "  \(r.design): \($0)" } }
     if !problems.isEmpty { lines += ["", "Problems:"] + problems }
-    if let bounce = results.first(where: { $0.design == "bounce" }), bounce.gbps > 0 {
-        lines += ["", "Throughput relative to bounce (same run):"]
-        for r in results { lines.append("  " + r.design.padding(30) + fixed(r.gbps / bounce.gbps, 2) + "x") }
+    if let baseline = first.baselineDesign {
+        lines += ["", "Throughput relative to \(baseline), paired round by round (median [slowest-fastest round]):"]
+        for r in results {
+            guard let s = r.ratioSpread else { continue }
+            lines.append("  " + r.design.padding(30) + fixed(s.median, 2) + "x  [" + fixed(s.minimum, 2) + "-" + fixed(s.maximum, 2) + "]")
+        }
     }
     return lines.joined(separator: "\n")
 }
