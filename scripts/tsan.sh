@@ -6,8 +6,9 @@
 # - `-DDMAPOOLS_TSAN` makes `Lock` tell the sanitizer what it does: the
 #   standard library's Mutex is a futex lock the sanitizer cannot see.
 # - aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool is left to
-#   the plain run: it needs the throughput to fill the bounce pool, which a
-#   sanitized build does not have.
+#   the plain run: it needs the throughput to fill a 64 MiB bounce pool, which
+#   a sanitized build does not have. Its sanitizer-sized variant
+#   (aBlockDeviceKeepsItsSlotsAtTheCapOfASanitizerSizedPool) runs here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
