@@ -67,27 +67,27 @@ public final class Device: Sendable, CustomStringConvertible {
     /// refusal touches nothing of the device.
     @inlinable
     public func checkAdmitsAllocation() throws(DMAError) {
-        if _isRemoved { try refuseAllocation() }
-    }
-
-    @inline(never)
-    @usableFromInline
-    func refuseAllocation() throws(DMAError) {
-        refusedAllocations.wrappingAdd(1, ordering: .relaxed)
-        throw .deviceRemoved(name)
+        if _isRemoved { try throwRemoved(.allocation) }
     }
 
     /// Throws `deviceRemoved` (and counts the stale access) if the device is gone.
     /// Every DMA operation (map, unmap, sync) calls this first.
     @inlinable
     public func checkPresent() throws(DMAError) {
-        if _isRemoved { try throwRemoved() }
+        if _isRemoved { try throwRemoved(.dmaOperation) }
     }
+
+    /// What was asked of a removed device: which counter counts it.
+    @usableFromInline
+    enum RemovedDeviceUse { case dmaOperation, allocation }
 
     @inline(never)
     @usableFromInline
-    func throwRemoved() throws(DMAError) {
-        staleAccesses.wrappingAdd(1, ordering: .relaxed)
+    func throwRemoved(_ use: RemovedDeviceUse) throws(DMAError) {
+        switch use {
+        case .dmaOperation: staleAccesses.wrappingAdd(1, ordering: .relaxed)
+        case .allocation: refusedAllocations.wrappingAdd(1, ordering: .relaxed)
+        }
         throw .deviceRemoved(name)
     }
 
