@@ -90,6 +90,10 @@ enum ResultFormat {
         Row(label: "frames dropped", key: "frames_dropped") { .int($0.framesDropped) },
         Row(label: "frames abandoned at drain limit", key: "frames_abandoned") { .int($0.framesAbandoned) },
         Row(label: "zerocopy_tx_percent (0: n/a)", key: "zerocopy_tx_percent") { .int($0.zeroCopyPercent) },
+        Row(label: "frames retransmitted", key: "frames_retransmitted") { .int($0.framesRetransmitted) },
+        Row(label: "frames given up after retransmits", key: "frames_given_up") { .int($0.framesGivenUp) },
+        Row(label: "unmap failures", key: "unmap_failures") { .int($0.unmapFailures) },
+        Row(label: "bytes written by senders", key: "bytes_written") { .int($0.bytesWritten) },
         Row(label: "corrupt bytes", key: "corrupt_bytes") { .int($0.corruptBytes) },
         Row(label: "passed", key: "passed") { .bool($0.passed) },
     ]

@@ -47,3 +47,18 @@ import Testing
         #expect(stats.failures == 1)
     }
 }
+
+/// Over-aligned set-up memory is carved from a plain allocation (so that a
+/// malloc interposer's header precedes it), aligned and inside the block.
+@Suite struct AlignedAllocationTests {
+    @Test(arguments: [16, 64, 128, 4096])
+    func theBlockIsAlignedAndInsideItsAllocation(alignment: Int) {
+        for byteCount in [1, 384, 5000] {
+            let a = AlignedAllocation(byteCount: byteCount, alignment: alignment)
+            #expect(Int(bitPattern: a.pointer) & (alignment - 1) == 0)
+            #expect(a.pointer >= a.base && a.pointer + byteCount <= a.base + byteCount + alignment - 16)
+            a.pointer.initializeMemory(as: UInt8.self, repeating: 0xA5, count: byteCount)
+            a.deallocate()
+        }
+    }
+}

@@ -56,9 +56,19 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
                 return device
             }
             if let device {
-                if let page = try? swiotlb.allocateZeroCopyPages(order: order, device: device) {
+                // The serial is only a cache hint: a refill that read it just
+                // before a removal still asks for the removed device (the socket's
+                // reference keeps it alive). swiotlb refuses that request without
+                // touching the device; the cache is dropped so the socket asks
+                // once at most.
+                do throws(DMAError) {
+                    let page = try swiotlb.allocateZeroCopyPages(order: order, device: device)
                     zeroCopyRuns.wrappingAdd(1, ordering: .relaxed)
                     return page
+                } catch .deviceRemoved {
+                    forget(device, for: socket)
+                } catch {
+                    // On failure, fall back to alloc_pages().
                 }
                 fallbacks.wrappingAdd(1, ordering: .relaxed)
             }
@@ -72,6 +82,16 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
         let mapping = try mapThroughDMAAPI(fragment, queue: queue)
         if !socket.zeroCopy { learn(queue.device, for: socket) }
         return mapping
+    }
+
+    /// The patch's `cmpxchg(&sk->sk_swiotlb.dev, dev, NULL)`: drops the cache if
+    /// it still holds `device`.
+    private func forget(_ device: Device, for socket: Socket) {
+        caches[socket.flow].cache.withLock { cache in
+            guard cache.device === device else { return }
+            cache.device = nil
+            invalidations.wrappingAdd(1, ordering: .relaxed)
+        }
     }
 
     /// `sk_set_bounce_device`.
