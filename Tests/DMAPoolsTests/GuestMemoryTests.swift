@@ -62,3 +62,30 @@ import Testing
         }
     }
 }
+
+/// The descriptor is one cache line, and the table starts on one, so no
+/// descriptor's fields straddle two lines (the fast path touches one line).
+@Suite struct PageDescriptorLayoutTests {
+    @Test func aDescriptorIsOneCacheLine() throws {
+        #expect(MemoryLayout<PageDescriptor>.size <= 64)
+        #expect(MemoryLayout<PageDescriptor>.stride == 64)
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
+        let first = memory.page(at: 0)
+        let second = memory.page(at: 1)
+        #expect(Int(bitPattern: first.descriptor) % 64 == 0)
+        #expect(Int(bitPattern: second.descriptor) - Int(bitPattern: first.descriptor) == 64)
+    }
+
+    @Test func physicalAddressesSurviveTheFrameNumberPacking() throws {
+        let base: UInt64 = 1 << 44   // needs the frame number's high byte
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, physicalBase: base,
+                                           sharedBit: 51, hypercall: .free))
+        for index in [0, 1, 4095, memory.pageCount - 1] {
+            #expect(memory.page(at: index).physicalAddress.rawValue == base + UInt64(index << PageGeometry.shift))
+        }
+        #expect(throws: MemoryError.self) {
+            _ = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, physicalBase: 1 << 52,
+                                      sharedBit: 62, hypercall: .free))
+        }
+    }
+}

@@ -105,7 +105,7 @@ let benchmarks: @Sendable () -> Void = {
     )
 
     typealias Fixture = PagePoolMicrobench.Fixture
-    typealias Loop = (PagePool, Int) throws(PagePoolError) -> Void
+    typealias Loop = (Fixture, Int) throws(PagePoolError) -> Void
     // One benchmark per `txsim microbench` page_pool key (without `_ns`): the
     // fixture it needs, the loop it times, and 1M (mega) or 1k (kilo)
     // operations per iteration. The slow paths through the real providers pay
@@ -114,7 +114,12 @@ let benchmarks: @Sendable () -> Void = {
     // system pages, nothing for swiotlb pages).
     let cases: [(name: String, scale: BenchmarkScalingFactor, fixture: () throws -> Fixture, loop: Loop)] = [
         ("pool_fast", .mega, { try Fixture() }, PagePoolMicrobench.fastPath),
+        ("pool_fast_64", .mega, { try Fixture(outstanding: 64) }, PagePoolMicrobench.fastPath),
+        ("pool_fast_1024", .mega, { try Fixture(outstanding: 1024) }, PagePoolMicrobench.fastPath),
+        ("pool_fast_order3", .mega, { try Fixture(order: 3) }, PagePoolMicrobench.fastPath),
+        ("pool_bulk32_per_page", .mega, { try Fixture(bulk: 32) }, PagePoolMicrobench.bulk),
         ("pool_ring", .mega, { try Fixture(directRecycling: false) }, PagePoolMicrobench.ringPath),
+        ("pool_ring_remote", .mega, { try Fixture(remotePutter: true) }, PagePoolMicrobench.ringRemote),
         ("pool_slow_test_provider", .kilo, { try Fixture() }, PagePoolMicrobench.slowPath),
         ("pool_slow", .kilo, { try Fixture(provider: .system) }, PagePoolMicrobench.slowPath),
         ("pool_slow_swiotlb", .kilo, { try Fixture(provider: .swiotlb) }, PagePoolMicrobench.slowPath),
@@ -129,8 +134,8 @@ let benchmarks: @Sendable () -> Void = {
             setup: { fixture = try makeFixture() },
             teardown: { fixture = nil }
         )) { benchmark in
-            guard let pool = fixture?.pool else { return }
-            try loop(pool, benchmark.scaledIterations.count)
+            guard let fixture else { return }
+            try loop(fixture, benchmark.scaledIterations.count)
         }
     }
 
@@ -139,14 +144,17 @@ let benchmarks: @Sendable () -> Void = {
     for (name, makeFixture, loop) in [
         ("pool_fast_mallocs_per_1M_ops", { try Fixture() }, PagePoolMicrobench.fastPath),
         ("pool_ring_mallocs_per_1M_ops", { try Fixture(directRecycling: false) }, PagePoolMicrobench.ringPath),
+        ("pool_fast_1024_mallocs_per_1M_ops", { try Fixture(outstanding: 1024) }, PagePoolMicrobench.fastPath),
+        ("pool_bulk32_mallocs_per_1M_pages", { try Fixture(bulk: 32) }, PagePoolMicrobench.bulk),
+        ("pool_ring_remote_mallocs_per_1M_ops", { try Fixture(remotePutter: true) }, PagePoolMicrobench.ringRemote),
     ] as [(String, () throws -> Fixture, Loop)] {
         Benchmark(name, configuration: .init(
             metrics: [.mallocCountTotal], scalingFactor: .one, maxIterations: 5,
             setup: { fixture = try makeFixture() },
             teardown: { fixture = nil }
         )) { benchmark in
-            guard let pool = fixture?.pool else { return }
-            try loop(pool, 1_000_000)
+            guard let fixture else { return }
+            try loop(fixture, 1_000_000)
         }
     }
 

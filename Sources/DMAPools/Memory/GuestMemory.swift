@@ -127,6 +127,9 @@ public final class GuestMemory: @unchecked Sendable {
         guard configuration.physicalBase % UInt64(1 << 30) == 0 else {
             throw .invalidConfiguration("physicalBase must be 1 GiB aligned")
         }
+        guard configuration.physicalBase + UInt64(configuration.guestBytes) <= PageDescriptor.physicalAddressLimit else {
+            throw .invalidConfiguration("physicalBase + guestBytes must be at most 2^52 (MAXPHYADDR)")
+        }
         guard (32...62).contains(configuration.sharedBit),
               configuration.physicalBase + UInt64(configuration.guestBytes) <= (UInt64(1) << configuration.sharedBit) else {
             throw .invalidConfiguration("sharedBit \(configuration.sharedBit) must be in 32...62 and above every guest address")

@@ -11,18 +11,18 @@
 /// allocation carries the header and is freed through the path that reads it.
 /// These are set-up allocations: the `alignment - 16` bytes are not on a hot path.
 @usableFromInline
-struct AlignedAllocation {
+package struct AlignedAllocation {
     /// What was allocated (and is freed).
-    @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline package let base: UnsafeMutableRawPointer
     /// `alignment`-aligned, `byteCount` bytes inside `base`'s block.
-    @usableFromInline let pointer: UnsafeMutableRawPointer
+    @usableFromInline package let pointer: UnsafeMutableRawPointer
 
-    init(byteCount: Int, alignment: Int) {
+    package init(byteCount: Int, alignment: Int) {
         precondition(alignment >= 16 && alignment & (alignment - 1) == 0, "alignment \(alignment) must be a power of two >= 16")
         base = .allocate(byteCount: byteCount + alignment - 16, alignment: 16)
         let misalignment = Int(bitPattern: base) & (alignment - 1)
         pointer = misalignment == 0 ? base : base + (alignment - misalignment)
     }
 
-    func deallocate() { base.deallocate() }
+    package func deallocate() { base.deallocate() }
 }
