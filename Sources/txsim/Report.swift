@@ -37,7 +37,7 @@ struct Report: Sendable {
         let m = configuration.memory
         var lines = [
             "workload: \(w.senders) senders, \(w.queues) queue(s), \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, send buffer \(w.sendBufferBytes) B"
-                + (w.verify ? ", verify" : "") + (w.zeroCopy ? ", MSG_ZEROCOPY" : "") + (w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? ""),
+                + (w.verify ? ", verify" : "") + (w.zeroCopy ? ", MSG_ZEROCOPY" : "") + (w.zeroCopyMix.map { ", SO_ZEROCOPY, MSG_ZEROCOPY on \(fixed($0 * 100, 0))% of sendmsg calls" } ?? "") + (w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? ""),
             "rounds: \(roundCount) of \(fixed(perRound, 3)) s per design (--rounds \(comparison.plan.rounds)\(comparison.plan.untilStableCap.map { ", --until-stable \($0)" } ?? "")), baseline \(baseline) before, between and after the others, their order rotated each round",
             "guest: \(m.guestBytes >> 20) MiB, swiotlb \(m.swiotlbBytes >> 20) MiB, zerocopy_tx_percent \(configuration.zeroCopyPercent), provider \(configuration.poolProvider.name), pool ring \(configuration.poolRingSize), memory \(m.residentAtBoot ? "resident at boot" : "on demand")",
             "modelled hypercall (an assumption, not a measurement): \(h.perCallNanoseconds) ns + \(h.perPageNanoseconds) ns/page, \(h.charge.rawValue)",

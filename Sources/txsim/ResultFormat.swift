@@ -143,7 +143,7 @@ enum ResultFormat {
         let w = first.workload
         var lines: [String] = []
         let rounds = report.roundCount
-        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
+        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.zeroCopyMix.map { ", SO_ZEROCOPY, MSG_ZEROCOPY on \(fixed($0 * 100, 0))% of sendmsg calls" } ?? "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
         if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
            !guest.isEmpty {
             lines.append("Guest: " + guest + "; every design on a fresh guest, set up before the clock starts (not timed)")

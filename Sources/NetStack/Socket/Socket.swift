@@ -83,8 +83,14 @@ public final class Socket: @unchecked Sendable {
     public let queueIndex: Int
     public let sender: Int
     public let sendBufferLimit: Int
-    /// MSG_ZEROCOPY: fragments reference the user's pages instead of copies.
+    /// `SOCK_ZEROCOPY` (`SO_ZEROCOPY` set): the socket may send with
+    /// MSG_ZEROCOPY. The seed patch takes no swiotlb pages for such a socket.
     public let zeroCopy: Bool
+    /// The fraction of sendmsg calls that pass MSG_ZEROCOPY (fragments
+    /// reference the user's pages instead of copies): 1 for every call, 0 for
+    /// none; in between, spread evenly over the calls.
+    public let zeroCopyFraction: Double
+    private var sendCalls = 0
     let user: UserBuffer
 
     // Page fragment (`sk->sk_frag`).
@@ -102,13 +108,25 @@ public final class Socket: @unchecked Sendable {
     public private(set) var statistics = SocketStatistics()
 
     public init(flow: Int, queueIndex: Int, sender: Int, user: UserBuffer,
-                sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false) {
+                sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false,
+                zeroCopyFraction: Double? = nil) {
         self.flow = flow
         self.queueIndex = queueIndex
         self.sender = sender
         self.user = user
         self.sendBufferLimit = sendBufferLimit
         self.zeroCopy = zeroCopy
+        self.zeroCopyFraction = zeroCopy ? min(1, max(0, zeroCopyFraction ?? 1)) : 0
+    }
+
+    /// Whether this sendmsg call passes MSG_ZEROCOPY: the calls whose running
+    /// count of zero-copy calls `floor(n * fraction)` steps up, so exactly
+    /// that fraction of calls (within one) are zero-copy, evenly spread.
+    private func nextCallIsZeroCopy() -> Bool {
+        guard zeroCopy else { return false }
+        let n = Double(sendCalls)
+        sendCalls += 1
+        return ((n + 1) * zeroCopyFraction).rounded(.down) > (n * zeroCopyFraction).rounded(.down)
     }
 
     /// Whether a message of `bytes` fits in the send buffer now.
@@ -147,6 +165,7 @@ public final class Socket: @unchecked Sendable {
     /// must fit in the send buffer (`canSend`). Returns the bytes actually sent,
     /// which is less than asked only when the design had no page for a refill.
     func send(_ bytes: Int, design: TransmitDesign, cache: FrameCache, push: (Frame) -> Void) -> Int {
+        let zeroCopy = nextCallIsZeroCopy()
         var remaining = bytes
         var frame: Frame? = nil
         while remaining > 0 {

@@ -84,7 +84,8 @@ public final class TransmitSimulation: @unchecked Sendable {
             buffers.append(head)
             sockets.append(Socket(flow: flow, queueIndex: flow % workload.queues, sender: flow % workload.senders,
                                   user: UserBuffer(head: head, flow: flow, period: PayloadPattern.defaultPeriod),
-                                  sendBufferLimit: workload.sendBufferBytes, zeroCopy: workload.zeroCopy))
+                                  sendBufferLimit: workload.sendBufferBytes, zeroCopy: workload.socketZeroCopy,
+                                  zeroCopyFraction: workload.zeroCopyFraction))
         }
         self.userBuffers = buffers
         self.sockets = sockets
