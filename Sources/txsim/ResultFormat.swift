@@ -164,7 +164,7 @@ enum ResultFormat {
         for r in results where !r.designFigures.isEmpty {
             lines.append("")
             lines.append("\(r.design):")
-            for (name, value) in r.designFigures { lines.append("  " + name.padded(labelWidth - 2) + value) }
+            for figure in r.designFigures { lines.append("  " + figure.name.padded(labelWidth - 2) + figure.text) }
         }
         var problems = results.compactMap { r in r.firstProblem.map { "\(r.design): \($0)" } }
         for r in results where r.payloadBytes == 0 {
@@ -224,8 +224,18 @@ enum ResultFormat {
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
             fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
             fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
-            let figures = r.designFigures.map { "\"\(escaped($0.0))\": \"\(escaped($0.1))\"" }.joined(separator: ", ")
+            let figures = r.designFigures.map { "\"\(escaped($0.name))\": \"\(escaped($0.text))\"" }.joined(separator: ", ")
             fields.append("\"figures\": {\(figures)}")
+            // The same figures typed: a counter, counters (in the name's order) or a label, with its unit.
+            let typed = r.designFigures.map { f -> String in
+                let value = switch f.value {
+                case .count(let n): String(n)
+                case .counts(let values): "[" + values.map(String.init).joined(separator: ", ") + "]"
+                case .text(let s): "\"" + escaped(s) + "\""
+                }
+                return "{\"name\": \"\(escaped(f.name))\", \"unit\": \"\(escaped(f.unit))\", \"value\": \(value)}"
+            }
+            fields.append("\"design_figures\": [" + typed.joined(separator: ", ") + "]")
             fields.append("\"first_problem\": " + (r.firstProblem.map { "\"" + escaped($0) + "\"" } ?? "null"))
             return "  {" + fields.joined(separator: ", ") + "}"
         }

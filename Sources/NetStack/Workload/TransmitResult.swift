@@ -65,8 +65,9 @@ public struct TransmitResult: Sendable {
     public var refillFailures: Int
     /// The first problem seen, if any.
     public var firstProblem: String?
-    /// Design-specific figures (pool counters, fallbacks, hook checks...).
-    public var designFigures: [(String, String)]
+    /// Design-specific figures (pool counters, fallbacks, hook checks...),
+    /// typed: a name, a unit, a counter or a label.
+    public var designFigures: [DesignFigure]
     /// Frames sent again by their socket after a TX queue dropped them, and
     /// frames (and bytes) the sockets gave up on after `Socket.maxRetransmits`
     /// (must be 0).
@@ -195,13 +196,8 @@ public struct TransmitResult: Sendable {
             total.bytesDiscardedDeviceGone += r.bytesDiscardedDeviceGone
             total.refusedDeviceAllocations += r.refusedDeviceAllocations
             total.firstProblem = total.firstProblem ?? r.firstProblem
-            // Design figures are counters too where they are integers.
-            total.designFigures = zip(total.designFigures, r.designFigures).map { a, b in
-                guard a.0 == b.0 else { return a }
-                let left = a.1.split(separator: "/"), right = b.1.split(separator: "/")
-                let summed = zip(left, right).compactMap { x, y in Int(x).flatMap { i in Int(y).map { String(i + $0) } } }
-                return summed.count == left.count && left.count == right.count ? (a.0, summed.joined(separator: "/")) : a
-            }
+            // Design figures: counters add, labels keep the first round's.
+            total.designFigures = zip(total.designFigures, r.designFigures).map(+)
         }
         return total
     }

@@ -39,7 +39,7 @@ func table(_ results: [TransmitResult]) -> String {
     for r in results where !r.designFigures.isEmpty {
         lines.append("")
         lines.append("\(r.design):")
-        for (name, value) in r.designFigures { lines.append("  " + name.padding(30) + value) }
+        for figure in r.designFigures { lines.append("  " + figure.name.padding(30) + figure.text) }
     }
     let problems = results.compactMap { r in r.firstProblem.map { "  \(r.design): \($0)" } }
     if !problems.isEmpty { lines += ["", "Problems:"] + problems }
