@@ -1,7 +1,7 @@
 import DMAPools
 import NetStack
 
-/// Renders results for people (table, SVG) and for programs (JSON, CSV).
+/// Renders a `Report` for people (table, SVG) and for programs (JSON, CSV).
 enum ResultFormat {
     /// One row of the report: a label, a machine key, and the value per result.
     struct Row: Sendable {
@@ -119,7 +119,43 @@ enum ResultFormat {
             ("hypercall_ns", .int(h.perCallNanoseconds)),
             ("hypercall_page_ns", .int(h.perPageNanoseconds)),
             ("hypercall_charge", .string(h.charge.rawValue)),
+        ] + settingFields(report)
+    }
+
+    /// What the figures were produced with: the workload, the guest, the
+    /// plan, and the provenance (git revision, build configuration).
+    static func settingFields(_ report: Report) -> [(String, JSONValue)] {
+        let c = report.configuration, m = c.memory, p = report.provenance, plan = report.comparison.plan
+        var fields: [(String, JSONValue)] = []
+        if let w = report.results.first?.workload {
+            fields += [
+                ("senders", .int(w.senders)),
+                ("queues", .int(w.queues)),
+                ("flows", .int(w.flows)),
+                ("message_bytes", .int(w.messageBytes)),
+                ("rtt_us", .int(w.roundTripMicroseconds)),
+                ("duration_s", .double(w.durationSeconds, digits: 3)),
+                ("send_buffer_bytes", .int(w.sendBufferBytes)),
+                ("verify", .bool(w.verify)),
+                ("msg_zerocopy", .bool(w.zeroCopy)),
+                ("line_rate_gbps", optional(w.lineRateGbps, 3)),
+            ]
+        }
+        fields += [
+            ("designs", .string(report.comparison.kinds.map(\.name).joined(separator: ","))),
+            ("until_stable", plan.untilStableCap.map { .int($0) } ?? .null),
+            ("guest_bytes", .int(m.guestBytes)),
+            ("swiotlb_bytes", .int(m.swiotlbBytes)),
+            ("swiotlb_areas", c.swiotlbAreas.map { .int($0) } ?? .null),
+            ("zerocopy_percent", .int(c.zeroCopyPercent)),
+            ("provider", .string(c.poolProvider.name)),
+            ("pool_ring", .int(c.poolRingSize)),
+            ("git_revision", .string(p.gitRevision)),
+            ("git_tree_modified", p.gitTreeModified.map { .bool($0) } ?? .null),
+            ("build_configuration", .string(p.buildConfiguration)),
+            ("invariant_checks", .bool(p.invariantChecks)),
         ]
+        return fields
     }
 
     /// Per-design figures beyond the rows: break-even costs (null for designs
@@ -153,6 +189,9 @@ enum ResultFormat {
                      + "1 thread \(fixed(c.copyRateBefore.oneThreadGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.oneThreadGigabytesPerSecond, 1)) GB/s, "
                      + "2 threads \(fixed(c.copyRateBefore.twoThreadsGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.twoThreadsGigabytesPerSecond, 1)) GB/s "
                      + "(before -> after the rounds); load average \(report.loadBefore.text) -> \(report.loadAfter.text)")
+        let p = report.provenance
+        lines.append("Build: swift-dma-pools \(p.gitRevision)\(p.gitTreeModified == true ? " (modified)" : ""), \(p.buildConfiguration)"
+                     + (p.invariantChecks ? ", invariant checks on (their cost is in every timed figure)" : ""))
         let labelWidth = 38
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
         for row in rows {
