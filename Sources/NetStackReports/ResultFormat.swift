@@ -64,6 +64,7 @@ enum ResultFormat {
         Row(label: "pages lost", key: "lost_pages") { .int($0.lostPages) },
         Row(label: "payload bytes", key: "payload_bytes") { .int($0.payloadBytes) },
         Row(label: "seconds (wall, all rounds)", key: "seconds") { .double($0.seconds, digits: 3) },
+        Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
         Row(label: "copy 1 bytes (sender)", key: "bytes_copied_sender") { .int($0.bytesCopiedBySender) },
         Row(label: "copy 2 bytes (swiotlb bounce)", key: "bytes_bounced") { .int($0.bytesCopiedByDMALayer) },
         Row(label: "bytes mapped without copy", key: "bytes_mapped_direct") { .int($0.bytesMappedDirect + $0.bytesConvertedInPlace) },
