@@ -64,7 +64,6 @@ enum ResultFormat {
         Row(label: "pages lost", key: "lost_pages") { .int($0.lostPages) },
         Row(label: "payload bytes", key: "payload_bytes") { .int($0.payloadBytes) },
         Row(label: "seconds (wall, all rounds)", key: "seconds") { .double($0.seconds, digits: 3) },
-        Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
         Row(label: "copy 1 bytes (sender)", key: "bytes_copied_sender") { .int($0.bytesCopiedBySender) },
         Row(label: "copy 2 bytes (swiotlb bounce)", key: "bytes_bounced") { .int($0.bytesCopiedByDMALayer) },
         Row(label: "bytes mapped without copy", key: "bytes_mapped_direct") { .int($0.bytesMappedDirect + $0.bytesConvertedInPlace) },
@@ -97,6 +96,13 @@ enum ResultFormat {
         Row(label: "bytes written by senders", key: "bytes_written") { .int($0.bytesWritten) },
         Row(label: "corrupt bytes", key: "corrupt_bytes") { .int($0.corruptBytes) },
         Row(label: "passed", key: "passed") { .bool($0.passed) },
+    ]
+
+    /// Rows added after the report's columns were fixed: the table shows them
+    /// after `rows`, and JSON and CSV after every earlier field, so that CSV
+    /// positions stay as they were.
+    static let laterRows: [Row] = [
+        Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
     ]
 
     /// Figures of the invocation, the same for every design, carried in each
@@ -195,7 +201,7 @@ enum ResultFormat {
                      + (p.invariantChecks ? ", invariant checks on (their cost is in every timed figure)" : ""))
         let labelWidth = 38
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
-        for row in rows {
+        for row in rows + laterRows {
             var line = row.label.padded(labelWidth)
             for r in results { line += row.value(r).text.leftPadded(columnWidth) }
             lines.append(line)
@@ -259,6 +265,7 @@ enum ResultFormat {
         let objects = report.results.map { r -> String in
             var fields = rows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += (designFields(r) + run).map { "\"\($0.0)\": \($0.1.json)" }
+            fields += laterRows.map { "\"\($0.key)\": \($0.value(r).json)" }
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
@@ -284,10 +291,10 @@ enum ResultFormat {
 
     static func csv(_ report: Report) -> String {
         let run = runFields(report)
-        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0)
+        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key)
         var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
         for r in report.results {
-            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1)
+            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) }
             out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json
