@@ -1,6 +1,7 @@
 import ArgumentParser
 import DMAPools
 import NetStack
+import NetStackReports
 
 /// `txsim break-even`: the conversion cost at which inline decryption matches
 /// bouncing, measured by sweeping the modelled hypercall cost (see

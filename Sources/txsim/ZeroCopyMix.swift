@@ -1,6 +1,7 @@
 import ArgumentParser
 import DMAPools
 import NetStack
+import NetStackReports
 
 /// `txsim zerocopy-mix`: the review's mixed-sends question ("some applications
 /// setting this flag can mix tcp sendmsg() with or without zero-copy"), one

@@ -27,16 +27,16 @@ public struct SocketStatistics: Sendable, Hashable {
     public var framesGivenUp = 0
     public var bytesGivenUp = 0
 
-    public static func + (a: Self, b: Self) -> Self {
-        var s = a
-        s.bytesSent += b.bytesSent; s.bytesCopied += b.bytesCopied; s.bytesReferenced += b.bytesReferenced
-        s.framesSent += b.framesSent; s.refillsOrder3 += b.refillsOrder3; s.refillsOrder0 += b.refillsOrder0
-        s.refillReuses += b.refillReuses; s.refillFailures += b.refillFailures
-        s.bytesAcknowledged += b.bytesAcknowledged
-        s.framesRetransmitted += b.framesRetransmitted; s.bytesRetransmitted += b.bytesRetransmitted
-        s.framesGivenUp += b.framesGivenUp; s.bytesGivenUp += b.bytesGivenUp
-        return s
+    /// How each field adds up: the one list `+` is made from.
+    static var fields: [FieldRule<Self>] {
+        [.sum(\.bytesSent), .sum(\.bytesCopied), .sum(\.bytesReferenced), .sum(\.framesSent),
+         .sum(\.refillsOrder3), .sum(\.refillsOrder0), .sum(\.refillReuses), .sum(\.refillFailures),
+         .sum(\.bytesAcknowledged), .sum(\.framesRetransmitted), .sum(\.bytesRetransmitted),
+         .sum(\.framesGivenUp), .sum(\.bytesGivenUp)]
     }
+
+    /// Two sockets' counters added up.
+    public static func + (a: Self, b: Self) -> Self { fields.combine(a, b) }
 }
 
 /// The user's send buffer: private pages from the general allocator holding one
