@@ -167,6 +167,7 @@ public struct InlineDecryptDesignKind: TransmitDesignKind {
     public init() {}
     public var name: String { "inline-decrypt" }
     public var summary: String { "general pages converted to shared at map time and back at completion (two modelled hypercalls per mapping)" }
+    public var convertsPerMapping: Bool { true }
     public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
         GuestRequirements(bounces: false)
     }
