@@ -126,6 +126,7 @@ enum ResultFormat {
             ("hypercall_ns", .int(h.perCallNanoseconds)),
             ("hypercall_page_ns", .int(h.perPageNanoseconds)),
             ("hypercall_charge", .string(h.charge.rawValue)),
+            ("preempt_rt", .bool(report.configuration.preemptRT)),
         ] + settingFields(report)
     }
 
@@ -191,6 +192,9 @@ enum ResultFormat {
         if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
            !guest.isEmpty {
             lines.append("Guest: " + guest + "; every design on a fresh guest, set up before the clock starts (not timed)")
+        }
+        if report.configuration.preemptRT {
+            lines.append("Kernel: CONFIG_PREEMPT_RT (modelled: page_pool_napi_local is false, every TX pool recycle takes the ring; not modelled: preemptible transmit sections)")
         }
         let c = report.comparison
         lines.append("Machine: memcpy of \(c.copyRateBefore.copyBytes) B (the workload's largest copy), cache resident: "

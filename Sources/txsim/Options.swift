@@ -78,6 +78,9 @@ struct GuestOptions: ParsableArguments {
     var hypercallCharge: String = HypercallCostModel.Charge.spin.rawValue
     @Option(help: "resident (the swiotlb and the workload's private working set faulted in when each guest is built, outside the timed window, as in a VM) or on-demand (faulted in on first touch, inside it).")
     var memory: String = "resident"
+    @Flag(name: .customLong("preempt-rt"),
+          help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring (the other RT effects are not modelled yet).")
+    var preemptRT = false
 
     /// Bytes for a MiB count; a count too large for bytes becomes Int.max,
     /// which the library's range check refuses by name.
@@ -101,8 +104,10 @@ struct GuestOptions: ParsableArguments {
                                               swiotlbBytes: swiotlbMiB.map { Self.bytes(mebibytes: $0) }, hypercall: model)
         memory.residentAtBoot = self.memory == "resident"
         do {
-            return try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
-                                               poolProvider: poolProvider, poolRingSize: poolRing)
+            var configuration = try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
+                                                            poolProvider: poolProvider, poolRingSize: poolRing)
+            configuration.preemptRT = preemptRT
+            return configuration
         } catch {
             throw ValidationError(error.description)
         }

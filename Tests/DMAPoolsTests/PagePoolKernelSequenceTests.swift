@@ -413,3 +413,39 @@ import Glibc
         #expect(throws: MemoryError.self) { _ = try GuestMemory(configuration) }
     }
 }
+
+/// `CONFIG_PREEMPT_RT`: `page_pool_napi_local` is false, so the owner's plain
+/// puts are not widened to direct recycling; an explicit direct recycle still is.
+@Suite struct PagePoolPreemptRTTests {
+    func pool(preemptRT: Bool) throws -> (PagePool, PagePoolTestProvider) {
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
+        let provider = PagePoolTestProvider(memory: memory)
+        var parameters = PagePoolParameters()
+        parameters.preemptRT = preemptRT
+        return (try PagePool(parameters, provider: provider), provider)
+    }
+
+    @Test func anOwnersPutTakesTheRingUnderPreemptRT() throws {
+        let (rt, _) = try pool(preemptRT: true)
+        defer { rt.destroy() }
+        #expect(!rt.isNAPILocal && rt.isOwnedByCurrentThread)
+        rt.put(try rt.allocatePage())
+        rt.put(contentsOf: [try rt.allocatePage()])
+        rt.put(try rt.allocatePage(), allowDirect: false)
+        #expect(rt.statistics.recycling.ring == 3)
+        #expect(rt.statistics.recycling.cached == 0)
+        rt.recycleDirect(try rt.allocatePage())
+        #expect(rt.statistics.recycling.cached == 1, "an explicit allow_direct still recycles into the cache")
+    }
+
+    @Test func withoutPreemptRTTheSamePutsAreDirect() throws {
+        let (plain, _) = try pool(preemptRT: false)
+        defer { plain.destroy() }
+        #expect(plain.isNAPILocal)
+        plain.put(try plain.allocatePage())
+        plain.put(contentsOf: [try plain.allocatePage()])
+        plain.put(try plain.allocatePage(), allowDirect: false)
+        #expect(plain.statistics.recycling.ring == 0)
+        #expect(plain.statistics.recycling.cached == 3)
+    }
+}

@@ -66,3 +66,20 @@ enum DesignKindName: String, CaseIterable, Sendable, CustomTestStringConvertible
     }
     var testDescription: String { rawValue }
 }
+
+/// `--preempt-rt`: the page-pool design's recycles all take the ring, and
+/// nothing is lost.
+@Suite struct PreemptRTDesignTests {
+    @Test func underPreemptRTEveryPagePoolRecycleTakesTheRing() throws {
+        var c = Small.configuration
+        c.preemptRT = true
+        let rt = try Experiment.run(.pagePool, workload: Small.workload(seconds: 0.3), configuration: c)
+        #expect(rt.passed, "\(rt.firstProblem ?? "")")
+        let cached = rt.designFigures[named: "recycle cached/cache_full"]?.counts ?? []
+        let ring = rt.designFigures[named: "recycle ring/ring_full"]?.counts ?? []
+        #expect(cached.first == 0, "no direct recycling on RT: \(cached)")
+        #expect((ring.first ?? 0) > 0)
+        let plain = try Experiment.run(.pagePool, workload: Small.workload(seconds: 0.3), configuration: Small.configuration)
+        #expect((plain.designFigures[named: "recycle cached/cache_full"]?.counts.first ?? 0) > 0)
+    }
+}

@@ -16,7 +16,7 @@ extension PagePool {
     /// is already back in the pool, or comes after the pool released it.
     @inlinable
     public func put(_ page: Page) {
-        _put(page, dmaSyncSize: -1, allowDirect: isOwnedByCurrentThread)
+        _put(page, dmaSyncSize: -1, allowDirect: isNAPILocal)
     }
 
     /// `page_pool_put_page(pool, page, dma_sync_size, allow_direct)`.
@@ -35,7 +35,7 @@ extension PagePool {
     public func put(_ page: Page, dmaSyncSize: Int = -1, allowDirect: Bool) {
         let local = isOwnedByCurrentThread
         if allowDirect && !local && !isDestroyed { _directRecycleFromNonOwner(page) }
-        _put(page, dmaSyncSize: dmaSyncSize, allowDirect: local)
+        _put(page, dmaSyncSize: dmaSyncSize, allowDirect: allowDirect ? local : local && !preemptRT)
     }
 
     /// `page_pool_recycle_direct`: the owning thread gives a page straight back
@@ -53,7 +53,7 @@ extension PagePool {
         if let problem = _diagnose(head) { throw problem }
         let local = isOwnedByCurrentThread
         if allowDirect == true && !local && !isDestroyed { throw .notOwner(pool: description) }
-        _put(head, dmaSyncSize: -1, allowDirect: local)
+        _put(head, dmaSyncSize: -1, allowDirect: allowDirect == true ? local : local && !preemptRT)
     }
 
     /// `XDP_BULK_QUEUE_SIZE`: the most pages one `page_pool_put_netmem_bulk`
@@ -69,7 +69,7 @@ extension PagePool {
     /// once for the run and the rest of the run is released to the provider.
     /// Runs are at most `bulkPutSize` pages.
     public func put(contentsOf pages: UnsafeBufferPointer<Page>) {
-        let direct = isOwnedByCurrentThread
+        let direct = isNAPILocal
         var start = 0
         while start < pages.count {
             let end = min(start + PagePool.bulkPutSize, pages.count)
@@ -80,7 +80,7 @@ extension PagePool {
 
     /// `page_pool_put_netmem_bulk` for any sequence of pages of this pool.
     public func put<S: Sequence<Page>>(contentsOf pages: S) {
-        let direct = isOwnedByCurrentThread
+        let direct = isNAPILocal
         withUnsafeTemporaryAllocation(of: Page.self, capacity: PagePool.bulkPutSize) { run in
             var count = 0
             for page in pages {

@@ -57,6 +57,8 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     /// Owner-context state: the alloc cache and its counters. Lives in unsafe
     /// storage so the fast path has no exclusivity checks and no ARC.
     @usableFromInline let hot: UnsafeMutablePointer<_PagePoolHotState>
+    /// `parameters.preemptRT`, read on every put.
+    @usableFromInline let preemptRT: Bool
     /// The alloc cache's pages (`pool->alloc.cache`).
     @usableFromInline let cache: UnsafeMutablePointer<Page>
     /// The recycle ring (`pool->ring`); frees its storage when the pool goes.
@@ -83,6 +85,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
         self.device = parameters.device
         self.dmaDirection = parameters.dmaDirection
         self.tracksMappedPages = parameters.flags.contains(.dmaMap) && provider.unmapsInflightPages
+        self.preemptRT = parameters.preemptRT
         self.hot = .allocate(capacity: 1)
         hot.initialize(to: _PagePoolHotState(
             owner: pthread_self(),
@@ -151,6 +154,14 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     public var isOwnedByCurrentThread: Bool {
         let owner = hot.pointee.owner
         return owner != _PagePoolHotState.noOwner && _isCurrentThread(owner)
+    }
+
+    /// `page_pool_napi_local`: whether a put that does not vouch for direct
+    /// recycling may still recycle into the cache because it runs in the
+    /// owning context. Never under `CONFIG_PREEMPT_RT` (`parameters.preemptRT`).
+    @inlinable
+    public var isNAPILocal: Bool {
+        !preemptRT && isOwnedByCurrentThread
     }
 
     /// Whether `destroy()` has been called.

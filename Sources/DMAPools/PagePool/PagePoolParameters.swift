@@ -107,6 +107,12 @@ public struct PagePoolParameters: Sendable {
     public var stallWarningInterval: Duration
     /// Where stall warnings go.
     public var logger: Logger
+    /// The kernel is built with `CONFIG_PREEMPT_RT`: `page_pool_napi_local`
+    /// is false, so a put that does not itself pass `allowDirect: true` is
+    /// never widened to direct recycling, even on the owning thread: it goes
+    /// through the ring. An explicit `recycleDirect` / `allowDirect: true`
+    /// still recycles into the cache. Default false.
+    public var preemptRT: Bool = false
 
     public init(
         order: Int = 0,

@@ -34,8 +34,9 @@ open class PagePoolDesign: GuestDesign, @unchecked Sendable {
     /// - Parameters:
     ///   - senders: one pool per sender.
     ///   - ringSize: each pool's `pool_size` (its recycle ring).
+    ///   - preemptRT: the kernel is `CONFIG_PREEMPT_RT` (`PagePoolParameters.preemptRT`).
     public init(guest: Guest, device: Device, senders: Int, provider: PagePoolMemoryProvider,
-                ringSize: Int = 1024) throws {
+                ringSize: Int = 1024, preemptRT: Bool = false) throws {
         self.provider = provider
         var pools: [PagePool] = []
         for sender in 0..<senders {
@@ -47,6 +48,7 @@ open class PagePoolDesign: GuestDesign, @unchecked Sendable {
             parameters.device = device
             parameters.cpu = sender
             parameters.name = "tx-pp\(sender)"
+            parameters.preemptRT = preemptRT
             pools.append(try PagePool(parameters, provider: provider))
         }
         self.pools = pools
@@ -134,7 +136,8 @@ public struct PagePoolDesignKind: TransmitDesignKind {
     }
     public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
         try PagePoolDesign(guest: context.guest, device: context.device, senders: context.workload.senders,
-                           provider: try context.makePoolProvider(), ringSize: context.configuration.poolRingSize)
+                           provider: try context.makePoolProvider(), ringSize: context.configuration.poolRingSize,
+                           preemptRT: context.configuration.preemptRT)
     }
 }
 

@@ -17,6 +17,12 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     /// Each TX page_pool's recycle ring (`pool_size`).
     public var poolRingSize: Int
     public var swiotlbAreas: Int?
+    /// The guest kernel is built with `CONFIG_PREEMPT_RT` (`--preempt-rt`).
+    /// Modelled: page_pool's `page_pool_napi_local` is false, so every TX
+    /// pool's recycle goes through its ring (`PagePoolParameters.preemptRT`).
+    /// Not modelled yet: preemptible transmit sections and more tasks than
+    /// CPUs sharing per-CPU state (see Design/review.md).
+    public var preemptRT: Bool = false
 
     /// Guest memory: 64 MiB...64 GiB, in whole 2 MiB huge pages.
     public static let guestBytesRange = (64 << 20)...(64 << 30)
@@ -50,7 +56,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
 
     public static func == (a: Self, b: Self) -> Bool {
         a.memory == b.memory && a.zeroCopyPercent == b.zeroCopyPercent && a.poolProvider.name == b.poolProvider.name
-            && a.poolRingSize == b.poolRingSize && a.swiotlbAreas == b.swiotlbAreas
+            && a.poolRingSize == b.poolRingSize && a.swiotlbAreas == b.swiotlbAreas && a.preemptRT == b.preemptRT
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -59,6 +65,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
         hasher.combine(poolProvider.name)
         hasher.combine(poolRingSize)
         hasher.combine(swiotlbAreas)
+        hasher.combine(preemptRT)
     }
 
     /// Checks every parameter; the error names the one that is wrong.
