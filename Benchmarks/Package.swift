@@ -20,17 +20,23 @@ let package = Package(
         .executableTarget(
             name: "PagePoolBenchmarks",
             dependencies: [
+                "CAllocatorChain",
                 .product(name: "DMAPools", package: mainPackage),
                 .product(name: "DMAPoolsMicrobench", package: mainPackage),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/PagePoolBenchmarks",
-            // A plain client of DMAPools: glibc's malloc, which the malloc
-            // interposer counts; jemalloc serves only the guest's arenas.
+            // A plain client of DMAPools (glibc's malloc; jemalloc serves only the
+            // guest's arenas). `AllocatorChain` (PagePoolBenchmarks.swift) puts
+            // the malloc interposer in front of every allocator before anything
+            // is measured.
             plugins: [
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]
         ),
+        // dladdr and dl_iterate_phdr (GNU extensions the Glibc module does not
+        // import), to check the benchmark's allocator chain.
+        .target(name: "CAllocatorChain", linkerSettings: [.linkedLibrary("dl")]),
         .executableTarget(
             name: "PagePoolMicrobenchRunner",
             dependencies: [.product(name: "DMAPoolsMicrobench", package: mainPackage)]

@@ -6,8 +6,12 @@
 # - `-DDMAPOOLS_TSAN` makes `Lock` tell the sanitizer what it does: the
 #   standard library's Mutex is a futex lock the sanitizer cannot see.
 # - aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool is left to
-#   the plain run: it needs the throughput to fill the bounce pool, which a
-#   sanitized build does not have.
+#   the plain run: it needs the throughput to fill a 64 MiB bounce pool, which
+#   a sanitized build does not have. Its sanitizer-sized variant
+#   (aBlockDeviceKeepsItsSlotsAtTheCapOfASanitizerSizedPool) runs here.
+# - The page_pool suites whose pools are used from several threads (ring
+#   sizes under concurrent remote puts, scrub under in-flight pages, NUMA
+#   node changes while pages come back) run here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,7 +21,7 @@ log=$(mktemp)
 status=0
 TSAN_OPTIONS="${TSAN_OPTIONS:-} exitcode=66" \
     swift test --skip-build "${flags[@]}" \
-    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask' \
+    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests' \
     --skip 'aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool' 2>&1 | tee "$log" || status=$?
 reports=$(grep -a -c 'WARNING: ThreadSanitizer' "$log" || true)
 rm -f "$log"

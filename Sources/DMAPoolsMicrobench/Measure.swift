@@ -1,4 +1,5 @@
 @_spi(DMAPoolsSupport) import DMAPools
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -8,6 +9,8 @@ import Glibc
 /// with the monotonic clock in one process, so ratios between figures taken in
 /// one run are meaningful on a shared, noisy machine.
 public enum Measure {
+    private static let _sink = Atomic<UInt64>(0)
+
     /// Median nanoseconds per operation of `body(n)`, which performs `n`
     /// operations. Each batch runs `operations`; one warm-up batch of
     /// `warmUpOperations` (default: `operations`) is discarded.
@@ -25,6 +28,14 @@ public enum Measure {
             samples.append(Double(elapsed) / Double(operations))
         }
         return median(samples)
+    }
+
+    /// The opaque sink every loop's result goes into, so that the optimizer
+    /// cannot drop the work that produced it: a non-inlined call that stores
+    /// the value where the compiler cannot see it read.
+    @inline(never)
+    public static func consume(_ value: UInt64) {
+        _sink.store(_sink.load(ordering: .relaxed) &+ value, ordering: .relaxed)
     }
 
     /// The median (the mean of the middle two for an even count).

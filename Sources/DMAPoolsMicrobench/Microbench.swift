@@ -41,7 +41,8 @@ public enum Microbench {
 
         results.append(("memcpy_gbps", Measure.memcpyGigabytesPerSecond()))
         let byKey = Dictionary(uniqueKeysWithValues: results.map { ($0.key, $0.value) })
-        if let fast = byKey["pool_fast_ns"], let order3 = byKey["jemalloc_order3_ns"], fast > 0 {
+        // Like for like: an order-3 pool's fast path against an order-3 arena pair.
+        if let fast = byKey["pool_fast_order3_ns"], let order3 = byKey["jemalloc_order3_ns"], fast > 0 {
             results.append(("pool_fast_speedup_vs_jemalloc_order3", order3 / fast))
         }
         return results

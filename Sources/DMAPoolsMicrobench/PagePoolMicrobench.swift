@@ -1,5 +1,6 @@
 import DMAPools
 import DMAPoolsTestSupport
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +18,19 @@ import Glibc
 public enum PagePoolMicrobench {
     /// The JSON keys and their values:
     /// - `pool_fast_ns`, `pool_ring_ns`, `pool_frag_ns`: test provider;
+    ///   every loop writes a byte into each page it gets and sinks a checksum
+    ///   of the pages (`Measure.consume`);
+    /// - `pool_fast_64_ns`, `pool_fast_1024_ns`: the fast path with 64 and 1024
+    ///   pages held outside the pool between operations (each operation
+    ///   allocates one and recycles the oldest), so the descriptors and pages
+    ///   touched are a working set rather than one page in L1;
+    /// - `pool_fast_order3_ns`: the fast path of an order-3 pool (32 KiB
+    ///   pages), like for like with `jemalloc_order3_ns`;
+    /// - `pool_bulk32_ns_per_page`: `allocatePages(into:)` of 32 pages and one
+    ///   `put(contentsOf:)` of them, per page;
+    /// - `pool_ring_remote_ns`: the owner allocates while a second thread puts
+    ///   every page back (through the ring, as a remote CPU's free does):
+    ///   the cross-CPU shape of the kernel's ptr_ring figure;
     /// - `pool_slow_ns`: the slow path through `SystemPageProvider` (jemalloc +
     ///   `dma_map` with a bounce copy + `dma_unmap` + free);
     /// - `pool_slow_test_provider_ns`: the same loop over `PagePoolTestProvider`
@@ -31,7 +45,12 @@ public enum PagePoolMicrobench {
         let slowIterations = max(1, iterations / 8)
         return [
             "pool_fast_ns": try fastPathNanoseconds(iterations: iterations, batches: batches),
+            "pool_fast_64_ns": try fastPathNanoseconds(iterations: iterations, batches: batches, outstanding: 64),
+            "pool_fast_1024_ns": try fastPathNanoseconds(iterations: iterations, batches: batches, outstanding: 1024),
+            "pool_fast_order3_ns": try fastPathNanoseconds(iterations: iterations, batches: batches, order: 3),
+            "pool_bulk32_ns_per_page": try bulkNanosecondsPerPage(iterations: iterations, batches: batches),
             "pool_ring_ns": try ringPathNanoseconds(iterations: iterations, batches: batches),
+            "pool_ring_remote_ns": try ringRemoteNanoseconds(iterations: iterations, batches: batches),
             "pool_slow_ns": try slowPathNanoseconds(iterations: slowIterations, batches: batches, provider: .system),
             "pool_slow_test_provider_ns": try slowPathNanoseconds(iterations: slowIterations, batches: batches, provider: .test),
             "pool_slow_swiotlb_ns": try slowPathNanoseconds(iterations: slowIterations, batches: batches, provider: .swiotlb),
@@ -54,12 +73,34 @@ public enum PagePoolMicrobench {
         case decrypted
     }
 
-    /// Alloc + direct recycle, order 0 (`page_pool_alloc_pages` +
-    /// `page_pool_recycle_direct`). Kernel: 19 cycles, 5.4 ns at 3.6 GHz.
-    public static func fastPathNanoseconds(iterations: Int, batches: Int = 7) throws -> Double {
-        let fixture = try Fixture()
+    /// Alloc + direct recycle (`page_pool_alloc_pages` +
+    /// `page_pool_recycle_direct`), with `outstanding` pages held outside the
+    /// pool (1: each page is recycled at once) and a byte written into each
+    /// page. Kernel, order 0, one outstanding: 19 cycles, 5.4 ns at 3.6 GHz.
+    public static func fastPathNanoseconds(iterations: Int, batches: Int = 7, outstanding: Int = 1, order: Int = 0) throws -> Double {
+        let fixture = try Fixture(order: order, outstanding: outstanding)
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            try fastPath(fixture.pool, operations: n)
+            try fastPath(fixture, operations: n)
+        }
+    }
+
+    /// 32 pages per call: `allocatePages(into:)` then `put(contentsOf:)`
+    /// (`page_pool_put_netmem_bulk`) on the owning thread; per page.
+    public static func bulkNanosecondsPerPage(iterations: Int, batches: Int = 7) throws -> Double {
+        let fixture = try Fixture(bulk: 32)
+        return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
+            try bulk(fixture, operations: n)
+        }
+    }
+
+    /// The owner allocates; a second thread puts each page back through the
+    /// ring (handed over through a single-producer single-consumer queue of
+    /// 256 pages); per page, as the owner sees it. Kernel ptr_ring: 15.1 ns
+    /// (Xeon 3.6 GHz), 12.4 ns (EPYC).
+    public static func ringRemoteNanoseconds(iterations: Int, batches: Int = 7) throws -> Double {
+        let fixture = try Fixture(remotePutter: true)
+        return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
+            try ringRemote(fixture, operations: n)
         }
     }
 
@@ -111,36 +152,123 @@ public enum PagePoolMicrobench {
     /// with `PP_FLAG_DMA_SYNC_DEV` each recycle also syncs for the device).
     /// Call from the pool's owning thread.
     public static func fastPath(_ pool: PagePool, operations: Int) throws(PagePoolError) {
-        for _ in 0..<operations {
+        var sum: UInt64 = 0
+        for i in 0..<operations {
             let page = try pool.allocatePage()
+            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+            sum &+= UInt64(UInt(bitPattern: page.bytes))
             pool.recycleDirect(page)
         }
+        Measure.consume(sum)
+    }
+
+    /// The fast path of a fixture: with its held pages when it has them (each
+    /// operation allocates a page, writes a byte into it, holds it, and
+    /// recycles the oldest held page), else `fastPath(_:operations:)`.
+    public static func fastPath(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        guard let held = fixture.held else { return try fastPath(fixture.pool, operations: operations) }
+        let pool = fixture.pool
+        let slots = held.slots
+        let count = held.count
+        var cursor = held.cursor
+        var sum: UInt64 = 0
+        for i in 0..<operations {
+            let page = try pool.allocatePage()
+            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+            sum &+= UInt64(UInt(bitPattern: page.bytes))
+            slots[cursor] = page
+            cursor += 1
+            if cursor == count { cursor = 0 }
+            pool.recycleDirect(slots[cursor])
+        }
+        held.cursor = cursor
+        Measure.consume(sum)
+    }
+
+    /// `operations` pages (rounded up to whole bulks): bulks of the fixture's
+    /// size allocated with `allocatePages(into:)`, a byte written into each,
+    /// and put back with one `put(contentsOf:)`.
+    public static func bulk(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        guard let pages = fixture.bulkPages else { preconditionFailure("the fixture was made without `bulk:`") }
+        let pool = fixture.pool
+        var done = 0
+        var sum: UInt64 = 0
+        while done < operations {
+            let n = try pool.allocatePages(into: pages)
+            for i in 0..<n {
+                pages[i].bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+                sum &+= UInt64(UInt(bitPattern: pages[i].bytes))
+            }
+            pool.put(contentsOf: UnsafeBufferPointer(rebasing: pages[0..<n]))
+            done += n
+        }
+        Measure.consume(sum)
+    }
+
+    /// `operations` allocations on the owning thread, each page handed to the
+    /// fixture's remote putter, which puts it back from its own thread
+    /// (through the ring); returns once the putter has put them all.
+    public static func ringRemote(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        guard let putter = fixture.putter else { preconditionFailure("the fixture was made without `remotePutter:`") }
+        let pool = fixture.pool
+        var sum: UInt64 = 0
+        for i in 0..<operations {
+            let page = try pool.allocatePage()
+            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+            sum &+= UInt64(UInt(bitPattern: page.bytes))
+            putter.push(page)
+        }
+        putter.drain()
+        Measure.consume(sum)
     }
 
     /// `operations` allocations, each put back through the recycle ring (the
     /// pool's direct recycling disabled, as for a put from another thread).
     public static func ringPath(_ pool: PagePool, operations: Int) throws(PagePoolError) {
-        for _ in 0..<operations {
+        var sum: UInt64 = 0
+        for i in 0..<operations {
             let page = try pool.allocatePage()
+            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+            sum &+= UInt64(UInt(bitPattern: page.bytes))
             pool.put(page)
         }
+        Measure.consume(sum)
     }
 
     /// `operations` allocations, each released to the provider (the slow path
     /// on every 64th allocation, a provider release on every one).
     public static func slowPath(_ pool: PagePool, operations: Int) throws(PagePoolError) {
+        var sum: UInt64 = 0
         for _ in 0..<operations {
             let page = try pool.allocatePage()
+            sum &+= UInt64(UInt(bitPattern: page.bytes))
             pool.releaseToProvider(page)
         }
+        Measure.consume(sum)
     }
 
     /// `operations` 2 KiB fragments, each put back at once.
     public static func fragments(_ pool: PagePool, operations: Int) throws(PagePoolError) {
-        for _ in 0..<operations {
+        var sum: UInt64 = 0
+        for i in 0..<operations {
             let fragment = try pool.allocateFragment(size: 2048)
+            fragment.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+            sum &+= UInt64(UInt(bitPattern: fragment.bytes))
             pool.put(fragment)
         }
+        Measure.consume(sum)
+    }
+
+    /// The pool loops over a fixture's pool, so that every loop has one shape
+    /// for the runner and the ordo-one benchmarks.
+    public static func ringPath(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        try ringPath(fixture.pool, operations: operations)
+    }
+    public static func slowPath(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        try slowPath(fixture.pool, operations: operations)
+    }
+    public static func fragments(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        try fragments(fixture.pool, operations: operations)
     }
 
     /// A transmit pool over a small guest (64 MiB, 8 MiB of swiotlb, free
@@ -153,8 +281,22 @@ public enum PagePoolMicrobench {
         let swiotlb: SWIOTLB?
         public let provider: any PagePoolMemoryProvider
         public let pool: PagePool
+        /// The pages a fast-path loop holds between operations (`outstanding` > 1).
+        public let held: HeldPages?
+        /// The buffer a bulk loop fills (`bulk` > 0).
+        public let bulkPages: UnsafeMutableBufferPointer<Page>?
+        /// The second thread that puts pages back (`remotePutter`).
+        public let putter: RemotePutter?
 
-        public init(provider kind: Provider = .test, order: Int = 0, syncLength: Int = 0, directRecycling: Bool = true) throws {
+        /// - Parameters:
+        ///   - outstanding: pages held outside the pool by `fastPath(_:operations:)`
+        ///     (1: none between operations).
+        ///   - bulk: pages per call of `bulk(_:operations:)` (0: no bulk buffer).
+        ///   - remotePutter: start a second thread that puts pages back, for
+        ///     `ringRemote(_:operations:)`.
+        public init(provider kind: Provider = .test, order: Int = 0, syncLength: Int = 0, directRecycling: Bool = true,
+                    outstanding: Int = 1, bulk: Int = 0, remotePutter: Bool = false) throws {
+            precondition(outstanding >= 1 && bulk >= 0, "outstanding \(outstanding) must be >= 1 and bulk \(bulk) >= 0")
             memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
             let device = try DeviceRegistry(forceBounce: true).add(name: "microbench0")
             switch kind {
@@ -185,10 +327,123 @@ public enum PagePoolMicrobench {
             pool = try PagePool(.init(order: order, flags: flags, dmaDirection: .toDevice, maxLength: syncLength,
                                       device: device, name: "microbench"), provider: provider)
             if !directRecycling { pool.disableDirectRecycling() }
+            held = outstanding > 1 ? try HeldPages(pool: pool, count: outstanding) : nil
+            bulkPages = bulk > 0 ? .allocate(capacity: bulk) : nil
+            putter = remotePutter ? RemotePutter(pool: pool) : nil
         }
 
         deinit {
+            putter?.stop()
+            held?.release(to: pool)
+            bulkPages?.deallocate()
             pool.destroy()
+        }
+    }
+
+    /// Pages held outside the pool between fast-path operations: a ring of
+    /// `count` slots of which `count - 1` hold a page; `cursor` is the free one.
+    public final class HeldPages: @unchecked Sendable {
+        let slots: UnsafeMutablePointer<Page>
+        public let count: Int
+        var cursor: Int
+
+        init(pool: PagePool, count: Int) throws(PagePoolError) {
+            self.count = count
+            slots = .allocate(capacity: count)
+            for i in 0..<(count - 1) { slots[i] = try pool.allocatePage() }
+            cursor = count - 1
+        }
+
+        /// Gives every held page back (owning thread) and frees the slots.
+        func release(to pool: PagePool) {
+            for i in 0..<count where i != cursor { pool.put(slots[i]) }
+            slots.deallocate()
+        }
+    }
+
+    /// A thread that puts pages back into a pool from outside its owning
+    /// context, fed through a single-producer single-consumer queue whose two
+    /// indices sit on cache lines of their own.
+    public final class RemotePutter: @unchecked Sendable {
+        static let capacity = 256
+        let pool: PagePool
+        let slots: UnsafeMutablePointer<Page>
+        let lines: AlignedAllocation
+        var thread = pthread_t()
+        /// The producer's next index (`lines` line 0), the consumer's (line 1),
+        /// and the stop flag (line 2).
+        var tail: UnsafePointer<Atomic<Int>> { UnsafePointer(lines.pointer.assumingMemoryBound(to: Atomic<Int>.self)) }
+        var head: UnsafePointer<Atomic<Int>> { UnsafePointer((lines.pointer + 128).assumingMemoryBound(to: Atomic<Int>.self)) }
+        var stopFlag: UnsafePointer<Atomic<Int>> { UnsafePointer((lines.pointer + 256).assumingMemoryBound(to: Atomic<Int>.self)) }
+
+        init(pool: PagePool) {
+            self.pool = pool
+            slots = .allocate(capacity: Self.capacity)
+            lines = AlignedAllocation(byteCount: 384, alignment: 128)
+            for offset in [0, 128, 256] {
+                (lines.pointer + offset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+            }
+            let context = Unmanaged.passRetained(self).toOpaque()
+            let status = pthread_create(&thread, nil, { context in
+                let putter = Unmanaged<RemotePutter>.fromOpaque(context!).takeRetainedValue()
+                putter.work()
+                return nil
+            }, context)
+            precondition(status == 0, "pthread_create failed: \(status)")
+        }
+
+        /// Owner side: hands a page over (waits while the queue is full).
+        @inline(__always)
+        func push(_ page: Page) {
+            let t = tail.pointee.load(ordering: .relaxed)
+            var spins = 0
+            while t - head.pointee.load(ordering: .acquiring) == Self.capacity {
+                spins += 1
+                if spins & 1023 == 0 { sched_yield() }
+            }
+            slots[t & (Self.capacity - 1)] = page
+            tail.pointee.store(t + 1, ordering: .releasing)
+        }
+
+        /// Owner side: waits until every page handed over has been put.
+        func drain() {
+            let t = tail.pointee.load(ordering: .relaxed)
+            var spins = 0
+            while head.pointee.load(ordering: .acquiring) != t {
+                spins += 1
+                if spins & 1023 == 0 { sched_yield() }
+            }
+        }
+
+        func work() {
+            var h = head.pointee.load(ordering: .relaxed)
+            var idle = 0
+            while stopFlag.pointee.load(ordering: .acquiring) == 0 {
+                let t = tail.pointee.load(ordering: .acquiring)
+                if h == t {
+                    idle += 1
+                    if idle & 1023 == 0 { sched_yield() }
+                    continue
+                }
+                idle = 0
+                while h != t {
+                    pool.put(slots[h & (Self.capacity - 1)])
+                    h += 1
+                    head.pointee.store(h, ordering: .releasing)
+                }
+            }
+        }
+
+        /// Drains, stops the thread and waits for it.
+        func stop() {
+            drain()
+            stopFlag.pointee.store(1, ordering: .releasing)
+            pthread_join(thread, nil)
+        }
+
+        deinit {
+            slots.deallocate()
+            lines.deallocate()
         }
     }
 

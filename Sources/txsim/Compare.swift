@@ -9,10 +9,10 @@ import Glibc
 
 /// Runs designs on the same workload, interleaved in rounds, each on a fresh
 /// guest, every figure paired with the baseline's from the same round.
-func runDesigns(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan, configuration: ExperimentConfiguration,
+func runDesigns(_ kinds: [any TransmitDesignKind], workload: Workload, plan: ComparisonPlan, configuration: ExperimentConfiguration,
                 output: OutputOptions) throws -> [TransmitResult] {
     if !output.quiet {
-        printError("txsim: \(kinds.map(\.rawValue).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s each in \(plan.rounds) interleaved round(s)\(plan.untilStableCap.map { ", more up to \($0) until stable" } ?? "")")
+        printError("txsim: \(kinds.map(\.name).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s each in \(plan.rounds) interleaved round(s)\(plan.untilStableCap.map { ", more up to \($0) until stable" } ?? "")")
     }
     let counter = Mutex(0)
     let quiet = output.quiet
@@ -21,7 +21,7 @@ func runDesigns(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
     let comparison = try Experiment.comparison(kinds, workload: workload, plan: plan, configuration: configuration) { kind, round in
         let done = counter.withLock { n -> Int in n += 1; return n }
         if !quiet && total > 1 {
-            printError("txsim:   [\(done)/\(done > total ? "+" : String(total))] round \(round + 1): \(kind.rawValue)")
+            printError("txsim:   [\(done)/\(done > total ? "+" : String(total))] round \(round + 1): \(kind.name)")
         }
     }
     let report = Report(comparison: comparison, configuration: configuration,
@@ -82,8 +82,8 @@ struct Compare: ParsableCommand {
     @OptionGroup var workload: WorkloadOptions
     @OptionGroup var guest: GuestOptions
     @OptionGroup var output: OutputOptions
-    @Option(help: "Comma-separated designs, each at most once (default: all).")
-    var designs: String = DesignKind.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: "Comma-separated designs, each at most once (default: all registered: \(DesignRegistry.shared.designNames)).")
+    var designs: String = DesignRegistry.shared.designs.map(\.name).joined(separator: ",")
     @Option(parsing: .unconditional,
             help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s), the baseline before, between and after the others, whose order rotates each round; Gbps is the median round, ratios the median of per-round paired ratios.")
     var rounds: Int = Compare.defaultRounds
@@ -96,19 +96,20 @@ struct Compare: ParsableCommand {
     /// Many short rounds: 2 s per design in 10 rounds of 0.2 s.
     static let defaultRounds = 10
 
-    func kinds() throws -> [DesignKind] {
-        do { return try DesignKind.list(designs) } catch { throw ValidationError(error.description) }
+    func kinds() throws -> [any TransmitDesignKind] {
+        do { return try DesignRegistry.shared.designs(named: designs) } catch { throw ValidationError(error.description) }
     }
 
     func plan() throws -> ComparisonPlan {
         let kinds = try kinds()
         guard let baseline else {
-            return ComparisonPlan(rounds: rounds, baseline: kinds.contains(.bounce) ? .bounce : kinds[0], untilStableCap: untilStable)
+            return ComparisonPlan(rounds: rounds, baseline: Experiment.defaultBaseline(kinds), untilStableCap: untilStable)
         }
         do {
-            return ComparisonPlan(rounds: rounds, baseline: try DesignKind.named(baseline), untilStableCap: untilStable)
+            return ComparisonPlan(rounds: rounds, baseline: try DesignRegistry.shared.design(named: baseline, parameter: "baseline"),
+                                  untilStableCap: untilStable)
         } catch {
-            throw ValidationError("invalid --baseline: \(error.description)")
+            throw ValidationError(error.description)
         }
     }
 
@@ -125,14 +126,14 @@ struct Compare: ParsableCommand {
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run one design on a workload.")
 
-    @Option(help: "The design: \(DesignKind.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var design: String = DesignKind.pagePool.rawValue
+    @Option(help: "The design, one of those registered: \(DesignRegistry.shared.designNames).")
+    var design: String = PagePoolDesignKind().name
     @OptionGroup var workload: WorkloadOptions
     @OptionGroup var guest: GuestOptions
     @OptionGroup var output: OutputOptions
 
-    func kind() throws -> DesignKind {
-        do { return try DesignKind.named(design) } catch { throw ValidationError("invalid --design: \(error.description)") }
+    func kind() throws -> any TransmitDesignKind {
+        do { return try DesignRegistry.shared.design(named: design) } catch { throw ValidationError(error.description) }
     }
 
     func validate() throws {

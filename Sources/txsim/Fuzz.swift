@@ -122,10 +122,7 @@ struct Fuzz: ParsableCommand {
         }
         for failure in totals.failures {
             print(failure)
-            if let seed = failure.seed {
-                let name = failure.target == "swiotlb" ? FuzzTarget.swiotlb : .pagePool
-                print("reproduce: txsim fuzz --target \(name.rawValue) --seed 0x\(String(seed, radix: 16)) --runs 1 --steps \(steps)")
-            }
+            if let command = failure.reproduceCommand(steps: steps) { print("reproduce: \(command)") }
         }
         print("fuzz: \(totals.runs) runs, \(totals.operations) operations, \(totals.bytesVerified) bytes verified, "
               + "\(totals.lostPages) pages lost, \(totals.failures.count) failures")
@@ -145,6 +142,15 @@ func checkReadable(_ path: String, option: String) throws {
     }
     guard access(path, R_OK) == 0 else {
         throw ValidationError("invalid --\(option): cannot read \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+extension FuzzReport {
+    /// The one command that replays this run, for a seeded run.
+    func reproduceCommand(steps: Int) -> String? {
+        guard let seed else { return nil }
+        let name = target == "swiotlb" ? FuzzTarget.swiotlb : .pagePool
+        return "txsim fuzz --target \(name.rawValue) --seed 0x\(String(seed, radix: 16)) --runs 1 --steps \(steps)"
     }
 }
 

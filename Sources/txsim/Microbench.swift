@@ -1,4 +1,5 @@
 import ArgumentParser
+import DMAPools
 import DMAPoolsMicrobench
 
 /// Micro-measurements of the primitives every design is built from, all taken
@@ -22,9 +23,17 @@ struct Microbench: ParsableCommand {
 
     func run() throws {
         let results = try DMAPoolsMicrobench.Microbench.run(iterations: iterations)
+        let build = BuildConfiguration.label
         if json {
-            print("{" + results.map { "\"\($0.key)\": \(fixed($0.value, 2))" }.joined(separator: ", ") + "}")
+            // The build is part of the record: figures from a debug build or
+            // one with invariant checks are labelled, never passed off as timings.
+            let header = "\"build_configuration\": \"\(build)\", \"invariant_checks\": \(BuildConfiguration.invariantChecksEnabled), "
+            print("{" + header + results.map { "\"\($0.key)\": \(fixed($0.value, 2))" }.joined(separator: ", ") + "}")
         } else {
+            if !BuildConfiguration.isFitForTiming {
+                print("NOTE: \(build) build: these figures include -Onone code or invariant checks and are not the library's speed (build with -c release)")
+            }
+            print("build".padded(40) + build)
             for (key, value) in results { print(key.padded(40) + fixed(value, 2)) }
         }
     }

@@ -56,7 +56,7 @@ struct GuestOptions: ParsableArguments {
     @Option(name: .customLong("zerocopy-percent"), parsing: .unconditional,
             help: "swiotlb zerocopy_tx_percent for frag-refill and page-pool over swiotlb (1...90).")
     var zeroCopyPercent: Int = 90
-    @Option(help: "page-pool design's provider: swiotlb or decrypted.")
+    @Option(help: "The page-pool design's page_pool memory provider, one of those registered: \(DesignRegistry.shared.providerNames).")
     var provider: String = "swiotlb"
     @Option(name: .customLong("pool-ring"), parsing: .unconditional,
             help: "Each TX page_pool's recycle ring size (pool_size): 1...\(PagePoolParameters.maximumRingSize).")
@@ -80,9 +80,8 @@ struct GuestOptions: ParsableArguments {
     }
 
     func configuration() throws -> ExperimentConfiguration {
-        guard let poolProvider = PoolProviderKind(rawValue: provider) else {
-            throw ValidationError("invalid --provider: '\(provider)' must be swiotlb or decrypted")
-        }
+        let poolProvider: any PagePoolProviderKind
+        do { poolProvider = try DesignRegistry.shared.provider(named: provider) } catch { throw ValidationError(error.description) }
         guard let charge = HypercallCostModel.Charge(rawValue: hypercallCharge) else {
             throw ValidationError("invalid --hypercall-charge: '\(hypercallCharge)' must be spin or account-only")
         }
@@ -108,7 +107,7 @@ struct GuestOptions: ParsableArguments {
 }
 
 /// The library's verdict on a whole experiment, as a command-line error.
-func checkExperiment(_ kinds: [DesignKind], workload: WorkloadOptions, plan: ComparisonPlan, guest: GuestOptions) throws {
+func checkExperiment(_ kinds: [any TransmitDesignKind], workload: WorkloadOptions, plan: ComparisonPlan, guest: GuestOptions) throws {
     do {
         try Experiment.check(kinds, workload: try workload.workload(), plan: plan, configuration: try guest.configuration())
     } catch let error as ExperimentError {

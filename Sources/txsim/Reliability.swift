@@ -23,48 +23,79 @@ struct Reliability: ParsableCommand {
     var runSeconds: Double = 0.4
     @Option(parsing: .unconditional, help: "The first fuzz seed, decimal or 0x-hexadecimal (default: random).")
     var seed: Seed?
+    @Option(parsing: .unconditional, help: "Run only this fault scenario, without fuzzing: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var scenario: Scenario?
+    @Option(parsing: .unconditional, help: "Run only this design's fault runs, without fuzzing.")
+    var design: String?
+
+    /// The fault scenarios, by the name `--scenario` takes.
+    enum Scenario: String, CaseIterable, Sendable, ExpressibleByArgument {
+        case nicRemoved = "nic-removed"
+        case otherDeviceRemoved = "other-device-removed"
+        case blockDeviceAtCap = "block-device-at-cap"
+        case conversionsFailing = "conversions-failing"
+    }
 
     func validate() throws {
         guard fuzzSeconds > 0 && fuzzSeconds <= 86_400 else { throw ValidationError("invalid --fuzz-seconds: \(fuzzSeconds) must be in (0, 86400]") }
         guard runSeconds >= 0.05 && runSeconds <= 600 else { throw ValidationError("invalid --run-seconds: \(runSeconds) must be in 0.05...600") }
+        if let design {
+            let kind: any TransmitDesignKind
+            do { kind = try DesignRegistry.shared.design(named: design) } catch { throw ValidationError(error.description) }
+            let runs = Self.faults.filter { scenario == nil || $0.scenario == scenario }.filter { $0.kinds.contains { $0.name == kind.name } }
+            if runs.isEmpty, let scenario, let fault = Self.faults.first(where: { $0.scenario == scenario }) {
+                throw ValidationError("invalid --design: scenario \(scenario.rawValue) runs only \(fault.kinds.map(\.name).joined(separator: ", "))")
+            }
+        }
     }
 
-    struct Fault {
+    struct Fault: Sendable {
+        var scenario: Scenario
         var name: String
-        var kinds: [DesignKind]
+        var kinds: [any TransmitDesignKind]
         var plan: FaultPlan
         /// A fault whose fallbacks the run records as problems (a failed
         /// conversion is retried): judged by its figures, not by its first
-        /// recorded problem, and every byte must still be verified.
+        /// recorded problem (`TransmitResult.Judgement.fallbacksExpected`).
         var fallsBack = false
-        var configure: (DesignKind, inout Workload, inout ExperimentConfiguration) -> Void = { _, _, _ in }
+        var configure: @Sendable (any TransmitDesignKind, inout Workload, inout ExperimentConfiguration) -> Void = { _, _, _ in }
     }
+
+    static let faults: [Fault] = [
+        Fault(scenario: .nicRemoved, name: "NIC removed", kinds: DesignRegistry.shared.designs, plan: FaultPlan(removeNICAfterBytes: 8 << 20)),
+        Fault(scenario: .otherDeviceRemoved, name: "other device removed", kinds: [.fragRefill, .pagePool],
+              plan: FaultPlan(removeOtherDeviceAfterBytes: 8 << 20)),
+        Fault(scenario: .blockDeviceAtCap, name: "block device at the zero-copy cap", kinds: [.fragRefill, .pagePool],
+              plan: FaultPlan(blockDeviceTraffic: true)) { _, w, c in
+            w.flows = 16
+            w.roundTripMicroseconds = 200_000
+            w.sendBufferBytes = 4 << 20
+            c.memory.swiotlbBytes = 64 << 20
+        },
+        Fault(scenario: .conversionsFailing, name: "conversions failing", kinds: [.inlineDecrypt, .decryptedPool],
+              plan: .none, fallsBack: true) { kind, w, c in
+            // The pre-decrypted allocator converts once per 2 MiB chunk: more
+            // flows and every 2nd call failing so that some do fail.
+            if kind is DecryptedPoolDesignKind { w.flows = 8 }
+            c.memory.hypercall = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0,
+                                                    charge: .accountOnly, failEveryNthCall: kind is DecryptedPoolDesignKind ? 2 : 3)
+        },
+    ]
 
     func run() throws {
         let firstSeed = seed?.value ?? UInt64.random(in: 0...UInt64.max)
-        print("reliability: fuzzing \(fixed(fuzzSeconds, 1)) s from seed 0x\(String(firstSeed, radix: 16))")
-        let fuzz = try FuzzTotals.campaign(.all, seconds: fuzzSeconds, seed: firstSeed, steps: 3000,
+        let only = design.flatMap { try? DesignRegistry.shared.design(named: $0) }
+        var fuzz = FuzzTotals()
+        if scenario == nil && only == nil {
+            print("reliability: fuzzing \(fixed(fuzzSeconds, 1)) s from seed 0x\(String(firstSeed, radix: 16))")
+            fuzz = try FuzzTotals.campaign(.all, seconds: fuzzSeconds, seed: firstSeed, steps: Self.fuzzSteps,
                                            maximumRuns: nil, stopOnFailure: false)
-        for failure in fuzz.failures { print("  \(failure)") }
-        print("  fuzz: \(fuzz.runs) runs, \(fuzz.operations) operations, \(fuzz.bytesVerified) bytes verified, \(fuzz.lostPages) lost")
-
-        let faults: [Fault] = [
-            Fault(name: "NIC removed", kinds: DesignKind.allCases, plan: FaultPlan(removeNICAfterBytes: 8 << 20)),
-            Fault(name: "other device removed", kinds: [.fragRefill, .pagePool], plan: FaultPlan(removeOtherDeviceAfterBytes: 8 << 20)),
-            Fault(name: "block device at the zero-copy cap", kinds: [.fragRefill, .pagePool], plan: FaultPlan(blockDeviceTraffic: true)) { _, w, c in
-                w.flows = 16
-                w.roundTripMicroseconds = 200_000
-                w.sendBufferBytes = 4 << 20
-                c.memory.swiotlbBytes = 64 << 20
-            },
-            Fault(name: "conversions failing", kinds: [.inlineDecrypt, .decryptedPool], plan: .none, fallsBack: true) { kind, w, c in
-                // The pre-decrypted allocator converts once per 2 MiB chunk: more
-                // flows and every 2nd call failing so that some do fail.
-                if kind == .decryptedPool { w.flows = 8 }
-                c.memory.hypercall = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0,
-                                                        charge: .accountOnly, failEveryNthCall: kind == .decryptedPool ? 2 : 3)
-            },
-        ]
+            for failure in fuzz.failures {
+                print("  \(failure)")
+                if let command = failure.reproduceCommand(steps: Self.fuzzSteps) { print("  reproduce: \(command)") }
+            }
+            print("  fuzz: \(fuzz.runs) runs, \(fuzz.operations) operations, \(fuzz.bytesVerified) bytes verified, \(fuzz.lostPages) lost")
+        }
 
         var operations = fuzz.operations
         var faultsInjected = 0
@@ -72,9 +103,10 @@ struct Reliability: ParsableCommand {
         var lostPages = fuzz.lostPages
         var dmaFaults = 0
         var failures = fuzz.failures.count
+        var traffic = TransmitResult?.none
         let threadsBefore = ModelThread.started
-        for fault in faults {
-            for kind in fault.kinds {
+        for fault in Self.faults where scenario == nil || fault.scenario == scenario {
+            for kind in fault.kinds where only == nil || kind.name == only?.name {
                 var workload = Workload()
                 workload.senders = 2
                 workload.queues = 1
@@ -100,38 +132,40 @@ struct Reliability: ParsableCommand {
                 bytesVerified += r.verifiedBytes
                 lostPages += r.lostPages
                 dmaFaults += r.dmaFaults
+                traffic = traffic.map { TransmitResult.aggregate([$0, r]) } ?? r
                 let problem = Self.problem(in: r, fault: fault, injected: injected)
                 let outcome = problem.map { "FAILED: \($0)" } ?? "ok"
                 if problem != nil { failures += 1 }
                 let blockMappings = r.blockDevice.map { "  (block device: \($0.mappings) mappings, \($0.failures) failed)" } ?? ""
-                print("  \(fault.name.padded(34)) \(kind.rawValue.padded(15)) \(String(injected).leftPadded(7)) injected  "
-                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)\(blockMappings)")
+                let drops = r.framesDropped > 0 ? "  (\(r.framesDropped) frames dropped, \(r.framesRetransmitted) retransmitted)" : ""
+                let refused = r.refusedDeviceAllocations > 0 ? "  (\(r.refusedDeviceAllocations) requests for the removed NIC refused)" : ""
+                print("  \(fault.name.padded(34)) \(kind.name.padded(15)) \(String(injected).leftPadded(7)) injected  "
+                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)\(blockMappings)\(drops)\(refused)")
+                if problem != nil {
+                    print("  reproduce: txsim reliability --scenario \(fault.scenario.rawValue) --design \(kind.name) --run-seconds \(runSeconds)")
+                }
             }
         }
         let threads = ModelThread.started - threadsBefore
+        let t = traffic
+        let written = t?.bytesWritten ?? 0, delivered = t?.payloadBytes ?? 0, discarded = t?.bytesDiscardedDeviceGone ?? 0
+        let balance = written == delivered + discarded ? "=" : "!="
         print("reliability: operations \(operations), threads \(threads), faults injected \(faultsInjected), "
-              + "bytes verified \(bytesVerified), pages lost \(lostPages), DMA faults \(dmaFaults), failures \(failures)")
-        if failures > 0 || lostPages > 0 || dmaFaults > 0 { throw ExitCode(2) }
+              + "bytes verified \(bytesVerified), pages lost \(lostPages), DMA faults \(dmaFaults), "
+              + "frames dropped \(t?.framesDropped ?? 0), retransmitted \(t?.framesRetransmitted ?? 0), "
+              + "bytes written \(written) \(balance) delivered \(delivered) + discarded with a removed NIC \(discarded), "
+              + "failures \(failures)")
+        if failures > 0 || lostPages > 0 || dmaFaults > 0 || balance != "=" { throw ExitCode(2) }
     }
 
-    /// What went wrong in a fault-injected run, or nil. Faults must cost
-    /// nothing but fallbacks: no DMA fault, no corrupt byte, no lost page,
-    /// every block-device mapping served; and, for faults that are not retried,
-    /// everything `TransmitResult.passed` asks and no recorded problem.
+    /// Operations per fuzz run.
+    static let fuzzSteps = 3000
+
+    /// What went wrong in a fault-injected run, or nil: a fault must be
+    /// injected, and the run is judged by `TransmitResult.problem(judged:)`, the
+    /// rule the tests use too.
     static func problem(in r: TransmitResult, fault: Fault, injected: Int) -> String? {
         if injected == 0 { return "no fault was injected" }
-        if r.dmaFaults > 0 { return "\(r.dmaFaults) DMA faults: \(r.firstProblem ?? "")" }
-        if r.corruptBytes > 0 { return "\(r.corruptBytes) corrupt bytes" }
-        if r.lostPages > 0 { return "\(r.lostPages) pages lost" }
-        if let b = r.blockDevice, b.failures > 0 { return "block device: \(b.firstFailure ?? "\(b.failures) failures")" }
-        if fault.fallsBack {
-            // A failed conversion is retried: every byte the NIC was handed is
-            // verified. (A frame that fails 8 times is dropped; not judged here.)
-            if r.verifiedBytes != r.payloadBytes { return "\(r.payloadBytes - r.verifiedBytes) bytes not verified" }
-            return nil
-        }
-        if r.framesDropped > 0 { return "\(r.framesDropped) frames dropped" }
-        if r.staleDeviceAccesses > 0 { return "\(r.staleDeviceAccesses) accesses to the removed device" }
-        return r.firstProblem
+        return r.problem(judged: fault.fallsBack ? .fallbacksExpected : .faultInjected)
     }
 }

@@ -26,7 +26,7 @@ struct Report: Sendable {
     let loadAfter: LoadAverage
 
     var results: [TransmitResult] { comparison.results }
-    var baseline: String { comparison.plan.baseline.rawValue }
+    var baseline: String { comparison.plan.baseline.name }
     var roundCount: Int { comparison.rounds.count }
 
     /// Every setting that produced the figures, one line each.
@@ -39,7 +39,7 @@ struct Report: Sendable {
             "workload: \(w.senders) senders, \(w.queues) queue(s), \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, send buffer \(w.sendBufferBytes) B"
                 + (w.verify ? ", verify" : "") + (w.zeroCopy ? ", MSG_ZEROCOPY" : "") + (w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? ""),
             "rounds: \(roundCount) of \(fixed(perRound, 3)) s per design (--rounds \(comparison.plan.rounds)\(comparison.plan.untilStableCap.map { ", --until-stable \($0)" } ?? "")), baseline \(baseline) before, between and after the others, their order rotated each round",
-            "guest: \(m.guestBytes >> 20) MiB, swiotlb \(m.swiotlbBytes >> 20) MiB, zerocopy_tx_percent \(configuration.zeroCopyPercent), provider \(configuration.poolProvider.rawValue), pool ring \(configuration.poolRingSize), memory \(m.residentAtBoot ? "resident at boot" : "on demand")",
+            "guest: \(m.guestBytes >> 20) MiB, swiotlb \(m.swiotlbBytes >> 20) MiB, zerocopy_tx_percent \(configuration.zeroCopyPercent), provider \(configuration.poolProvider.name), pool ring \(configuration.poolRingSize), memory \(m.residentAtBoot ? "resident at boot" : "on demand")",
             "modelled hypercall (an assumption, not a measurement): \(h.perCallNanoseconds) ns + \(h.perPageNanoseconds) ns/page, \(h.charge.rawValue)",
             "machine: memcpy \(comparison.copyRateBefore.copyBytes) B cache resident, GB/s 1 thread \(fixed(comparison.copyRateBefore.oneThreadGigabytesPerSecond, 1)) -> \(fixed(comparison.copyRateAfter.oneThreadGigabytesPerSecond, 1)), 2 threads \(fixed(comparison.copyRateBefore.twoThreadsGigabytesPerSecond, 1)) -> \(fixed(comparison.copyRateAfter.twoThreadsGigabytesPerSecond, 1)) (before -> after); load average \(loadBefore.text) -> \(loadAfter.text)",
         ]

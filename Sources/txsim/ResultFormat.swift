@@ -90,6 +90,10 @@ enum ResultFormat {
         Row(label: "frames dropped", key: "frames_dropped") { .int($0.framesDropped) },
         Row(label: "frames abandoned at drain limit", key: "frames_abandoned") { .int($0.framesAbandoned) },
         Row(label: "zerocopy_tx_percent (0: n/a)", key: "zerocopy_tx_percent") { .int($0.zeroCopyPercent) },
+        Row(label: "frames retransmitted", key: "frames_retransmitted") { .int($0.framesRetransmitted) },
+        Row(label: "frames given up after retransmits", key: "frames_given_up") { .int($0.framesGivenUp) },
+        Row(label: "unmap failures", key: "unmap_failures") { .int($0.unmapFailures) },
+        Row(label: "bytes written by senders", key: "bytes_written") { .int($0.bytesWritten) },
         Row(label: "corrupt bytes", key: "corrupt_bytes") { .int($0.corruptBytes) },
         Row(label: "passed", key: "passed") { .bool($0.passed) },
     ]
@@ -142,7 +146,7 @@ enum ResultFormat {
         lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
         if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
            !guest.isEmpty {
-            lines.append("Guest: " + guest + "; every design on a fresh guest")
+            lines.append("Guest: " + guest + "; every design on a fresh guest, set up before the clock starts (not timed)")
         }
         let c = report.comparison
         lines.append("Machine: memcpy of \(c.copyRateBefore.copyBytes) B (the workload's largest copy), cache resident: "

@@ -47,3 +47,45 @@ import Testing
         #expect(stats.failures == 1)
     }
 }
+
+/// Over-aligned set-up memory is carved from a plain allocation (so that a
+/// malloc interposer's header precedes it), aligned and inside the block.
+@Suite struct AlignedAllocationTests {
+    @Test(arguments: [16, 64, 128, 4096])
+    func theBlockIsAlignedAndInsideItsAllocation(alignment: Int) {
+        for byteCount in [1, 384, 5000] {
+            let a = AlignedAllocation(byteCount: byteCount, alignment: alignment)
+            #expect(Int(bitPattern: a.pointer) & (alignment - 1) == 0)
+            #expect(a.pointer >= a.base && a.pointer + byteCount <= a.base + byteCount + alignment - 16)
+            a.pointer.initializeMemory(as: UInt8.self, repeating: 0xA5, count: byteCount)
+            a.deallocate()
+        }
+    }
+}
+
+/// The descriptor is one cache line, and the table starts on one, so no
+/// descriptor's fields straddle two lines (the fast path touches one line).
+@Suite struct PageDescriptorLayoutTests {
+    @Test func aDescriptorIsOneCacheLine() throws {
+        #expect(MemoryLayout<PageDescriptor>.size <= 64)
+        #expect(MemoryLayout<PageDescriptor>.stride == 64)
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free))
+        let first = memory.page(at: 0)
+        let second = memory.page(at: 1)
+        #expect(Int(bitPattern: first.descriptor) % 64 == 0)
+        #expect(Int(bitPattern: second.descriptor) - Int(bitPattern: first.descriptor) == 64)
+    }
+
+    @Test func physicalAddressesSurviveTheFrameNumberPacking() throws {
+        let base: UInt64 = 1 << 44   // needs the frame number's high byte
+        let memory = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, physicalBase: base,
+                                           sharedBit: 51, hypercall: .free))
+        for index in [0, 1, 4095, memory.pageCount - 1] {
+            #expect(memory.page(at: index).physicalAddress.rawValue == base + UInt64(index << PageGeometry.shift))
+        }
+        #expect(throws: MemoryError.self) {
+            _ = try GuestMemory(.init(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, physicalBase: 1 << 52,
+                                      sharedBit: 62, hypercall: .free))
+        }
+    }
+}

@@ -365,8 +365,41 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
     @Test func theMicrobenchEntryPointReportsEveryKey() throws {
         let results = try PagePoolMicrobench.run(iterations: 2000, batches: 1)
         #expect(Set(results.keys) == ["pool_fast_ns", "pool_ring_ns", "pool_slow_ns", "pool_frag_ns",
+                                      "pool_fast_64_ns", "pool_fast_1024_ns", "pool_fast_order3_ns",
+                                      "pool_bulk32_ns_per_page", "pool_ring_remote_ns",
                                       "pool_slow_test_provider_ns", "pool_slow_swiotlb_ns", "pool_slow_decrypted_ns",
                                       "pool_fast_sync_system_ns", "pool_fast_sync_swiotlb_ns"])
         #expect(results.values.allSatisfy { $0 > 0 })
+    }
+}
+
+/// The micro-benchmark loops leave their pools whole: every page they held,
+/// bulked or handed to another thread comes home.
+@Suite struct MicrobenchLoopTests {
+    @Test func theHeldBulkAndRemoteLoopsLoseNoPage() throws {
+        for make in [{ try PagePoolMicrobench.Fixture(outstanding: 64) }, { try PagePoolMicrobench.Fixture(bulk: 32) },
+                     { try PagePoolMicrobench.Fixture(remotePutter: true) }] as [() throws -> PagePoolMicrobench.Fixture] {
+            let fixture = try make()
+            if fixture.held != nil { try PagePoolMicrobench.fastPath(fixture, operations: 5000) }
+            if fixture.bulkPages != nil { try PagePoolMicrobench.bulk(fixture, operations: 5000) }
+            if fixture.putter != nil { try PagePoolMicrobench.ringRemote(fixture, operations: 5000) }
+            let pool = fixture.pool
+            let outside = pool.inflight - pool.cachedPageCount - pool.ringPageCount
+            #expect(outside == (fixture.held.map { $0.count - 1 } ?? 0), "pages outside the pool: \(outside)")
+        }
+    }
+
+    @Test func bulkAllocationTakesTheCacheInPopOrder() throws {
+        let fixture = try PagePoolMicrobench.Fixture(bulk: 32)
+        let pool = fixture.pool
+        var singles: [Page] = []
+        for _ in 0..<8 { singles.append(try pool.allocatePage()) }
+        for page in singles.reversed() { pool.recycleDirect(page) }   // cache top is singles[0]
+        let pages = UnsafeMutableBufferPointer<Page>.allocate(capacity: 8)
+        defer { pages.deallocate() }
+        #expect(try pool.allocatePages(into: pages) == 8)
+        #expect(Array(pages).map(\.descriptor) == singles.map(\.descriptor))
+        pool.put(contentsOf: UnsafeBufferPointer(pages))
+        #expect(pool.inflight - pool.cachedPageCount - pool.ringPageCount == 0)
     }
 }

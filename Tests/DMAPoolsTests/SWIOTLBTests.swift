@@ -336,6 +336,14 @@ struct SWIOTLBFixture {
             _ = try f.swiotlb.mapSingle(device: gone, original: f.original(page: 1), mappingSize: 10, direction: .toDevice)
         }
         #expect(gone.staleAccessCount == 1)
+        #expect(gone.refusedAllocationCount == 0)
+        // Asking for zero-copy memory for a removed device is refused before it
+        // reaches the device: counted as a refused allocation, not a stale access.
+        #expect(throws: DMAError.deviceRemoved("gone")) {
+            _ = try f.swiotlb.allocateZeroCopyPages(order: 0, device: gone)
+        }
+        #expect(gone.refusedAllocationCount == 1)
+        #expect(gone.staleAccessCount == 1)
         #expect(f.swiotlb.usedSlots == 0)
         #expect(f.swiotlb.statistics.exhaustionFailures == 0)
         f.expectConsistent()

@@ -6,9 +6,9 @@ import Testing
 @Suite struct ComparisonTests {
     /// A result whose Gbps is exactly `gbps` (1 s of wall time), from a real
     /// run's shape so every counter has a value.
-    static func result(_ design: DesignKind, gbps: Double, template: TransmitResult) -> TransmitResult {
+    static func result(_ design: any TransmitDesignKind, gbps: Double, template: TransmitResult) -> TransmitResult {
         var r = template
-        r.design = design.rawValue
+        r.design = design.name
         r.seconds = 1
         r.payloadBytes = Int(gbps * 1e9 / 8)
         r.roundGbps = []
@@ -45,21 +45,29 @@ import Testing
         #expect(!Comparison.isStable([[]]), "no rounds is not stable")
     }
 
+    /// The names of a schedule: designs are told apart by name.
+    static func names(_ kinds: [any TransmitDesignKind]) -> [String] { kinds.map(\.name) }
+
     @Test func theBaselineRunsAroundEveryOtherDesignWhoseOrderRotates() {
-        let kinds: [DesignKind] = [.bounce, .fragRefill, .pagePool, .inlineDecrypt]
-        #expect(Comparison.schedule(kinds, baseline: .bounce, round: 0)
-                == [.bounce, .fragRefill, .bounce, .pagePool, .bounce, .inlineDecrypt, .bounce])
-        #expect(Comparison.schedule(kinds, baseline: .bounce, round: 1)
-                == [.bounce, .pagePool, .bounce, .inlineDecrypt, .bounce, .fragRefill, .bounce])
-        #expect(Comparison.schedule(kinds, baseline: .pagePool, round: 0)
-                == [.pagePool, .bounce, .pagePool, .fragRefill, .pagePool, .inlineDecrypt, .pagePool])
-        #expect(Comparison.schedule(kinds, baseline: .bounce, round: 3) == Comparison.schedule(kinds, baseline: .bounce, round: 0))
+        let kinds: [any TransmitDesignKind] = [.bounce, .fragRefill, .pagePool, .inlineDecrypt]
+        #expect(Self.names(Comparison.schedule(kinds, baseline: .bounce, round: 0))
+                == ["bounce", "frag-refill", "bounce", "page-pool", "bounce", "inline-decrypt", "bounce"])
+        #expect(Self.names(Comparison.schedule(kinds, baseline: .bounce, round: 1))
+                == ["bounce", "page-pool", "bounce", "inline-decrypt", "bounce", "frag-refill", "bounce"])
+        #expect(Self.names(Comparison.schedule(kinds, baseline: .pagePool, round: 0))
+                == ["page-pool", "bounce", "page-pool", "frag-refill", "page-pool", "inline-decrypt", "page-pool"])
+        #expect(Self.names(Comparison.schedule(kinds, baseline: .bounce, round: 3))
+                == Self.names(Comparison.schedule(kinds, baseline: .bounce, round: 0)))
         // Over as many rounds as there are other designs, each runs first once.
-        #expect(Set((0..<3).map { Comparison.schedule(kinds, baseline: .bounce, round: $0)[1] }) == [.fragRefill, .pagePool, .inlineDecrypt])
-        #expect(Comparison.schedule([.pagePool], baseline: .pagePool, round: 5) == [.pagePool])
+        #expect(Set((0..<3).map { Comparison.schedule(kinds, baseline: .bounce, round: $0)[1].name })
+                == ["frag-refill", "page-pool", "inline-decrypt"])
+        #expect(Self.names(Comparison.schedule([.pagePool], baseline: .pagePool, round: 5)) == ["page-pool"])
+        // A design is its name: another value of the same kind is the same design.
+        #expect(Self.names(Comparison.schedule([BounceDesignKind(), .pagePool], baseline: .bounce, round: 0))
+                == ["bounce", "page-pool", "bounce"])
     }
 
-    static func runs(_ figures: [(DesignKind, Double)]) -> [RoundRun] {
+    static func runs(_ figures: [(any TransmitDesignKind, Double)]) -> [RoundRun] {
         figures.map { RoundRun(kind: $0.0, result: result($0.0, gbps: $0.1, template: template)) }
     }
 
@@ -69,7 +77,7 @@ import Testing
         // the speed bounce would have had at that moment (geometric mean).
         let round = Self.runs([(.bounce, 16), (.pagePool, 2 * (16.0 * 8).squareRoot()), (.bounce, 8),
                                (.fragRefill, 2 * (8.0 * 4).squareRoot()), (.bounce, 4)])
-        let kinds: [DesignKind] = [.bounce, .fragRefill, .pagePool]
+        let kinds: [any TransmitDesignKind] = [.bounce, .fragRefill, .pagePool]
         let ratios = Comparison.pairedRatios(round, kinds: kinds, baseline: .bounce)
         #expect(ratios[0] == 1)
         #expect(abs(ratios[1] - 2) < 1e-6 && abs(ratios[2] - 2) < 1e-6)
@@ -158,7 +166,7 @@ import Testing
     @Test func theBaselineAndTheStabilityCapAreChecked() throws {
         let c = ExperimentConfiguration()
         let w = Workload()
-        func refused(_ parameter: String, _ message: String, _ plan: ComparisonPlan, _ kinds: [DesignKind]) {
+        func refused(_ parameter: String, _ message: String, _ plan: ComparisonPlan, _ kinds: [any TransmitDesignKind]) {
             #expect {
                 try Experiment.check(kinds, workload: w, plan: plan, configuration: c)
             } throws: { error in
@@ -183,7 +191,7 @@ import Testing
         let c = try Experiment.comparison([.bounce, .pagePool], workload: Small.workload(seconds: 0.2), plan: plan,
                                           configuration: Small.configuration)
         #expect(c.rounds.count == 2)
-        #expect(c.orders == [[.bounce, .pagePool, .bounce], [.bounce, .pagePool, .bounce]])
+        #expect(c.orders.map(Self.names) == [["bounce", "page-pool", "bounce"], ["bounce", "page-pool", "bounce"]])
         #expect(c.rounds.allSatisfy { $0.map(\.result.design) == ["bounce", "page-pool", "bounce"] })
         #expect(c.results.map(\.design) == ["bounce", "page-pool"], "results are in design order")
         #expect(c.results[0].roundRatios == [1, 1])

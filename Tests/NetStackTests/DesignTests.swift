@@ -27,8 +27,9 @@ enum Small {
 }
 
 @Suite struct DesignDataPathTests {
-    @Test(arguments: DesignKind.allCases)
-    func everyByteArrivesAndNothingIsLost(_ kind: DesignKind) throws {
+    @Test(arguments: DesignRegistry.shared.designs.map(\.name))
+    func everyByteArrivesAndNothingIsLost(_ name: String) throws {
+        let kind = try DesignRegistry.shared.design(named: name)
         let result = try Experiment.run(kind, workload: Small.workload(), configuration: Small.configuration)
         #expect(result.payloadBytes > 1 << 20, "\(kind) moved only \(result.payloadBytes) bytes")
         #expect(result.verifiedBytes == result.payloadBytes)
@@ -64,10 +65,10 @@ enum Small {
         #expect(checks >= runs, "every free passes the hook")
     }
 
-    @Test(arguments: PoolProviderKind.allCases)
-    func pagePoolCopiesOnceAndRecyclesThroughItsPools(_ provider: PoolProviderKind) throws {
+    @Test(arguments: DesignRegistry.shared.providers.map(\.name))
+    func pagePoolCopiesOnceAndRecyclesThroughItsPools(_ provider: String) throws {
         var configuration = Small.configuration
-        configuration.poolProvider = provider
+        configuration.poolProvider = try DesignRegistry.shared.provider(named: provider)
         let r = try Experiment.run(.pagePool, workload: Small.workload(), configuration: configuration)
         #expect(r.passed, "\(provider): \(r.firstProblem ?? "")")
         #expect(r.bytesCopiedBySender == r.payloadBytes)
@@ -91,7 +92,7 @@ enum Small {
     @Test func msgZeroCopyGainsNothingFromSocketPages() throws {
         // MSG_ZEROCOPY sends the user's private pages: no copy 1, but every byte
         // bounces, whatever the socket's page source (Eric Dumazet's point).
-        for kind in [DesignKind.bounce, .fragRefill] {
+        for kind in [BounceDesignKind.bounce, .fragRefill] as [any TransmitDesignKind] {
             let r = try Experiment.run(kind, workload: Small.workload(zeroCopy: true), configuration: Small.configuration)
             #expect(r.bytesCopiedBySender == 0)
             #expect(r.bytesCopiedByDMALayer == r.payloadBytes)
@@ -194,7 +195,7 @@ final class PrivateDMADesign: GuestDesign, @unchecked Sendable {
         expectInvalid("duration") { $0.durationSeconds = 0 }
         expectInvalid("line-rate-gbps") { $0.lineRateGbps = 0 }
         expectInvalid("send-buffer") { $0.sendBufferBytes = 100; $0.messageBytes = 50 }
-        #expect(throws: DesignError.self) { try DesignKind.named("page_pool") }
+        #expect(throws: ParameterError.self) { try DesignRegistry.shared.design(named: "page_pool") }
     }
 }
 

@@ -55,10 +55,16 @@ import Testing
     @Test func anExperimentIsCheckedBeforeAnythingIsAllocated() throws {
         let c = ExperimentConfiguration()
         expectRefused("designs", "no design given") { try Experiment.check([], workload: Workload(), configuration: c) }
-        expectRefused("designs", "page-pool is named twice") { _ = try DesignKind.list("page-pool,page-pool") }
-        expectRefused("designs", "'' names no design") { _ = try DesignKind.list("") }
-        expectRefused("designs", "unknown design 'page_pool'") { _ = try DesignKind.list("bounce,page_pool") }
-        #expect(try DesignKind.list("bounce,page-pool") == [.bounce, .pagePool])
+        let registry = DesignRegistry.shared
+        expectRefused("designs", "page-pool is named twice") { _ = try registry.designs(named: "page-pool,page-pool") }
+        expectRefused("designs", "'' names no design") { _ = try registry.designs(named: "") }
+        expectRefused("designs", "unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)") {
+            _ = try registry.designs(named: "bounce,page_pool")
+        }
+        #expect(try registry.designs(named: "bounce,page-pool").map(\.name) == ["bounce", "page-pool"])
+        expectRefused("provider", "unknown page_pool provider 'system' (registered: swiotlb, decrypted)") {
+            _ = try registry.provider(named: "system")
+        }
         expectRefused("rounds", "invalid --rounds: 0 must be in 1...100") {
             _ = try Experiment.compare([.bounce], workload: Workload(), rounds: 0, configuration: c)
         }

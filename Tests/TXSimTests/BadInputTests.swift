@@ -119,9 +119,14 @@ let badInputs: [BadInput] = [
     // Values that used to be silently changed or repeated.
     BadInput(arguments: ["--designs", "page-pool,page-pool"], message: "invalid --designs: page-pool is named twice"),
     BadInput(arguments: ["--pool-ring", "20000"], message: "invalid --pool-ring: 20000 must be in 1...16384 (the kernel caps pool_size at 16384)"),
-    BadInput(arguments: ["run", "--design", "page_pool"], message: "invalid --design: unknown design 'page_pool'"),
+    // Names resolve through the registry; the error lists what is registered.
+    BadInput(arguments: ["run", "--design", "page_pool"],
+             message: "invalid --design: unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)"),
+    BadInput(arguments: ["--designs", "bounce,nope"], message: "invalid --designs: unknown design 'nope' (registered: bounce, frag-refill"),
+    BadInput(arguments: ["--provider", "system"], message: "invalid --provider: unknown page_pool provider 'system' (registered: swiotlb, decrypted)"),
     // Paired comparisons: the baseline must run, the stability cap is a round count.
-    BadInput(arguments: ["--baseline", "page_pool"], message: "invalid --baseline: unknown design 'page_pool'"),
+    BadInput(arguments: ["--baseline", "page_pool"],
+             message: "invalid --baseline: unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)"),
     BadInput(arguments: ["--designs", "page-pool,frag-refill", "--baseline", "bounce"],
              message: "invalid --baseline: bounce is not among the designs run (page-pool, frag-refill)"),
     BadInput(arguments: ["--until-stable", "3"], message: "invalid --until-stable: 3 must be in --rounds (10)...100"),

@@ -64,6 +64,7 @@ struct PerCPUCounters: ~Copyable, @unchecked Sendable {
     @usableFromInline static let stride = 16
 
     @usableFromInline let words: UnsafeMutablePointer<Atomic<Int>>
+    let allocation: AlignedAllocation
     @usableFromInline let stripeMask: Int
     @usableFromInline let cpu: CPUIdentity
 
@@ -73,15 +74,14 @@ struct PerCPUCounters: ~Copyable, @unchecked Sendable {
         stripeMask = stripes - 1
         cpu = CPUIdentity.shared
         let total = stripes * Self.stride
-        let raw = UnsafeMutableRawPointer.allocate(
-            byteCount: total * MemoryLayout<Atomic<Int>>.stride, alignment: 128)
-        words = raw.bindMemory(to: Atomic<Int>.self, capacity: total)
+        allocation = AlignedAllocation(byteCount: total * MemoryLayout<Atomic<Int>>.stride, alignment: 128)
+        words = allocation.pointer.bindMemory(to: Atomic<Int>.self, capacity: total)
         for i in 0..<total { (words + i).initialize(to: Atomic(0)) }
     }
 
     deinit {
         words.deinitialize(count: (stripeMask + 1) * Self.stride)
-        UnsafeMutableRawPointer(words).deallocate()
+        allocation.deallocate()
     }
 
     /// The calling CPU's stripe base.

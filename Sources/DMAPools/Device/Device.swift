@@ -5,8 +5,16 @@ import Synchronization
 /// A device can be removed (`device_del`). Removal bumps its registry's removal
 /// serial, so code that caches a device (the frag-refill design's per-socket
 /// bounce device) can tell its cache is stale without touching the device. Any
-/// DMA operation on a removed device fails with `DMAError.deviceRemoved` and is
-/// counted in `staleAccessCount`, which a correct design keeps at zero.
+/// DMA operation on a removed device (map, unmap, sync) fails with
+/// `DMAError.deviceRemoved` and is counted in `staleAccessCount`, which a
+/// correct design keeps at zero: the driver quiesces its queues before
+/// `device_del`, so no DMA operation may reach a removed device.
+///
+/// Asking swiotlb for new memory on behalf of a removed device is different: a
+/// holder of a device reference (the seed patch's socket cache) may race the
+/// removal by one read of the serial and ask once. That request is refused
+/// before anything touches the device and is counted in
+/// `refusedAllocationCount`, not as a stale access.
 public final class Device: Sendable, CustomStringConvertible {
     /// A stable identity for reports and page tags.
     public let id: Int
@@ -23,6 +31,7 @@ public final class Device: Sendable, CustomStringConvertible {
 
     private let removed = Atomic<Bool>(false)
     private let staleAccesses = Atomic<Int>(0)
+    private let refusedAllocations = Atomic<Int>(0)
     /// The registry's removal serial (shared without a reference back to the
     /// registry, which holds its devices: no cycle).
     private let removalSerial: RemovalSerial
@@ -48,17 +57,37 @@ public final class Device: Sendable, CustomStringConvertible {
     /// Operations attempted on the device after its removal.
     public var staleAccessCount: Int { staleAccesses.load(ordering: .relaxed) }
 
+    /// Allocation requests made for the device after its removal and refused
+    /// before they reached it (`checkAdmitsAllocation`).
+    public var refusedAllocationCount: Int { refusedAllocations.load(ordering: .relaxed) }
+
+    /// Throws `deviceRemoved` (and counts the refused request) if the device is
+    /// gone. Allocators that hand out memory for a device (swiotlb's zero-copy
+    /// runs) call this first: a removed device gets no new memory, and the
+    /// refusal touches nothing of the device.
+    @inlinable
+    public func checkAdmitsAllocation() throws(DMAError) {
+        if _isRemoved { try throwRemoved(.allocation) }
+    }
+
     /// Throws `deviceRemoved` (and counts the stale access) if the device is gone.
-    /// Every DMA entry point calls this first.
+    /// Every DMA operation (map, unmap, sync) calls this first.
     @inlinable
     public func checkPresent() throws(DMAError) {
-        if _isRemoved { try throwRemoved() }
+        if _isRemoved { try throwRemoved(.dmaOperation) }
     }
+
+    /// What was asked of a removed device: which counter counts it.
+    @usableFromInline
+    enum RemovedDeviceUse { case dmaOperation, allocation }
 
     @inline(never)
     @usableFromInline
-    func throwRemoved() throws(DMAError) {
-        staleAccesses.wrappingAdd(1, ordering: .relaxed)
+    func throwRemoved(_ use: RemovedDeviceUse) throws(DMAError) {
+        switch use {
+        case .dmaOperation: staleAccesses.wrappingAdd(1, ordering: .relaxed)
+        case .allocation: refusedAllocations.wrappingAdd(1, ordering: .relaxed)
+        }
         throw .deviceRemoved(name)
     }
 

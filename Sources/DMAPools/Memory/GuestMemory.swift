@@ -110,6 +110,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     private let mapping: UnsafeMutableRawPointer
     private let mappingBytes: Int
+    private let descriptorBytes: Int
     private let conversions = Lock(ConversionStatistics())
 
     public init(_ configuration: GuestMemoryConfiguration = .init()) throws(MemoryError) {
@@ -125,6 +126,9 @@ public final class GuestMemory: @unchecked Sendable {
         }
         guard configuration.physicalBase % UInt64(1 << 30) == 0 else {
             throw .invalidConfiguration("physicalBase must be 1 GiB aligned")
+        }
+        guard configuration.physicalBase + UInt64(configuration.guestBytes) <= PageDescriptor.physicalAddressLimit else {
+            throw .invalidConfiguration("physicalBase + guestBytes must be at most 2^52 (MAXPHYADDR)")
         }
         guard (32...62).contains(configuration.sharedBit),
               configuration.physicalBase + UInt64(configuration.guestBytes) <= (UInt64(1) << configuration.sharedBit) else {
@@ -157,7 +161,17 @@ public final class GuestMemory: @unchecked Sendable {
         } else {
             self.residentPrivateBytes = 0
         }
-        self.descriptors = .allocate(capacity: pageCount)
+        // The descriptor table (the kernel's memmap) is page-granular memory of
+        // its own, like the region it describes, not a heap block: a malloc
+        // interposer's `free` probes the bytes before a page-aligned block it
+        // did not tag, which faulted here in the benchmark suite.
+        self.descriptorBytes = (pageCount * MemoryLayout<PageDescriptor>.stride + PageGeometry.size - 1) & ~(PageGeometry.size - 1)
+        guard let table = mmap(nil, descriptorBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              table != MAP_FAILED else {
+            munmap(raw, mappingBytes)
+            throw .reservationFailed(bytes: descriptorBytes, errno: errno)
+        }
+        self.descriptors = table.bindMemory(to: PageDescriptor.self, capacity: pageCount)
         for index in 0..<pageCount {
             let shared = index >= pageCount - swiotlbCount
             (descriptors + index).initialize(to: PageDescriptor(
@@ -203,7 +217,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     deinit {
         descriptors.deinitialize(count: pageCount)
-        descriptors.deallocate()
+        munmap(descriptors, descriptorBytes)
         munmap(mapping, mappingBytes)
     }
 

@@ -37,6 +37,7 @@ struct _RecycleRing: ~Copyable {
     /// Two cache lines: the producer's (lock, index, produced count) and the
     /// consumer's (head, tail, consumed count), as the kernel aligns them.
     @usableFromInline let lines: UnsafeMutableRawPointer
+    private let linesAllocation: AlignedAllocation
 
     @usableFromInline static let lineBytes = 128
 
@@ -48,7 +49,8 @@ struct _RecycleRing: ~Copyable {
         self.batch = _RecycleRing.batch(capacity: capacity, cacheLineBytes: cacheLineBytes)
         self.slots = .allocate(capacity: capacity)
         for i in 0..<capacity { (slots + i).initialize(to: Atomic(0)) }
-        self.lines = .allocate(byteCount: 2 * Self.lineBytes, alignment: Self.lineBytes)
+        self.linesAllocation = AlignedAllocation(byteCount: 2 * Self.lineBytes, alignment: Self.lineBytes)
+        self.lines = linesAllocation.pointer
         lines.initializeMemory(as: UInt8.self, repeating: 0, count: 2 * Self.lineBytes)
         (lines + Self.producerLockOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
         (lines + Self.producedOffset).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
@@ -60,7 +62,7 @@ struct _RecycleRing: ~Copyable {
     deinit {
         slots.deinitialize(count: capacity)
         slots.deallocate()
-        lines.deallocate()
+        linesAllocation.deallocate()
     }
 
     /// `__ptr_ring_set_size`'s batch.

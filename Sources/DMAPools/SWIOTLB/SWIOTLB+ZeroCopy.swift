@@ -35,7 +35,7 @@ extension SWIOTLB {
     ///   `percent * nslabs <= used * 100`; `.swiotlbExhausted` when no area has a
     ///   free aligned run (counted as a zero-copy allocation failure).
     public func allocateZeroCopyPages(order: Int, device: Device, startArea: Int? = nil) throws(DMAError) -> Page {
-        try device.checkPresent()
+        try device.checkAdmitsAllocation()
         guard (0...Self.maxZeroCopyOrder).contains(order) else {
             throw .invalidArgument("zero-copy order \(order) must be in 0...\(Self.maxZeroCopyOrder) (one segment at most)")
         }

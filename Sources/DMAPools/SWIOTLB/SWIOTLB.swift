@@ -80,6 +80,7 @@ public final class SWIOTLB: @unchecked Sendable {
 
     let slots: UnsafeMutablePointer<Slot>
     let areaStorage: UnsafeMutableRawPointer
+    private let areaAllocation: AlignedAllocation
     /// Bytes between consecutive areas (two cache lines, against false sharing).
     static let areaStride = 128
 
@@ -155,7 +156,8 @@ public final class SWIOTLB: @unchecked Sendable {
             let list = min(Self.segmentSlots - (i & (Self.segmentSlots - 1)), nslabs - i)
             (slots + i).initialize(to: Slot(list: UInt16(list)))
         }
-        areaStorage = .allocate(byteCount: nareas * Self.areaStride, alignment: Self.areaStride)
+        areaAllocation = AlignedAllocation(byteCount: nareas * Self.areaStride, alignment: Self.areaStride)
+        areaStorage = areaAllocation.pointer
         for a in 0..<nareas {
             (areaStorage + a * Self.areaStride)
                 .bindMemory(to: Lock<AreaState>.self, capacity: 1)
@@ -165,7 +167,7 @@ public final class SWIOTLB: @unchecked Sendable {
 
     deinit {
         for a in 0..<areaCount { area(a).deinitialize(count: 1) }
-        areaStorage.deallocate()
+        areaAllocation.deallocate()
         slots.deinitialize(count: nslabs)
         slots.deallocate()
     }

@@ -30,6 +30,26 @@ public final class DecryptedPoolDesign: GuestDesign, @unchecked Sendable {
     }
 }
 
+/// The `decrypted-pool` design kind: the guest's pre-decrypted allocator
+/// (its spare chunks reserved in private memory); nothing bounces but the
+/// fallback pages.
+public struct DecryptedPoolDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "decrypted-pool" }
+    public var summary: String { "socket pages from the generic pre-decrypted allocator (chunks converted once), mapped by their own address" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(decryptedAllocator: true, bounces: false)
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        DecryptedPoolDesign(guest: context.guest, device: context.device)
+    }
+}
+
+extension TransmitDesignKind where Self == DecryptedPoolDesignKind {
+    /// `decrypted-pool`: socket pages from the pre-decrypted allocator.
+    public static var decryptedPool: DecryptedPoolDesignKind { DecryptedPoolDesignKind() }
+}
+
 /// `inline-decrypt`: no special pages. `dma_map` converts the fragment's pages
 /// to shared in place (a modelled hypercall) and the completion converts them
 /// back, so nothing is copied but every mapping pays two conversions — the
@@ -139,4 +159,23 @@ public final class InlineDecryptDesign: GuestDesign, @unchecked Sendable {
             ("conversion failures", "\(c.failures)"),
         ]
     }
+}
+
+/// The `inline-decrypt` design kind: a plain guest; a share count per page
+/// of guest memory is set up before the clock starts.
+public struct InlineDecryptDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "inline-decrypt" }
+    public var summary: String { "general pages converted to shared at map time and back at completion (two modelled hypercalls per mapping)" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(bounces: false)
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        InlineDecryptDesign(guest: context.guest, device: context.device)
+    }
+}
+
+extension TransmitDesignKind where Self == InlineDecryptDesignKind {
+    /// `inline-decrypt`: convert at map, convert back at completion.
+    public static var inlineDecrypt: InlineDecryptDesignKind { InlineDecryptDesignKind() }
 }

@@ -56,9 +56,19 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
                 return device
             }
             if let device {
-                if let page = try? swiotlb.allocateZeroCopyPages(order: order, device: device) {
+                // The serial is only a cache hint: a refill that read it just
+                // before a removal still asks for the removed device (the socket's
+                // reference keeps it alive). swiotlb refuses that request without
+                // touching the device; the cache is dropped so the socket asks
+                // once at most.
+                do throws(DMAError) {
+                    let page = try swiotlb.allocateZeroCopyPages(order: order, device: device)
                     zeroCopyRuns.wrappingAdd(1, ordering: .relaxed)
                     return page
+                } catch .deviceRemoved {
+                    forget(device, for: socket)
+                } catch {
+                    // On failure, fall back to alloc_pages().
                 }
                 fallbacks.wrappingAdd(1, ordering: .relaxed)
             }
@@ -72,6 +82,16 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
         let mapping = try mapThroughDMAAPI(fragment, queue: queue)
         if !socket.zeroCopy { learn(queue.device, for: socket) }
         return mapping
+    }
+
+    /// The patch's `cmpxchg(&sk->sk_swiotlb.dev, dev, NULL)`: drops the cache if
+    /// it still holds `device`.
+    private func forget(_ device: Device, for socket: Socket) {
+        caches[socket.flow].cache.withLock { cache in
+            guard cache.device === device else { return }
+            cache.device = nil
+            invalidations.wrappingAdd(1, ordering: .relaxed)
+        }
     }
 
     /// `sk_set_bounce_device`.
@@ -99,4 +119,24 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
             ("free-path hook interceptions", "\(stats.hookInterceptions)"),
         ]
     }
+}
+
+/// The `frag-refill` design kind: a guest with swiotlb's zero-copy mode at
+/// the configuration's `zerocopy_tx_percent` and the page allocator's
+/// free-path hook; one bounce-device cache per flow.
+public struct FragRefillDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "frag-refill" }
+    public var summary: String { "the seed patch: socket pages are swiotlb runs within zerocopy_tx_percent, freed through a hook in the page allocator" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(swiotlbZeroCopyRuns: true, freePath: .swiotlbHook)
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        FragRefillDesign(guest: context.guest, device: context.device, flows: context.workload.flows)
+    }
+}
+
+extension TransmitDesignKind where Self == FragRefillDesignKind {
+    /// `frag-refill`: the seed patch.
+    public static var fragRefill: FragRefillDesignKind { FragRefillDesignKind() }
 }

@@ -75,3 +75,21 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
 public final class BounceDesign: GuestDesign, @unchecked Sendable {
     public override var name: String { "bounce" }
 }
+
+/// The `bounce` design kind: a plain guest, nothing set up beyond it.
+public struct BounceDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "bounce" }
+    public var summary: String { "today's kernel: general (private) socket pages, every fragment bounced through swiotlb at map" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements()
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        BounceDesign(guest: context.guest, device: context.device)
+    }
+}
+
+extension TransmitDesignKind where Self == BounceDesignKind {
+    /// `bounce`: today's kernel.
+    public static var bounce: BounceDesignKind { BounceDesignKind() }
+}

@@ -17,9 +17,15 @@ import Synchronization
 /// so per-sender pools allocate and recycle on the fast path. A per-queue pool
 /// would be allocated from by senders that do not own it — outside the
 /// page_pool contract — and would recycle ACKed pages through its ring.
-public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
-    public override var name: String { "page-pool" }
-    public override var marksFramesForRecycle: Bool { true }
+///
+/// Open: a design that keeps these pools and this page handling over a
+/// provider of its own subclasses it, passing its provider to `init`, and
+/// overrides `name`, `shutdown` (calling `super.shutdown()` first, which
+/// destroys the pools and waits for their pages) and `reportFigures`
+/// (Examples/CustomDesign does).
+open class PagePoolDesign: GuestDesign, @unchecked Sendable {
+    open override var name: String { "page-pool" }
+    open override var marksFramesForRecycle: Bool { true }
 
     public let pools: [PagePool]
     public let provider: PagePoolMemoryProvider
@@ -47,11 +53,11 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
         super.init(guest: guest, device: device)
     }
 
-    public override func senderStarted(_ sender: Int) {
+    open override func senderStarted(_ sender: Int) {
         pools[sender].bindToCurrentThread()
     }
 
-    public override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
+    open override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {
         // A removed device's pools are being torn down (the driver's unregister
         // path): sockets stop taking pages from them.
         if order == PageGeometry.socketFragOrder && !device.isRemoved {
@@ -61,39 +67,39 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
         return try? guest.allocator.allocatePages(order: order)
     }
 
-    public override func isSoleReference(_ page: Page) -> Bool {
+    open override func isSoleReference(_ page: Page) -> Bool {
         if let pool = PagePool.owning(page) { return pool.fragmentReferenceCount(of: page.head) == 1 }
         return super.isSoleReference(page)
     }
 
-    public override func retainFragment(_ page: Page) {
+    open override func retainFragment(_ page: Page) {
         if let pool = PagePool.owning(page) { pool.retainFragment(page.head) } else { super.retainFragment(page) }
     }
 
-    public override func releaseSocketPage(_ page: Page) {
+    open override func releaseSocketPage(_ page: Page) {
         if let pool = PagePool.owning(page) { pool.put(page.head) } else { super.releaseSocketPage(page) }
     }
 
     /// `skb_frag_unref` -> `napi_pp_put_page` for pool pages of a pp_recycle frame.
-    public override func releaseFragment(_ page: Page, ppRecycle: Bool) {
+    open override func releaseFragment(_ page: Page, ppRecycle: Bool) {
         if ppRecycle, let pool = PagePool.owning(page) { pool.put(page.head) } else { super.releaseFragment(page, ppRecycle: ppRecycle) }
     }
 
     /// Pool pages carry their DMA address (`page_pool_get_dma_addr`): the driver
     /// uses it as is. Fallback pages go through the DMA API and bounce.
-    public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+    open override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
         guard fragment.page.head.owner == .pagePool else { return try mapThroughDMAAPI(fragment, queue: queue) }
         return try mapByStoredAddress(fragment, queue: queue)
     }
 
-    public override func shutdown() throws {
+    open override func shutdown() throws {
         for pool in pools { pool.destroy() }
         for pool in pools where !pool.waitForShutdown(timeout: .seconds(5)) {
             throw DesignError.poolDidNotDrain(pool: "\(pool)", inflight: pool.inflight)
         }
     }
 
-    public override func reportFigures() -> [(String, String)] {
+    open override func reportFigures() -> [(String, String)] {
         var fast = 0, slow = 0, empty = 0, refill = 0, cached = 0, cacheFull = 0, ring = 0, ringFull = 0, refcnt = 0
         for pool in pools {
             let a = pool.statistics.allocation, r = pool.statistics.recycling
@@ -112,17 +118,79 @@ public final class PagePoolDesign: GuestDesign, @unchecked Sendable {
     }
 }
 
+/// The `page-pool` design kind: one TX page_pool per sender over the
+/// provider the configuration names (`ExperimentConfiguration.poolProvider`),
+/// each with the configuration's ring size; the guest is what the provider
+/// needs. Pools are created before the clock starts.
+public struct PagePoolDesignKind: TransmitDesignKind {
+    public init() {}
+    public var name: String { "page-pool" }
+    public var summary: String { "per-CPU TX page_pools over a device-visible provider (--provider); frames marked pp_recycle" }
+    public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
+        // Fallback pages bounce; the rest is the provider's.
+        GuestRequirements(bounces: true).union(
+            configuration.poolProvider.requirements(pools: workload.senders, order: PageGeometry.socketFragOrder,
+                                                    configuration: configuration))
+    }
+    public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+        try PagePoolDesign(guest: context.guest, device: context.device, senders: context.workload.senders,
+                           provider: try context.makePoolProvider(), ringSize: context.configuration.poolRingSize)
+    }
+}
+
+extension TransmitDesignKind where Self == PagePoolDesignKind {
+    /// `page-pool`: per-CPU TX page_pools.
+    public static var pagePool: PagePoolDesignKind { PagePoolDesignKind() }
+}
+
+/// The `swiotlb` provider kind: zero-copy runs of the guest's swiotlb for the
+/// NIC's device (`SWIOTLBPageProvider`), under the configuration's
+/// `zerocopy_tx_percent`.
+public struct SWIOTLBProviderKind: PagePoolProviderKind {
+    public init() {}
+    public var name: String { "swiotlb" }
+    public var summary: String { "zero-copy runs taken from swiotlb, under zerocopy_tx_percent (shared from boot)" }
+    public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
+        // Cached pages are swiotlb's, not private memory.
+        GuestRequirements(swiotlbZeroCopyRuns: true, bounces: false)
+    }
+    public func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider {
+        SWIOTLBPageProvider(swiotlb: context.guest.swiotlb, device: context.device)
+    }
+}
+
+/// The `decrypted` provider kind: runs of the guest's pre-decrypted allocator
+/// (`DecryptedPageProvider`); the pools' caches are private memory converted
+/// to shared, reserved by the fit check.
+public struct DecryptedProviderKind: PagePoolProviderKind {
+    public init() {}
+    public var name: String { "decrypted" }
+    public var summary: String { "runs of the pre-decrypted allocator (private chunks converted to shared once)" }
+    public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(decryptedAllocator: true, privateReserveBytes: Self.cachedBytes(pools: pools, order: order), bounces: false)
+    }
+    public func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider {
+        DecryptedPageProvider(allocator: context.guest.decrypted)
+    }
+}
+
+extension PagePoolProviderKind where Self == SWIOTLBProviderKind {
+    /// `swiotlb`: zero-copy swiotlb runs.
+    public static var swiotlb: SWIOTLBProviderKind { SWIOTLBProviderKind() }
+}
+
+extension PagePoolProviderKind where Self == DecryptedProviderKind {
+    /// `decrypted`: pre-decrypted pages.
+    public static var decrypted: DecryptedProviderKind { DecryptedProviderKind() }
+}
+
 /// Errors from a design's own machinery.
 public enum DesignError: Error, CustomStringConvertible {
     case poolDidNotDrain(pool: String, inflight: Int)
-    case unknownDesign(String)
-    case unknownProvider(String)
 
     public var description: String {
         switch self {
         case .poolDidNotDrain(let pool, let inflight): "\(pool) still has \(inflight) pages in flight after teardown"
-        case .unknownDesign(let name): "unknown design '\(name)' (expected one of: \(DesignKind.allCases.map(\.rawValue).joined(separator: ", ")))"
-        case .unknownProvider(let name): "unknown page_pool provider '\(name)' (expected swiotlb or decrypted)"
         }
     }
 }

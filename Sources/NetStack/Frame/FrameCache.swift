@@ -9,6 +9,8 @@ struct FrameHeader {
     @usableFromInline var isClone = false
     /// Times this header was put back on a qdisc after a failed transmit.
     @usableFromInline var requeues: UInt8 = 0
+    /// Times the socket sent this (original) frame again after a drop.
+    @usableFromInline var retransmits: UInt8 = 0
 }
 
 /// A stack of free slot numbers with storage allocated on growth only.
@@ -280,13 +282,36 @@ public final class FrameCache: @unchecked Sendable {
         h.pointee.requeues &+= 1  // bounded by TXQueue.maxRequeues < 255
         return Int(h.pointee.requeues)
     }
+    /// Counts one more retransmission of this (original) frame and returns the new count.
+    public func noteRetransmit(_ frame: Frame) -> Int {
+        let h = header(frame.slot)
+        if !h.pointee.isLive { Self.deadFrame(frame, "retransmitted") }
+        h.pointee.retransmits &+= 1  // bounded by Socket.maxRetransmits < 255
+        return Int(h.pointee.retransmits)
+    }
+
+    /// `transmittedAt` of a frame whose data never reached the wire: the queue
+    /// dropped it, and its socket must send it again.
+    public static let droppedMark = UInt64.max
+
     /// Marks the frame's data as handed to the wire at `nanoseconds` (monotonic);
     /// the peer model acknowledges it one round-trip later.
     public func markTransmitted(_ frame: Frame, at nanoseconds: UInt64) {
         data(of: frame).pointee.transmittedAt.store(nanoseconds, ordering: .releasing)
     }
 
-    /// When the frame's data reached the wire, or 0 if it has not yet.
+    /// Marks the frame's data as dropped before it reached the wire (`droppedMark`).
+    public func markDropped(_ frame: Frame) {
+        data(of: frame).pointee.transmittedAt.store(Self.droppedMark, ordering: .releasing)
+    }
+
+    /// Marks the frame's data as not yet sent again, before it is retransmitted.
+    func markUnsent(_ frame: Frame) {
+        data(of: frame).pointee.transmittedAt.store(0, ordering: .releasing)
+    }
+
+    /// When the frame's data reached the wire, 0 if it has not yet, or
+    /// `droppedMark` if it was dropped on the way.
     public func transmittedAt(_ frame: Frame) -> UInt64 {
         data(of: frame).pointee.transmittedAt.load(ordering: .acquiring)
     }

@@ -1,19 +1,18 @@
 /// The one place the projection turns a design's name into something the
-/// framework can run. Everything else in Projection/ works with names, so
-/// when the closed `DesignKind` gives way to a registry of designs only this
-/// adapter changes.
+/// framework can run: the designs registered in `DesignRegistry.shared` (the
+/// five built-ins and any a user registered). Everything else in
+/// Projection/ works with names.
 public enum ProjectionDesigns {
     /// What `resolve` returns and `run` and `comparison` take.
-    public typealias Design = DesignKind
+    public typealias Design = any TransmitDesignKind
 
     /// Every design the framework can run, by name.
-    public static var allNames: [String] { DesignKind.allCases.map(\.rawValue) }
+    public static var allNames: [String] { DesignRegistry.shared.designs.map(\.name) }
 
-    /// The design called `name`; the error names the `--designs` option.
+    /// The design called `name`; the error names the `--designs` option and
+    /// lists the registered names.
     public static func resolve(_ name: String) throws(ParameterError) -> Design {
-        do { return try DesignKind.named(name) } catch {
-            throw .invalid(parameter: "designs", reason: error.description)
-        }
+        try DesignRegistry.shared.design(named: name, parameter: "designs")
     }
 
     /// Runs `design` on a fresh guest.

@@ -14,15 +14,17 @@ public struct TXQueueStatistics: Sendable, Hashable {
     /// Frames put back on the qdisc after a failed map (`NETDEV_TX_BUSY`).
     public var requeues = 0
     /// Frames given up after `TXQueue.maxRequeues` failed attempts: their data
-    /// never reached the wire (a failure of the design under test).
+    /// did not reach the wire, and their socket sends them again.
     public var framesDropped = 0
-    /// Frames discarded because the queue's device was removed (expected after
-    /// a removal; their pages still come home).
+    /// Frames (and their payload bytes) discarded because the queue's device was
+    /// removed (expected after a removal; their pages still come home).
     public var framesDiscardedDeviceGone = 0
+    public var bytesDiscardedDeviceGone = 0
     /// Frames still queued at the run's drain limit, discarded without being
     /// mapped (their pages still come home), and their payload bytes.
     public var framesAbandoned = 0
     public var bytesAbandoned = 0
+    /// Mappings whose unmap failed (a failure of the design under test).
     public var unmapFailures = 0
     public var firstMapError: String?
     /// NAPI-style completion batches.
@@ -34,6 +36,7 @@ public struct TXQueueStatistics: Sendable, Hashable {
         s.bytesDirect += b.bytesDirect; s.bytesConvertedInPlace += b.bytesConvertedInPlace
         s.mapFailures += b.mapFailures; s.requeues += b.requeues; s.framesDropped += b.framesDropped
         s.framesDiscardedDeviceGone += b.framesDiscardedDeviceGone
+        s.bytesDiscardedDeviceGone += b.bytesDiscardedDeviceGone
         s.framesAbandoned += b.framesAbandoned; s.bytesAbandoned += b.bytesAbandoned
         s.unmapFailures += b.unmapFailures
         s.firstMapError = a.firstMapError ?? b.firstMapError
@@ -185,6 +188,7 @@ public final class TXQueue: @unchecked Sendable {
         if device.isRemoved {
             // The carrier is gone: discard without touching the device.
             statistics.framesDiscardedDeviceGone += 1
+            statistics.bytesDiscardedDeviceGone += cache.length(of: frame)
             outcomes[slot] = .sent(mapped: 0)
             return
         }
@@ -220,7 +224,7 @@ public final class TXQueue: @unchecked Sendable {
                 outcomes[slot] = .requeue
             } else {
                 statistics.framesDropped += 1
-                outcomes[slot] = .sent(mapped: 0)   // released as if sent
+                outcomes[slot] = .dropped   // completion tells the socket to send it again
             }
             return
         }
@@ -249,6 +253,13 @@ public final class TXQueue: @unchecked Sendable {
                 qdisc.withLock { $0.append(frame) }
                 pending.wrappingAdd(1, ordering: .sequentiallyConsistent)
                 continue
+            case .dropped:
+                // Dropped: the data never reached the wire. Mark it so before the
+                // socket hears of it; it retransmits from its own queue.
+                cache.markDropped(frame)
+                sockets[cache.flow(of: frame)].noteDropped()
+                cache.free(frame)
+                continue
             case .sent(let count):
                 mapped = count
             }
@@ -274,11 +285,14 @@ public final class TXQueue: @unchecked Sendable {
 /// What `TXQueue.transmit` did with a frame, for its completion.
 enum TransmitOutcome {
     /// Posted with `mapped` fragments mapped (0: discarded because the device
-    /// is gone, or dropped after too many requeues; released as if sent).
+    /// is gone, or abandoned at the drain limit; released as if sent).
     case sent(mapped: Int)
     /// A mapping failed and was undone: the completion puts the frame back on
     /// the qdisc.
     case requeue
+    /// Given up after `TXQueue.maxRequeues` failed maps: nothing reached the
+    /// wire, and the completion tells the socket to send the data again.
+    case dropped
 }
 
 #if canImport(Glibc)

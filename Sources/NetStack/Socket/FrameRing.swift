@@ -18,6 +18,12 @@ struct FrameRing: ~Copyable {
 
     var first: Frame? { count == 0 ? nil : storage[head] }
 
+    /// The `i`th frame from the head (`0..<count`).
+    subscript(i: Int) -> Frame {
+        precondition(i >= 0 && i < count, "frame ring index \(i) out of 0..<\(count)")
+        return storage[(head &+ i) & (capacity - 1)]
+    }
+
     mutating func append(_ frame: Frame) {
         if count == capacity { grow() }
         storage[(head &+ count) & (capacity - 1)] = frame  // head + count < 2 * capacity

@@ -1,4 +1,5 @@
 import DMAPools
+import Synchronization
 
 /// Per-socket counters (written by the owning sender only).
 public struct SocketStatistics: Sendable, Hashable {
@@ -18,6 +19,13 @@ public struct SocketStatistics: Sendable, Hashable {
     public var refillFailures = 0
     /// Bytes acknowledged by the peer and freed.
     public var bytesAcknowledged = 0
+    /// Frames (and their bytes) sent again because a TX queue dropped them.
+    public var framesRetransmitted = 0
+    public var bytesRetransmitted = 0
+    /// Frames (and their bytes) given up after `Socket.maxRetransmits` drops:
+    /// written by the sender, never delivered (a failure of the design).
+    public var framesGivenUp = 0
+    public var bytesGivenUp = 0
 
     public static func + (a: Self, b: Self) -> Self {
         var s = a
@@ -25,6 +33,8 @@ public struct SocketStatistics: Sendable, Hashable {
         s.framesSent += b.framesSent; s.refillsOrder3 += b.refillsOrder3; s.refillsOrder0 += b.refillsOrder0
         s.refillReuses += b.refillReuses; s.refillFailures += b.refillFailures
         s.bytesAcknowledged += b.bytesAcknowledged
+        s.framesRetransmitted += b.framesRetransmitted; s.bytesRetransmitted += b.bytesRetransmitted
+        s.framesGivenUp += b.framesGivenUp; s.bytesGivenUp += b.bytesGivenUp
         return s
     }
 }
@@ -53,14 +63,19 @@ public struct UserBuffer: Sendable {
 /// A TCP-like socket: send-buffer accounting, a page fragment refilled by the
 /// design, `sendmsg` that copies user bytes into fragments (copy 1) and cuts
 /// frames of up to 64 KiB, and a retransmit queue that keeps every frame until the
-/// peer model acknowledges it one round-trip after the NIC sent it.
+/// peer model acknowledges it one round-trip after the NIC sent it. A frame a
+/// TX queue dropped is sent again, as TCP retransmits a segment that was never
+/// acknowledged.
 ///
 /// All state is owned by its sender thread. A queue's qdisc runs in whichever
 /// sender's context holds the queue's running bit (there is no queue thread),
-/// and reads only the socket's identity and the design it is passed to.
+/// and reads only the socket's identity and the design it is passed to, and
+/// tells it about drops (`noteDropped`, an atomic count).
 public final class Socket: @unchecked Sendable {
     /// The GSO size goal: frames carry at most 64 KiB.
     public static let maxFrameBytes = 65536
+    /// Retransmissions of one frame before the socket gives up on it (`tcp_retries2`).
+    public static let maxRetransmits = 15
     /// The default send buffer limit (`tcp_wmem[2]`, 4 MB).
     public static let defaultSendBufferBytes = 4 << 20
 
@@ -81,6 +96,9 @@ public final class Socket: @unchecked Sendable {
     /// Bytes in frames not yet acknowledged (`sk_wmem_queued`).
     public private(set) var inflightBytes = 0
     private var retransmitQueue = FrameRing()
+    /// Frames the TX queues dropped since the socket last looked (queue threads
+    /// add with releasing ordering after marking the frame dropped).
+    private let dropsPending = Atomic<Int>(0)
     public private(set) var statistics = SocketStatistics()
 
     public init(flow: Int, queueIndex: Int, sender: Int, user: UserBuffer,
@@ -213,7 +231,7 @@ public final class Socket: @unchecked Sendable {
         var acknowledged = 0
         while let head = retransmitQueue.first {
             let sentAt = cache.transmittedAt(head)
-            guard sentAt != 0, sentAt &+ roundTrip <= now else { break }
+            guard sentAt != 0, sentAt != FrameCache.droppedMark, sentAt &+ roundTrip <= now else { break }
             _ = retransmitQueue.removeFirst()
             let length = cache.length(of: head)
             inflightBytes -= length
@@ -226,6 +244,38 @@ public final class Socket: @unchecked Sendable {
 
     /// Frames waiting for an acknowledgement.
     public var unacknowledgedFrames: Int { retransmitQueue.count }
+
+    /// Called by a TX queue after it marked one of this socket's frames dropped.
+    func noteDropped() {
+        dropsPending.wrappingAdd(1, ordering: .releasing)
+    }
+
+    /// The retransmit timer: sends again every frame a TX queue dropped (a clone
+    /// to `push`, as `tcp_retransmit_skb`), or, after `maxRetransmits`, gives up
+    /// on it: its bytes are counted given up and it is released as if
+    /// acknowledged. Costs one atomic load when nothing was dropped.
+    func retransmitDropped(cache: FrameCache, push: (Frame) -> Void) {
+        guard dropsPending.load(ordering: .acquiring) > 0 else { return }
+        var drops = dropsPending.exchange(0, ordering: .acquiring)
+        var i = 0
+        while drops > 0 && i < retransmitQueue.count {
+            let frame = retransmitQueue[i]
+            i += 1
+            guard cache.transmittedAt(frame) == FrameCache.droppedMark else { continue }
+            drops -= 1
+            let length = cache.length(of: frame)
+            if cache.noteRetransmit(frame) > Self.maxRetransmits {
+                statistics.framesGivenUp += 1
+                statistics.bytesGivenUp += length
+                cache.markTransmitted(frame, at: 1)
+                continue
+            }
+            statistics.framesRetransmitted += 1
+            statistics.bytesRetransmitted += length
+            cache.markUnsent(frame)
+            push(cache.clone(frame))
+        }
+    }
 
     /// Drops the socket's page fragment (`sk_stream_kill_queues` / socket close).
     func releaseFragmentPage(design: TransmitDesign) {

@@ -5,7 +5,8 @@ public struct ComparisonPlan: Sendable, Hashable {
     /// Rounds run in any case, each `durationSeconds / rounds` per design.
     public var rounds: Int
     /// The design every other design's figures are divided by, round by round.
-    public var baseline: DesignKind
+    /// Plans compare it by name.
+    public var baseline: any TransmitDesignKind
     /// With a cap, rounds of the same length are added after `rounds`, up to
     /// the cap in all, until every design's ratio to the baseline has its
     /// interquartile range within +-`stableQuartileFraction` of its median.
@@ -14,10 +15,20 @@ public struct ComparisonPlan: Sendable, Hashable {
     /// +-5%: the interquartile range `--until-stable` waits for.
     public static let stableQuartileFraction = 0.05
 
-    public init(rounds: Int, baseline: DesignKind = .bounce, untilStableCap: Int? = nil) {
+    public init(rounds: Int, baseline: any TransmitDesignKind = .bounce, untilStableCap: Int? = nil) {
         self.rounds = rounds
         self.baseline = baseline
         self.untilStableCap = untilStableCap
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.rounds == b.rounds && a.baseline.name == b.baseline.name && a.untilStableCap == b.untilStableCap
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(rounds)
+        hasher.combine(baseline.name)
+        hasher.combine(untilStableCap)
     }
 }
 
@@ -65,10 +76,10 @@ public struct BreakEven: Sendable, Hashable {
 
 /// One run of a round: the design and what it did.
 public struct RoundRun: Sendable {
-    public let kind: DesignKind
+    public let kind: any TransmitDesignKind
     public let result: TransmitResult
 
-    public init(kind: DesignKind, result: TransmitResult) {
+    public init(kind: any TransmitDesignKind, result: TransmitResult) {
         self.kind = kind
         self.result = result
     }
@@ -84,7 +95,7 @@ public struct RoundRun: Sendable {
 /// as it changed within one run's neighbourhood, and a steady (exponential)
 /// drift cancels exactly.
 public struct Comparison: Sendable {
-    public let kinds: [DesignKind]
+    public let kinds: [any TransmitDesignKind]
     public let plan: ComparisonPlan
     /// Every round's runs, in the order they ran.
     public let rounds: [[RoundRun]]
@@ -97,20 +108,22 @@ public struct Comparison: Sendable {
     public let results: [TransmitResult]
 
     /// The order the designs ran in, per round.
-    public var orders: [[DesignKind]] { rounds.map { $0.map(\.kind) } }
+    public var orders: [[any TransmitDesignKind]] { rounds.map { $0.map(\.kind) } }
 
     /// The others (`kinds` without the baseline) rotated left by `round`.
-    public static func order(_ kinds: [DesignKind], round: Int) -> [DesignKind] {
+    public static func order(_ kinds: [any TransmitDesignKind], round: Int) -> [any TransmitDesignKind] {
         guard !kinds.isEmpty else { return [] }
         let shift = round % kinds.count
         return Array(kinds[shift...] + kinds[..<shift])
     }
 
     /// The runs of round `round`: the baseline, then each other design in
-    /// rotated order, each followed by the baseline again.
-    public static func schedule(_ kinds: [DesignKind], baseline: DesignKind, round: Int) -> [DesignKind] {
+    /// rotated order, each followed by the baseline again. Designs are told
+    /// apart by name.
+    public static func schedule(_ kinds: [any TransmitDesignKind], baseline: any TransmitDesignKind,
+                                round: Int) -> [any TransmitDesignKind] {
         var runs = [baseline]
-        for kind in order(kinds.filter { $0 != baseline }, round: round) { runs += [kind, baseline] }
+        for kind in order(kinds.filter { $0.name != baseline.name }, round: round) { runs += [kind, baseline] }
         return runs
     }
 
@@ -118,13 +131,13 @@ public struct Comparison: Sendable {
     /// geometric mean of the baseline's runs nearest before and after it
     /// (the one there is, at an end); 1 for the baseline itself; NaN where a
     /// design did not run or the baseline's figure is 0.
-    public static func pairedRatios(_ runs: [RoundRun], kinds: [DesignKind], baseline: DesignKind,
+    public static func pairedRatios(_ runs: [RoundRun], kinds: [any TransmitDesignKind], baseline: any TransmitDesignKind,
                                     of figure: (TransmitResult) -> Double = { $0.gbps }) -> [Double] {
         kinds.map { kind in
-            guard let position = runs.firstIndex(where: { $0.kind == kind }) else { return .nan }
-            if kind == baseline { return figure(runs[position].result) > 0 ? 1 : .nan }
-            let before = runs[..<position].last { $0.kind == baseline }.map { figure($0.result) }
-            let after = runs[(position + 1)...].first { $0.kind == baseline }.map { figure($0.result) }
+            guard let position = runs.firstIndex(where: { $0.kind.name == kind.name }) else { return .nan }
+            if kind.name == baseline.name { return figure(runs[position].result) > 0 ? 1 : .nan }
+            let before = runs[..<position].last { $0.kind.name == baseline.name }.map { figure($0.result) }
+            let after = runs[(position + 1)...].first { $0.kind.name == baseline.name }.map { figure($0.result) }
             let neighbours = [before, after].compactMap { $0 }
             guard !neighbours.isEmpty, neighbours.allSatisfy({ $0 > 0 }) else { return .nan }
             let mean = neighbours.count == 2 ? (neighbours[0] * neighbours[1]).squareRoot() : neighbours[0]
@@ -133,7 +146,7 @@ public struct Comparison: Sendable {
     }
 
     /// Per design (in `kinds` order), its ratio in each round.
-    public static func pairedRatios(_ rounds: [[RoundRun]], kinds: [DesignKind], baseline: DesignKind,
+    public static func pairedRatios(_ rounds: [[RoundRun]], kinds: [any TransmitDesignKind], baseline: any TransmitDesignKind,
                                     of figure: (TransmitResult) -> Double = { $0.gbps }) -> [[Double]] {
         let perRound = rounds.map { pairedRatios($0, kinds: kinds, baseline: baseline, of: figure) }
         return kinds.indices.map { i in perRound.map { $0[i] } }
@@ -161,9 +174,9 @@ public struct Comparison: Sendable {
     /// Aggregates rounds per design and attaches the paired figures. A
     /// design's runs in one round (the baseline has several) are added up
     /// first, so its Gbps per round is the median of its runs in that round.
-    public static func results(_ kinds: [DesignKind], rounds: [[RoundRun]], baseline: DesignKind,
+    public static func results(_ kinds: [any TransmitDesignKind], rounds: [[RoundRun]], baseline: any TransmitDesignKind,
                                copyRate: MachineCopyRate?) -> [TransmitResult] {
-        guard let b = kinds.firstIndex(of: baseline), !rounds.isEmpty else { return [] }
+        guard let b = kinds.firstIndex(where: { $0.name == baseline.name }), !rounds.isEmpty else { return [] }
         let ratios = pairedRatios(rounds, kinds: kinds, baseline: baseline)
         // The baseline's CPU per GB over the design's: higher is better, as for Gbps.
         let cpuRatios = pairedRatios(rounds, kinds: kinds, baseline: baseline) { r in
@@ -172,16 +185,16 @@ public struct Comparison: Sendable {
         }
         // perRound[r][i]: kinds[i]'s runs of round r added up.
         let perRound = rounds.map { runs in
-            kinds.map { kind in TransmitResult.aggregate(runs.filter { $0.kind == kind }.map(\.result)) }
+            kinds.map { kind in TransmitResult.aggregate(runs.filter { $0.kind.name == kind.name }.map(\.result)) }
         }
         return kinds.indices.map { i in
             var total = TransmitResult.aggregate(perRound.map { $0[i] })
-            total.baselineDesign = baseline.rawValue
+            total.baselineDesign = baseline.name
             total.roundRatios = ratios[i]
             total.roundCPURatios = cpuRatios[i]
             // Only inline decryption converts per mapping, in the transmit
             // path: the break-even model holds for it alone.
-            total.roundBreakEven = i == b || kinds[i] != .inlineDecrypt ? [] : perRound.compactMap { BreakEven.of($0[i], against: $0[b]) }
+            total.roundBreakEven = i == b || kinds[i].name != InlineDecryptDesignKind().name ? [] : perRound.compactMap { BreakEven.of($0[i], against: $0[b]) }
             total.copyRate = copyRate
             return total
         }

@@ -1,49 +1,5 @@
 import DMAPools
 
-/// The TX designs the framework compares.
-public enum DesignKind: String, CaseIterable, Sendable, Codable {
-    /// Today's kernel: general pages, swiotlb bounce at map.
-    case bounce
-    /// The seed patch: socket pages from swiotlb within zerocopy_tx_percent.
-    case fragRefill = "frag-refill"
-    /// The review's design: per-CPU TX page_pools over a device-visible provider.
-    case pagePool = "page-pool"
-    /// Socket pages from the generic pre-decrypted allocator.
-    case decryptedPool = "decrypted-pool"
-    /// Convert each page to shared at map time and back at completion.
-    case inlineDecrypt = "inline-decrypt"
-
-    /// Parses a design name, with an error that lists the valid ones.
-    public static func named(_ name: String) throws(DesignError) -> DesignKind {
-        guard let kind = DesignKind(rawValue: name) else { throw .unknownDesign(name) }
-        return kind
-    }
-
-    /// Parses a comma-separated list of designs: at least one, each named once.
-    public static func list(_ text: String) throws(ExperimentError) -> [DesignKind] {
-        var kinds: [DesignKind] = []
-        for name in text.split(separator: ",", omittingEmptySubsequences: false) {
-            do { kinds.append(try named(String(name))) } catch {
-                throw .invalid(.invalid(parameter: "designs", reason: name.isEmpty
-                    ? "'\(text)' names no design: give one or more of \(allNames), separated by commas"
-                    : error.description))
-            }
-        }
-        try Experiment.checkDesigns(kinds)
-        return kinds
-    }
-
-    static var allNames: String { allCases.map(\.rawValue).joined(separator: ", ") }
-}
-
-/// Where the page-pool design's pool pages come from.
-public enum PoolProviderKind: String, CaseIterable, Sendable, Codable {
-    /// Runs taken from swiotlb (the seed patch's allocation mode, under the same cap).
-    case swiotlb
-    /// Pages of the pre-decrypted allocator (chunks converted once).
-    case decrypted
-}
-
 /// Everything about the guest that stays the same across designs.
 ///
 /// Every rule a configuration must keep is in `validate()`, which `txsim`
@@ -53,7 +9,11 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     public var memory: GuestMemoryConfiguration
     /// `swiotlb.zerocopy_tx_percent` for the designs that take runs from swiotlb.
     public var zeroCopyPercent: Int
-    public var poolProvider: PoolProviderKind
+    /// The page_pool memory provider of the page-pool design (and of any
+    /// design that builds pools over `DesignContext.makePoolProvider`):
+    /// `.swiotlb`, `.decrypted`, or a user's kind. Configurations compare by
+    /// its name.
+    public var poolProvider: any PagePoolProviderKind
     /// Each TX page_pool's recycle ring (`pool_size`).
     public var poolRingSize: Int
     public var swiotlbAreas: Int?
@@ -78,7 +38,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
 
     /// A configuration, checked: the error names the parameter at fault and its range.
     public init(memory: GuestMemoryConfiguration = .init(), zeroCopyPercent: Int = 90,
-                poolProvider: PoolProviderKind = .swiotlb, poolRingSize: Int = 1024,
+                poolProvider: any PagePoolProviderKind = .swiotlb, poolRingSize: Int = 1024,
                 swiotlbAreas: Int? = nil) throws(ParameterError) {
         self.memory = memory
         self.zeroCopyPercent = zeroCopyPercent
@@ -86,6 +46,19 @@ public struct ExperimentConfiguration: Sendable, Hashable {
         self.poolRingSize = poolRingSize
         self.swiotlbAreas = swiotlbAreas
         try validate()
+    }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.memory == b.memory && a.zeroCopyPercent == b.zeroCopyPercent && a.poolProvider.name == b.poolProvider.name
+            && a.poolRingSize == b.poolRingSize && a.swiotlbAreas == b.swiotlbAreas
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(memory)
+        hasher.combine(zeroCopyPercent)
+        hasher.combine(poolProvider.name)
+        hasher.combine(poolRingSize)
+        hasher.combine(swiotlbAreas)
     }
 
     /// Checks every parameter; the error names the one that is wrong.
@@ -142,18 +115,26 @@ func readableBytes(_ bytes: Int) -> String {
 }
 
 /// Builds a fresh guest for a design and runs a workload on it.
+///
+/// Designs are given as kinds (`TransmitDesignKind`): the built-in ones
+/// (`.bounce`, `.fragRefill`, `.pagePool`, `.decryptedPool`, `.inlineDecrypt`),
+/// a user's own, or any kind `DesignRegistry` resolves by name. Everything a
+/// kind sets up (the guest it asks for, its pools, a provider's region) is
+/// built before the clock starts and is not part of the timed window: a
+/// result's `seconds` and Gbps cover sending and draining only, and its
+/// `setupSeconds` says how long the set-up took.
 public enum Experiment {
-    /// The guest, NIC device and design for `kind`.
     /// Rounds of `compare`.
     public static let roundsRange = 1...100
 
     /// Checks everything an experiment needs before anything is allocated:
-    /// each parameter's range, the designs, the rounds (each at least
-    /// `Workload.durationRange.lowerBound` long), and that the workload fits
-    /// the guest. `compare`, `run` and `prepare` call it; so does `txsim`.
-    public static func check(_ kinds: [DesignKind], workload: Workload, rounds: Int = 1,
+    /// each parameter's range, the designs (each named once, each kind's own
+    /// `check`), the rounds (each at least `Workload.durationRange.lowerBound`
+    /// long), and that the workload fits the guest each kind asks for.
+    /// `compare`, `run` and `prepare` call it; so does `txsim`.
+    public static func check(_ kinds: [any TransmitDesignKind], workload: Workload, rounds: Int = 1,
                              configuration: ExperimentConfiguration) throws(ExperimentError) {
-        try check(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: kinds.first ?? .bounce),
+        try check(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: defaultBaseline(kinds)),
                   configuration: configuration)
     }
 
@@ -161,7 +142,7 @@ public enum Experiment {
     /// must be one of the designs run, and an `--until-stable` cap must be in
     /// rounds...`roundsRange.upperBound` (every added round is as long as the
     /// others).
-    public static func check(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
+    public static func check(_ kinds: [any TransmitDesignKind], workload: Workload, plan: ComparisonPlan,
                              configuration: ExperimentConfiguration) throws(ExperimentError) {
         let rounds = plan.rounds
         do { try workload.validate() } catch { throw .invalid(error) }
@@ -177,66 +158,74 @@ public enum Experiment {
                            + "\(perRound) s per round, less than the \(minimum) s a round needs to measure anything: "
                            + "lower --rounds or raise --duration to at least \(minimum * Double(rounds))"))
         }
-        if !kinds.isEmpty && !kinds.contains(plan.baseline) {
-            throw .invalid(.invalid(parameter: "baseline", reason: "\(plan.baseline.rawValue) is not among the designs run "
-                           + "(\(kinds.map(\.rawValue).joined(separator: ", "))): name one of them, or add it to --designs"))
+        if !kinds.isEmpty && !kinds.contains(where: { $0.name == plan.baseline.name }) {
+            throw .invalid(.invalid(parameter: "baseline", reason: "\(plan.baseline.name) is not among the designs run "
+                           + "(\(kinds.map(\.name).joined(separator: ", "))): name one of them, or add it to --designs"))
         }
         if let cap = plan.untilStableCap, !(rounds...roundsRange.upperBound).contains(cap) {
             throw .invalid(.invalid(parameter: "until-stable", reason: "\(cap) must be in --rounds (\(rounds))...\(roundsRange.upperBound): "
                            + "the most rounds to run in all"))
         }
+        for kind in kinds { try kind.check(workload: workload, configuration: configuration) }
         try checkFits(kinds, workload: workload, configuration: configuration)
     }
 
-    static func checkDesigns(_ kinds: [DesignKind]) throws(ExperimentError) {
+    /// At least one design, each named once (names are what reports tell apart).
+    static func checkDesigns(_ kinds: [any TransmitDesignKind], registry: DesignRegistry = .shared) throws(ExperimentError) {
         guard !kinds.isEmpty else {
-            throw .invalid(.invalid(parameter: "designs", reason: "no design given: name one or more of \(DesignKind.allNames)"))
+            throw .invalid(.invalid(parameter: "designs", reason: "no design given: name one or more of \(registry.designNames)"))
         }
-        var seen = Set<DesignKind>()
-        for kind in kinds where !seen.insert(kind).inserted {
-            throw .invalid(.invalid(parameter: "designs", reason: "\(kind.rawValue) is named twice: each design runs once per round"))
+        var seen = Set<String>()
+        for kind in kinds where !seen.insert(kind.name).inserted {
+            throw .invalid(.invalid(parameter: "designs", reason: "\(kind.name) is named twice: each design runs once per round"))
         }
     }
 
-    /// Private memory a run can hold at once: per flow (user buffer, send
-    /// buffer, socket pages) and the allocators' and pools' reserve.
-    static func privateNeeds(_ kinds: [DesignKind], workload w: Workload,
-                             configuration: ExperimentConfiguration) -> (perFlow: Int, reserve: Int) {
+    /// Private memory a run of one design can hold at once: per flow (user
+    /// buffer, send buffer, socket pages) and what the design reserves
+    /// (allocator slack; `GuestRequirements`: the pre-decrypted allocator's
+    /// spare chunks, pool caches, a provider's region).
+    static func privateNeeds(_ requirements: GuestRequirements, workload w: Workload) -> (perFlow: Int, reserve: Int) {
         let userBuffer = PageGeometry.bytes(order: PageGeometry.maxOrder)
         let socketPage = PageGeometry.bytes(order: PageGeometry.socketFragOrder)
         let perFlow = userBuffer + w.sendBufferBytes + 2 * socketPage
-        let decryptedPools = kinds.contains(.pagePool) && configuration.poolProvider == .decrypted
         let chunk = PageGeometry.bytes(order: DecryptedAllocator.Configuration().chunkOrder)
         var reserve = 8 << 20   // allocator slack, the block device's buffer in fault runs
-        if kinds.contains(.decryptedPool) || decryptedPools {
+        reserve += requirements.privateReserveBytes
+        if requirements.decryptedAllocator {
             reserve += (Guest.defaultDecryptedSpareChunks + w.senders) * chunk
-        }
-        if decryptedPools {
-            // Pool caches hold pages beyond those in flight (over swiotlb they are swiotlb's).
-            reserve += w.senders * (PagePool.allocCacheSize + PagePool.allocCacheRefill) * socketPage
         }
         return (perFlow, reserve)
     }
 
-    /// The private memory a run of `kinds` draws from (the fit check's
-    /// estimate), which `prepare` makes resident at boot.
-    public static func workingSetBytes(_ kinds: [DesignKind], workload: Workload,
+    /// The private memory a run of the neediest of `kinds` draws from (the
+    /// fit check's estimate), which `prepare` makes resident at boot.
+    public static func workingSetBytes(_ kinds: [any TransmitDesignKind], workload: Workload,
                                        configuration: ExperimentConfiguration) -> Int {
-        let (perFlow, reserve) = privateNeeds(kinds, workload: workload, configuration: configuration)
-        return workload.flows * perFlow + reserve
+        kinds.map { kind in
+            let (perFlow, reserve) = privateNeeds(kind.requirements(workload: workload, configuration: configuration),
+                                                  workload: workload)
+            return workload.flows * perFlow + reserve
+        }.max() ?? 0
     }
 
     /// What a run can hold at once, against what the guest has. Private memory
     /// holds each flow's user buffer (an order-9 run), up to its send buffer of
     /// socket pages (every design can fall back to general pages) and the page
-    /// it is filling, plus the pre-decrypted allocator's spare chunks and pool
-    /// caches. The bounce pool must take a full transmit batch from every
-    /// queue that can run at once (one per sender), or the bounce fails.
-    static func checkFits(_ kinds: [DesignKind], workload w: Workload,
+    /// it is filling, plus what the design reserves (`GuestRequirements`: the
+    /// pre-decrypted allocator's spare chunks, pool caches, a provider's
+    /// region). Each design runs on a guest of its own, so the design needing
+    /// most is the one checked. The bounce pool must take a full transmit
+    /// batch from every queue that can run at once (one per sender) when any
+    /// design may bounce, or the bounce fails.
+    static func checkFits(_ kinds: [any TransmitDesignKind], workload w: Workload,
                           configuration: ExperimentConfiguration) throws(ExperimentError) {
         let m = configuration.memory
         let privateBytes = m.guestBytes - m.swiotlbBytes
-        let (perFlow, reserve) = privateNeeds(kinds, workload: w, configuration: configuration)
+        let requirements = kinds.map { $0.requirements(workload: w, configuration: configuration) }
+        // Each flow needs the same whatever the design; the reserve is the neediest design's.
+        let perFlow = privateNeeds(GuestRequirements(), workload: w).perFlow
+        let reserve = requirements.map { privateNeeds($0, workload: w).reserve }.max() ?? privateNeeds(GuestRequirements(), workload: w).reserve
         let need = w.flows * perFlow + reserve
         if need > privateBytes {
             throw .doesNotFit("\(w.flows) flows need up to \(readableBytes(need)) of private guest memory "
@@ -245,8 +234,7 @@ public enum Experiment {
                               + "\(readableBytes(privateBytes)) private (--guest-mib \(m.guestBytes >> 20) less the \(mebibytes(m.swiotlbBytes)) swiotlb): "
                               + "lower --flows or --send-buffer, raise --guest-mib, or give a smaller --swiotlb-mib")
         }
-        let bounces = kinds.contains { $0 != .inlineDecrypt && $0 != .decryptedPool } || w.zeroCopy
-        if bounces {
+        if requirements.contains(where: \.bounces) || w.zeroCopy {
             let running = min(w.queues, w.senders)
             let flowsPerQueue = (w.flows + w.queues - 1) / w.queues
             let batch = min(TXQueue.budget * Socket.maxFrameBytes, flowsPerQueue * w.sendBufferBytes)
@@ -260,10 +248,14 @@ public enum Experiment {
         }
     }
 
-    public static func prepare(_ kind: DesignKind, workload: Workload,
-                               configuration: ExperimentConfiguration) throws -> (Guest, Device, TransmitDesign) {
+    /// Checks the experiment, boots a fresh guest to what `kind` requires
+    /// (`zerocopy_tx_percent` for swiotlb runs, the free-path hook), adds the
+    /// NIC's device (`nic0`) and builds the design with the kind's factory.
+    /// Nothing here is timed.
+    public static func prepare(_ kind: any TransmitDesignKind, workload: Workload,
+                               configuration: ExperimentConfiguration) throws -> (Guest, Device, any TransmitDesign) {
         try check([kind], workload: workload, configuration: configuration)
-        let usesSWIOTLBRuns = kind == .fragRefill || (kind == .pagePool && configuration.poolProvider == .swiotlb)
+        let needs = kind.requirements(workload: workload, configuration: configuration)
         // Twice the working set: jemalloc carves beyond what is live at once
         // (extent growth, dirty pages kept for reuse). Under
         // `--flows 32 --rtt-us 2000` bounce took 28576 faults in its timed
@@ -273,20 +265,11 @@ public enum Experiment {
         memory.residentPrivateBytes = max(memory.residentPrivateBytes,
                                           2 * workingSetBytes([kind], workload: workload, configuration: configuration))
         let guest = try Guest(memory, swiotlbAreas: configuration.swiotlbAreas,
-                              zeroCopyPercent: usesSWIOTLBRuns ? configuration.zeroCopyPercent : 0,
-                              freePath: kind == .fragRefill ? .swiotlbHook : .plain)
+                              zeroCopyPercent: needs.swiotlbZeroCopyRuns ? configuration.zeroCopyPercent : 0,
+                              freePath: needs.freePath)
         let device = try guest.devices.add(name: "nic0", dmaMaskBits: 64)
-        let design: TransmitDesign
-        switch kind {
-        case .bounce: design = BounceDesign(guest: guest, device: device)
-        case .fragRefill: design = FragRefillDesign(guest: guest, device: device, flows: workload.flows)
-        case .pagePool:
-            let provider = try makeProvider(configuration.poolProvider, guest: guest, device: device)
-            design = try PagePoolDesign(guest: guest, device: device, senders: workload.senders,
-                                        provider: provider, ringSize: configuration.poolRingSize)
-        case .decryptedPool: design = DecryptedPoolDesign(guest: guest, device: device)
-        case .inlineDecrypt: design = InlineDecryptDesign(guest: guest, device: device)
-        }
+        let design = try kind.makeDesign(in: DesignContext(guest: guest, device: device, workload: workload,
+                                                           configuration: configuration))
         return (guest, device, design)
     }
 
@@ -295,12 +278,17 @@ public enum Experiment {
     /// on a fresh guest, so a burst of load on a shared machine falls on all
     /// designs alike. Returns one aggregate per design, in `kinds` order, with
     /// ratios paired against bounce (or the first design when bounce is not run).
-    public static func compare(_ kinds: [DesignKind], workload: Workload, rounds: Int = 1,
+    public static func compare(_ kinds: [any TransmitDesignKind], workload: Workload, rounds: Int = 1,
                                configuration: ExperimentConfiguration = .init(),
-                               progress: (@Sendable (_ design: DesignKind, _ round: Int) -> Void)? = nil) throws -> [TransmitResult] {
-        let baseline = kinds.contains(.bounce) ? DesignKind.bounce : kinds.first ?? .bounce
-        return try comparison(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: baseline),
-                              configuration: configuration, progress: progress).results
+                               progress: (@Sendable (_ design: any TransmitDesignKind, _ round: Int) -> Void)? = nil) throws -> [TransmitResult] {
+        try comparison(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: defaultBaseline(kinds)),
+                       configuration: configuration, progress: progress).results
+    }
+
+    /// The baseline a comparison of `kinds` pairs against unless told
+    /// otherwise: bounce when it runs, else the first design.
+    public static func defaultBaseline(_ kinds: [any TransmitDesignKind]) -> any TransmitDesignKind {
+        kinds.first { $0.name == BounceDesignKind().name } ?? kinds.first ?? BounceDesignKind()
     }
 
     /// A paired comparison: the machine's copy rate for the workload's copy
@@ -309,10 +297,10 @@ public enum Experiment {
     /// fresh guest, the baseline before, between and after the others (whose
     /// order rotates one place per round: `Comparison.schedule`); then the
     /// copy rate again. Every design's Gbps is divided by the baseline's runs
-    /// next to it in the same round.
-    public static func comparison(_ kinds: [DesignKind], workload: Workload, plan: ComparisonPlan,
+    /// next to it in the same round. Designs are told apart by name.
+    public static func comparison(_ kinds: [any TransmitDesignKind], workload: Workload, plan: ComparisonPlan,
                                   configuration: ExperimentConfiguration = .init(),
-                                  progress: (@Sendable (_ design: DesignKind, _ round: Int) -> Void)? = nil) throws -> Comparison {
+                                  progress: (@Sendable (_ design: any TransmitDesignKind, _ round: Int) -> Void)? = nil) throws -> Comparison {
         try check(kinds, workload: workload, plan: plan, configuration: configuration)
         let copyBytes = MachineCopyRate.copyBytes(for: workload)
         let before = MachineCopyRate.measure(copyBytes: copyBytes)
@@ -321,7 +309,7 @@ public enum Experiment {
         var rounds: [[RoundRun]] = []
         func stable() -> Bool {
             Comparison.isStable(Comparison.pairedRatios(rounds, kinds: kinds, baseline: plan.baseline).enumerated()
-                .filter { kinds[$0.offset] != plan.baseline }.map(\.element))
+                .filter { kinds[$0.offset].name != plan.baseline.name }.map(\.element))
         }
         while rounds.count < plan.rounds || (plan.untilStableCap.map { rounds.count < $0 } ?? false && !stable()) {
             let round = rounds.count
@@ -341,19 +329,17 @@ public enum Experiment {
                           copyRateAfter: after, stable: stable(), results: results)
     }
 
-    /// Runs `workload` through `kind` on a fresh guest.
-    public static func run(_ kind: DesignKind, workload: Workload, configuration: ExperimentConfiguration = .init(),
+    /// Runs `workload` through `kind` on a fresh guest. The set-up (`prepare`
+    /// and the simulation's sockets and user buffers) happens before the
+    /// clock starts; its time is the result's `setupSeconds`.
+    public static func run(_ kind: any TransmitDesignKind, workload: Workload, configuration: ExperimentConfiguration = .init(),
                            progress: (@Sendable (Double) -> Void)? = nil) throws -> TransmitResult {
+        let start = ContinuousClock.now
         let (guest, device, design) = try prepare(kind, workload: workload, configuration: configuration)
         let simulation = try TransmitSimulation(guest: guest, design: design, device: device, workload: workload)
-        return try simulation.run(progress: progress)
-    }
-}
-
-/// The page-pool design's provider.
-func makeProvider(_ kind: PoolProviderKind, guest: Guest, device: Device) throws -> PagePoolMemoryProvider {
-    switch kind {
-    case .swiotlb: SWIOTLBPageProvider(swiotlb: guest.swiotlb, device: device)
-    case .decrypted: DecryptedPageProvider(allocator: guest.decrypted)
+        let setup = ContinuousClock.now - start
+        var result = try simulation.run(progress: progress)
+        result.setupSeconds = Double(setup.components.seconds) + Double(setup.components.attoseconds) / 1e18
+        return result
     }
 }

@@ -8,8 +8,12 @@ public struct TransmitResult: Sendable {
     public var guestDescription: String = ""
     /// Wall-clock seconds from the first send to the last acknowledgement.
     public var seconds: Double
-    /// Payload bytes the NIC consumed.
+    /// Payload bytes the NIC consumed: the bytes delivered.
     public var payloadBytes: Int
+    /// Payload bytes the senders wrote (`sendmsg` accepted). At the end of a run
+    /// every one is delivered, discarded because the NIC was removed, or
+    /// abandoned (a failure): `bytesWritten == payloadBytes + bytesDiscardedDeviceGone`.
+    public var bytesWritten: Int = 0
     /// Throughput of each round, when the result aggregates interleaved rounds.
     public var roundGbps: [Double] = []
     /// Payload Gbps: the median round when there were rounds, else bytes over time.
@@ -63,8 +67,17 @@ public struct TransmitResult: Sendable {
     public var firstProblem: String?
     /// Design-specific figures (pool counters, fallbacks, hook checks...).
     public var designFigures: [(String, String)]
-    /// Frames discarded because the NIC was removed (fault runs only).
+    /// Frames sent again by their socket after a TX queue dropped them, and
+    /// frames (and bytes) the sockets gave up on after `Socket.maxRetransmits`
+    /// (must be 0).
+    public var framesRetransmitted: Int = 0
+    public var framesGivenUp: Int = 0
+    public var bytesGivenUp: Int = 0
+    /// Unmaps that failed (must be 0).
+    public var unmapFailures: Int = 0
+    /// Frames (and bytes) discarded because the NIC was removed (fault runs only).
     public var framesDiscardedDeviceGone: Int = 0
+    public var bytesDiscardedDeviceGone: Int = 0
     /// Frames still queued at the drain limit (`Workload.drainLimitSeconds`
     /// after the duration), abandoned rather than drained, and their bytes:
     /// not payload, never on the wire; their pages came home.
@@ -73,8 +86,15 @@ public struct TransmitResult: Sendable {
     /// The `zerocopy_tx_percent` this design's guest ran with (0: the design
     /// takes no zero-copy runs from swiotlb, so the cap does not apply).
     public var zeroCopyPercent: Int = 0
-    /// Operations attempted on the NIC's device after its removal (must be 0).
+    /// DMA operations (map, unmap, sync) on the NIC's device after its removal (must be 0).
     public var staleDeviceAccesses: Int = 0
+    /// Requests for new memory for the NIC's device after its removal, refused
+    /// before they reached it: at most one per socket (`removedDeviceRule`).
+    public var refusedDeviceAllocations: Int = 0
+    /// Seconds spent setting the run up before the clock started (booting the
+    /// guest, the design kind's factory: pools, a provider's region), summed
+    /// over rounds. Not part of `seconds` or Gbps.
+    public var setupSeconds: Double = 0
     /// The block device's mappings, when it ran (fault runs only).
     public var blockDevice: BlockDeviceStatistics?
     /// Pages the modelled conversions changed (both ways).
@@ -141,6 +161,7 @@ public struct TransmitResult: Sendable {
         total.roundGbps = rounds.map(\.gbps)
         for r in rounds.dropFirst() {
             total.seconds += r.seconds
+            total.setupSeconds += r.setupSeconds
             total.payloadBytes += r.payloadBytes
             total.bytesCopiedBySender += r.bytesCopiedBySender
             total.bytesCopiedByDMALayer += r.bytesCopiedByDMALayer
@@ -159,6 +180,11 @@ public struct TransmitResult: Sendable {
             total.requeues += r.requeues
             total.lostPages += r.lostPages
             total.refillFailures += r.refillFailures
+            total.bytesWritten += r.bytesWritten
+            total.framesRetransmitted += r.framesRetransmitted
+            total.framesGivenUp += r.framesGivenUp
+            total.bytesGivenUp += r.bytesGivenUp
+            total.unmapFailures += r.unmapFailures
             total.framesDiscardedDeviceGone += r.framesDiscardedDeviceGone
             total.framesAbandoned += r.framesAbandoned
             total.bytesAbandoned += r.bytesAbandoned
@@ -166,6 +192,8 @@ public struct TransmitResult: Sendable {
             total.conversionPages += r.conversionPages
             total.timedWindowPageFaults += r.timedWindowPageFaults
             total.stolenCPUSeconds += r.stolenCPUSeconds
+            total.bytesDiscardedDeviceGone += r.bytesDiscardedDeviceGone
+            total.refusedDeviceAllocations += r.refusedDeviceAllocations
             total.firstProblem = total.firstProblem ?? r.firstProblem
             // Design figures are counters too where they are integers.
             total.designFigures = zip(total.designFigures, r.designFigures).map { a, b in
@@ -178,11 +206,69 @@ public struct TransmitResult: Sendable {
         return total
     }
 
-    /// Whether the run kept every promise: no DMA fault, nothing corrupt,
-    /// nothing dropped, nothing lost; and it moved payload at all (a run that
-    /// moved nothing proves nothing).
-    public var passed: Bool {
-        payloadBytes > 0 && dmaFaults == 0 && corruptBytes == 0 && framesDropped == 0 && lostPages == 0 && staleDeviceAccesses == 0
-            && (blockDevice?.failures ?? 0) == 0
+    /// Whether the run kept every promise (`problem(judged: .plain)` is nil).
+    public var passed: Bool { problem(judged: .plain) == nil }
+
+    /// How strictly a run is judged.
+    public enum Judgement: Sendable, Hashable {
+        /// A run without injected faults: its figures (no DMA fault, nothing
+        /// corrupt, lost, dropped or undelivered).
+        case plain
+        /// A run with a fault that the designs must survive without a fallback:
+        /// its figures, and no recorded problem either.
+        case faultInjected
+        /// A run with a fault that makes the design fall back and retry (failing
+        /// conversions): its figures, except that frames may be dropped and sent
+        /// again, and recorded problems are the retried failures.
+        case fallbacksExpected
+    }
+
+    /// What went wrong in this run, or nil: the one rule by which `txsim`, the
+    /// reliability campaign and the tests judge a run.
+    ///
+    /// Every byte the senders wrote must be delivered (and, in verify mode,
+    /// verified), discarded because the NIC was removed, or abandoned at the
+    /// drain limit (counted and shown): a dropped frame is retransmitted, and
+    /// one given up on is a failure.
+    public func problem(judged judgement: Judgement) -> String? {
+        if dmaFaults > 0 { return "\(dmaFaults) DMA faults: \(firstProblem ?? "")" }
+        if corruptBytes > 0 { return "\(corruptBytes) corrupt bytes" }
+        if lostPages > 0 { return "\(lostPages) pages lost" }
+        if let b = blockDevice, b.failures > 0 { return "block device: \(b.firstFailure ?? "\(b.failures) failures")" }
+        if unmapFailures > 0 { return "\(unmapFailures) unmaps failed" }
+        if let removed = removedDeviceProblem { return removed }
+        if payloadBytes == 0 { return "no payload delivered: a run that moves nothing proves nothing" }
+        if framesGivenUp > 0 {
+            return "\(bytesGivenUp) bytes in \(framesGivenUp) frames never delivered (dropped \(Socket.maxRetransmits + 1) times)"
+        }
+        if bytesWritten != payloadBytes + bytesDiscardedDeviceGone + bytesAbandoned {
+            return "bytes written \(bytesWritten) != bytes delivered \(payloadBytes) + discarded with the removed NIC \(bytesDiscardedDeviceGone) + abandoned at the drain limit \(bytesAbandoned)"
+        }
+        if workload.verify && verifiedBytes != payloadBytes { return "\(payloadBytes - verifiedBytes) bytes delivered but not verified" }
+        switch judgement {
+        case .plain:
+            if framesDropped > 0 { return "\(framesDropped) frames dropped" }
+        case .faultInjected:
+            if framesDropped > 0 { return "\(framesDropped) frames dropped" }
+            if let firstProblem { return firstProblem }
+        case .fallbacksExpected:
+            break
+        }
+        return nil
+    }
+
+    /// The removed-device rule. No DMA operation may reach a removed device (the
+    /// driver quiesces its queues first). A socket's cached device is a hint that
+    /// a refill may read just before the removal (the seed patch holds a device
+    /// reference for exactly this): such a refill may *ask* swiotlb for memory
+    /// for the removed device, which refuses before anything reaches the device,
+    /// and the socket then drops its cache. So at most one refused request per
+    /// socket, however the threads interleave.
+    public var removedDeviceProblem: String? {
+        if staleDeviceAccesses > 0 { return "\(staleDeviceAccesses) DMA operations on the removed device" }
+        if refusedDeviceAllocations > workload.flows {
+            return "\(refusedDeviceAllocations) requests for memory for the removed device: more than one per socket (\(workload.flows) sockets)"
+        }
+        return nil
     }
 }

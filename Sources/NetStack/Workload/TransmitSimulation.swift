@@ -130,8 +130,9 @@ public final class TransmitSimulation: @unchecked Sendable {
                     var progressed = false
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
+                        let queue = queues[socket.queueIndex]
+                        socket.retransmitDropped(cache: cache) { queue.enqueue($0) }
                         if socket.canSend(message) {
-                            let queue = queues[socket.queueIndex]
                             sent += socket.send(message, design: design, cache: cache) { frame in
                                 queue.enqueue(cache.clone(frame))
                             }
@@ -158,7 +159,11 @@ public final class TransmitSimulation: @unchecked Sendable {
                 while mine.contains(where: { $0.unacknowledgedFrames > 0 }) {
                     let now = monotonicNanoseconds()
                     let wait = now >= abandonAt ? 0 : roundTrip
-                    for socket in mine { socket.processAcknowledgements(now: now, roundTrip: wait, cache: cache) }
+                    for socket in mine {
+                        socket.processAcknowledgements(now: now, roundTrip: wait, cache: cache)
+                        let queue = queues[socket.queueIndex]
+                        socket.retransmitDropped(cache: cache) { queue.enqueue($0) }
+                    }
                     Self.wait(roundTrip: roundTrip, queues: myQueues)
                 }
                 for socket in mine { socket.releaseFragmentPage(design: design) }
@@ -263,7 +268,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         for head in userBuffers { guest.allocator.freePages(head) }
         let swiotlb = guest.swiotlb.statistics
         let conversions = guest.memory.conversionStatistics
-        return TransmitResult(
+        var result = TransmitResult(
             design: design.name, workload: workload, seconds: seconds,
             payloadBytes: nicStats.bytes,
             bytesCopiedBySender: socketStats.bytesCopied,
@@ -284,6 +289,14 @@ public final class TransmitSimulation: @unchecked Sendable {
             framesAbandoned: queueStats.framesAbandoned, bytesAbandoned: queueStats.bytesAbandoned,
             staleDeviceAccesses: device.staleAccessCount,
             conversionPages: conversions.pagesDecrypted + conversions.pagesEncrypted)
+        result.bytesWritten = socketStats.bytesSent
+        result.framesRetransmitted = socketStats.framesRetransmitted
+        result.framesGivenUp = socketStats.framesGivenUp
+        result.bytesGivenUp = socketStats.bytesGivenUp
+        result.unmapFailures = queueStats.unmapFailures
+        result.bytesDiscardedDeviceGone = queueStats.bytesDiscardedDeviceGone
+        result.refusedDeviceAllocations = device.refusedAllocationCount
+        return result
     }
 }
 
