@@ -48,6 +48,9 @@ struct Project: ParsableCommand {
     var cores: Int?
     @Option(name: .customLong("cpu-share"), parsing: .unconditional, help: "Share of each CPU the threads get, (0, 1] (default 1).")
     var cpuShare: Double = 1
+    @Option(name: .customLong("parallel-speedup"), parsing: .unconditional,
+            help: "Work the sender CPUs get done together, in CPUs, (0, 4096] (default: one per sender: dedicated physical cores).")
+    var parallelSpeedup: Double?
     @Option(name: .customLong("memory-bandwidth-gbytes"), parsing: .unconditional,
             help: "DRAM bandwidth, GB/s of reads + writes (default: the calibrated 2-thread cold copy rate x 2 per 2 cores, times the cores in use).")
     var memoryBandwidth: Double?
@@ -101,7 +104,7 @@ struct Project: ParsableCommand {
     }
 
     func machine() throws -> MachineParameters {
-        let m = MachineParameters(cores: cores, cpuShare: cpuShare, memoryBandwidthGBps: memoryBandwidth,
+        let m = MachineParameters(cores: cores, cpuShare: cpuShare, parallelSpeedup: parallelSpeedup, memoryBandwidthGBps: memoryBandwidth,
                                   lastLevelCacheBytes: llcMiB.map { $0 < 0 || $0 > 1 << 20 ? -1 : $0 << 20 },
                                   lineRateGbps: lineRateGbps, remoteFreeFraction: remoteFreeFraction, swiotlbAreas: swiotlbAreas)
         do { try m.check() } catch { throw ValidationError(error.description) }

@@ -354,3 +354,22 @@ public enum ProjectionModel {
         ]
     }
 }
+
+extension ProjectionModel {
+    /// The benchmark's workload (`txsim microbench`'s `projection_*` keys and
+    /// Benchmarks/ProjectionBenchmarks): every design of `profile` at 1, 2,
+    /// 4, ..., 64 senders on 1, 2, 4 and 8 queues at a 200 Gbps line rate
+    /// (the last point is 64 senders on 8 queues). Returns the projections
+    /// made.
+    public static func benchmarkSweep(_ profile: CalibrationProfile = .illustrative()) throws(ParameterError) -> [Projection] {
+        let machine = MachineParameters(lineRateGbps: 200)
+        var out: [Projection] = []
+        for queues in [1, 2, 4, 8] {
+            for senders in [1, 2, 4, 8, 16, 32, 64] {
+                let point = ProjectionPoint(senders: senders, queues: queues, flows: senders)
+                for d in profile.designs { out.append(try project(d.design, at: point, profile: profile, machine: machine)) }
+            }
+        }
+        return out
+    }
+}

@@ -57,14 +57,12 @@ public enum ProjectionValidation {
         }
     }
 
-    /// Measures the machine costs once, then per point: calibrates every
-    /// design, runs the real comparison, and projects the point from the
+    /// Per point: measures the machine costs, calibrates every design, runs
+    /// the real comparison, and projects the point from the
     /// calibration just taken (cores: this machine's; CPU share: what the
     /// calibration's threads got).
     public static func run(_ options: Options, progress: (@Sendable (String) -> Void)? = nil) throws -> (rows: [Row], profiles: [CalibrationProfile]) {
         try options.calibration.check()
-        progress?("machine costs")
-        let allMachineCosts = try Calibration.measureMachineCosts(repetitions: max(3, options.calibration.repetitions))
         let designs = try options.designs.map { try ProjectionDesigns.resolve($0) }
         var rows: [Row] = []
         var profiles: [CalibrationProfile] = []
@@ -74,6 +72,9 @@ public enum ProjectionValidation {
                 for q in options.queues {
                     let label = "\(c.name) \(s) sender(s) \(q) queue(s)"
                     progress?("\(label): calibrating")
+                    // Machine costs too, point by point: the cold copy the
+                    // pressure workload leans on moves by 2x on this machine.
+                    let allMachineCosts = try Calibration.measureMachineCosts(repetitions: max(3, options.calibration.repetitions))
                     let costs = try Calibration.measureDesigns(options.calibration)
                     let scaling = (0..<3).map { _ in Calibration.twoThreadScaling() }
                     var machineCosts = allMachineCosts
