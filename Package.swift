@@ -31,6 +31,9 @@ let package = Package(
     products: [
         .library(name: "DMAPools", targets: ["DMAPools"]),
         .library(name: "NetStack", targets: ["NetStack"]),
+        // The report txsim prints (table, JSON, CSV, SVG), for a package that
+        // compares designs of its own.
+        .library(name: "NetStackReports", targets: ["NetStackReports"]),
         // Not part of the library: a page_pool test provider, fuzzers and
         // reference models for tests of the pools and of a user's providers,
         // and the micro-benchmark loops txsim and Benchmarks/ run.
@@ -73,10 +76,15 @@ let package = Package(
             dependencies: ["DMAPools"],
             swiftSettings: invariantSettings
         ),
+        .target(
+            name: "NetStackReports",
+            dependencies: ["NetStack", "DMAPools"]
+        ),
         .executableTarget(
             name: "txsim",
             dependencies: [
                 "DMAPools",
+                "NetStackReports",
                 "DMAPoolsTestSupport",
                 "DMAPoolsMicrobench",
                 "NetStack",
@@ -92,6 +100,10 @@ let package = Package(
             name: "NetStackTests",
             dependencies: ["NetStack", "DMAPools"],
             swiftSettings: invariantSettings
+        ),
+        .testTarget(
+            name: "NetStackReportsTests",
+            dependencies: ["NetStackReports", "NetStack", "DMAPools"]
         ),
         // Runs the built txsim (the dependency makes `swift build --build-tests`
         // build it first) on bad input and checks its messages and exit status.

@@ -15,6 +15,7 @@ let package = Package(
             dependencies: [
                 .product(name: "DMAPools", package: "swift-dma-pools"),
                 .product(name: "NetStack", package: "swift-dma-pools"),
+                .product(name: "NetStackReports", package: "swift-dma-pools"),
             ]
         ),
     ]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import NetStack
+import NetStackReports
 
 /// Reads and writes calibration profiles (JSON, `CalibrationProfile`'s keys).
 enum ProfileFile {

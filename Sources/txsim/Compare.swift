@@ -1,4 +1,5 @@
 import ArgumentParser
+import NetStackReports
 import DMAPools
 import NetStack
 import Synchronization
@@ -17,32 +18,29 @@ func runDesigns(_ kinds: [any TransmitDesignKind], workload: Workload, plan: Com
     let counter = Mutex(0)
     let quiet = output.quiet
     let total = Comparison.schedule(kinds, baseline: plan.baseline, round: 0).count * plan.rounds
-    let load = LoadAverage.now()
-    let comparison = try Experiment.comparison(kinds, workload: workload, plan: plan, configuration: configuration) { kind, round in
+    let report = try Report.compare(kinds, workload: workload, plan: plan, configuration: configuration) { kind, round in
         let done = counter.withLock { n -> Int in n += 1; return n }
         if !quiet && total > 1 {
             printError("txsim:   [\(done)/\(done > total ? "+" : String(total))] round \(round + 1): \(kind.name)")
         }
     }
-    let report = Report(comparison: comparison, configuration: configuration,
-                        loadBefore: load, loadAfter: LoadAverage.now())
     try emit(report, output: output)
-    return comparison.results
+    return report.results
 }
 
 /// Prints the results as the options ask, and writes the chart. A chart that
 /// cannot be written is an error (exit 1), after the results are printed.
 func emit(_ report: Report, output: OutputOptions) throws {
     if output.json {
-        print(ResultFormat.json(report))
+        print(report.json())
     } else if output.csv {
-        print(ResultFormat.csv(report), terminator: "")
+        print(report.csv(), terminator: "")
     } else {
-        print(ResultFormat.table(report))
+        print(report.table())
     }
     if let path = output.svg {
         do {
-            try ResultFormat.svg(report).write(toFile: path)
+            try report.svg().write(toFile: path)
         } catch {
             throw ValidationError("could not write --svg \(path): \(error)")
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NetStackReports
 import NetStack
 
 struct Designs: ParsableCommand {

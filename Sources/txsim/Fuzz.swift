@@ -1,4 +1,5 @@
 import ArgumentParser
+import NetStackReports
 @_spi(DMAPoolsSupport) import DMAPools
 import DMAPoolsTestSupport
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NetStackReports
 import DMAPools
 
 /// A confidential-VM layout and a short swiotlb exercise with real bounces.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NetStackReports
 import DMAPools
 import DMAPoolsMicrobench
 import NetStack

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NetStackReports
 import DMAPools
 import NetStack
 
@@ -28,6 +29,9 @@ struct WorkloadOptions: ParsableArguments {
     var verify = false
     @Flag(name: .customLong("msg-zerocopy"), help: "MSG_ZEROCOPY: frames reference the user's (private) pages.")
     var msgZeroCopy = false
+    @Option(name: .customLong("zerocopy-mix"), parsing: .unconditional,
+            help: "SO_ZEROCOPY on every socket and MSG_ZEROCOPY on this fraction of sendmsg calls, 0...1; the rest are copied.")
+    var zeroCopyMix: Double?
     @Option(name: .customLong("send-buffer"), parsing: .unconditional,
             help: "Socket send buffer in bytes (tcp_wmem[2]): 4096...1073741824.")
     var sendBufferBytes: Int = Socket.defaultSendBufferBytes
@@ -36,9 +40,12 @@ struct WorkloadOptions: ParsableArguments {
     var lineRateGbps: Double?
 
     func workload() throws(ParameterError) -> Workload {
-        try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
-                     roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
-                     zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
+        var w = try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
+                             roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
+                             zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
+        w.zeroCopyMix = zeroCopyMix
+        try w.validate()
+        return w
     }
 
     func validate() throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import NetStack
+import NetStackReports
 
 /// Parses "1,2,4" into integers; the error names the option.
 func integerList(_ text: String, option: String, range: ClosedRange<Int>) throws -> [Int] {

@@ -58,9 +58,8 @@ enum Small {
         #expect(r.bytesCopiedBySender == r.payloadBytes)
         #expect(r.bytesCopiedByDMALayer <= learningWindow)
         #expect(r.bytesMappedDirect >= r.payloadBytes - learningWindow)
-        let figures = Dictionary(uniqueKeysWithValues: r.designFigures)
-        let checks = Int(figures["free-path hook checks"] ?? "") ?? 0
-        let runs = Int(figures["zero-copy runs"] ?? "") ?? 0
+        let checks = r.designFigures[named: "free-path hook checks"]?.count ?? 0
+        let runs = r.designFigures[named: "zero-copy runs"]?.count ?? 0
         #expect(runs > 0)
         #expect(checks >= runs, "every free passes the hook")
     }
@@ -74,18 +73,17 @@ enum Small {
         #expect(r.bytesCopiedBySender == r.payloadBytes)
         #expect(r.bytesCopiedByDMALayer == 0, "pool pages never bounce")
         #expect(r.zeroCopyFraction == 1)
-        let figures = Dictionary(uniqueKeysWithValues: r.designFigures)
-        let cached = Int((figures["recycle cached/cache_full"] ?? "").split(separator: "/").first ?? "") ?? 0
+        let cached = r.designFigures[named: "recycle cached/cache_full"]?.counts.first ?? 0
         #expect(cached > 0, "pages freed on the sender recycle directly into its pool's cache")
-        #expect(figures["fallbacks to general pages"] == "0")
+        #expect(r.designFigures[named: "fallbacks to general pages"]?.count == 0)
+        #expect(r.designFigures[named: "recycle cached/cache_full"]?.unit == "pages")
     }
 
     @Test func inlineDecryptionConvertsBackEverythingItConverted() throws {
         let r = try Experiment.run(.inlineDecrypt, workload: Small.workload(), configuration: Small.configuration)
         #expect(r.copiesPerByte == 1)
         #expect(r.conversionCalls > 0)
-        let figures = Dictionary(uniqueKeysWithValues: r.designFigures)
-        let pages = (figures["pages decrypted/encrypted"] ?? "").split(separator: "/").map { Int($0) ?? -1 }
+        let pages = r.designFigures[named: "pages decrypted/encrypted"]?.counts ?? []
         #expect(pages.count == 2 && pages[0] == pages[1] && pages[0] > 0)
     }
 

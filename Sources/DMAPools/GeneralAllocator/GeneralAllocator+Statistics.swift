@@ -7,9 +7,8 @@ extension GeneralAllocator {
         @inlinable static func allocations(_ order: Int) -> Int { order }
         @inlinable static func frees(_ order: Int) -> Int { PageGeometry.maxOrder + 1 + order }
         @usableFromInline static let failures = 2 * (PageGeometry.maxOrder + 1)
-        @usableFromInline static let hookChecks = failures + 1
-        @usableFromInline static let hookInterceptions = failures + 2
-        @usableFromInline static let count = failures + 3
+        @usableFromInline static let hookInterceptions = failures + 1
+        @usableFromInline static let count = failures + 2
     }
 
     /// A snapshot of the allocator's counters.
@@ -49,15 +48,20 @@ extension GeneralAllocator {
     public var statistics: Statistics {
         let carve = carveSnapshot()
         let orders = GeneralAllocator.orders
+        let frees = orders.map { counters[Counter.frees($0)].load(ordering: .relaxed) }
+        let interceptions = counters[Counter.hookInterceptions].load(ordering: .relaxed)
         return Statistics(
             allocations: orders.map { counters[Counter.allocations($0)].load(ordering: .relaxed) },
-            frees: orders.map { counters[Counter.frees($0)].load(ordering: .relaxed) },
+            frees: frees,
             bytesCarved: carve.carvedBytes,
             paddingBytes: carve.paddingBytes,
             carveCalls: carve.carves,
             carveRefusals: carve.refusals,
             failures: counters[Counter.failures].load(ordering: .relaxed),
-            hookChecks: counters[Counter.hookChecks].load(ordering: .relaxed),
-            hookInterceptions: counters[Counter.hookInterceptions].load(ordering: .relaxed))
+            // Every freePages call runs the hook first and then either is
+            // intercepted or frees (and counts) the run, so the checks need no
+            // counter of their own on the free path.
+            hookChecks: hasFreeHook ? interceptions + frees.reduce(0, +) : 0,
+            hookInterceptions: interceptions)
     }
 }

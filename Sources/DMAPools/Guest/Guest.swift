@@ -50,17 +50,25 @@ public final class Guest: @unchecked Sendable {
         case .plain:
             allocator = try GeneralAllocator(memory: memory)
         case .swiotlbHook:
-            allocator = try GeneralAllocator(memory: memory) { [swiotlb] page in
-                // The patch's swiotlb_free_pages(): is this one of ours?
-                guard page.head.owner == .swiotlbZeroCopy else { return false }
-                swiotlb.freeZeroCopyPages(page.head)
-                return true
-            }
+            allocator = try GeneralAllocator(memory: memory, freeHook: Guest.swiotlbFreeHook(swiotlb))
         }
         decrypted = try DecryptedAllocator(general: allocator, configuration: .init(spareChunks: decryptedSpareChunks))
     }
 
     // MARK: The page allocator's free path
+
+    /// The seed patch's check in `__free_frozen_pages`: is this page one of
+    /// swiotlb's zero-copy runs? If so swiotlb takes it back
+    /// (`swiotlb_free_pages`). Run on every free of a guest booted with
+    /// `.swiotlbHook`; `txsim microbench` times frees with and without it
+    /// (`general_free_hooked_ns` against `general_free_ns`).
+    package static func swiotlbFreeHook(_ swiotlb: SWIOTLB) -> GeneralAllocator.FreeHook {
+        { [swiotlb] page in
+            guard page.head.owner == .swiotlbZeroCopy else { return false }
+            swiotlb.freeZeroCopyPages(page.head)
+            return true
+        }
+    }
 
     /// `put_page`: drops one reference; the last one frees the page to its
     /// allocator (`freePage`).

@@ -21,11 +21,11 @@ public final class DecryptedPoolDesign: GuestDesign, @unchecked Sendable {
         return try mapByStoredAddress(fragment, queue: queue)
     }
 
-    public override func reportFigures() -> [(String, String)] {
+    public override func reportFigures() -> [DesignFigure] {
         let s = guest.decrypted.statistics
         return [
-            ("chunks converted", "\(s.chunksConverted)"),
-            ("fallbacks to general pages", "\(fallbacks.load(ordering: .relaxed))"),
+            .count("chunks converted", s.chunksConverted, unit: "chunks"),
+            .count("fallbacks to general pages", fallbacks.load(ordering: .relaxed), unit: "refills"),
         ]
     }
 }
@@ -151,12 +151,12 @@ public final class InlineDecryptDesign: GuestDesign, @unchecked Sendable {
         if runStart >= 0 { makePrivate(runStart, range.upperBound + 1) }
     }
 
-    public override func reportFigures() -> [(String, String)] {
+    public override func reportFigures() -> [DesignFigure] {
         let c = guest.memory.conversionStatistics
         return [
-            ("conversion calls", "\(c.calls)"),
-            ("pages decrypted/encrypted", "\(c.pagesDecrypted)/\(c.pagesEncrypted)"),
-            ("conversion failures", "\(c.failures)"),
+            .count("conversion calls", c.calls, unit: "calls"),
+            .counts("pages decrypted/encrypted", [c.pagesDecrypted, c.pagesEncrypted], unit: "pages"),
+            .count("conversion failures", c.failures, unit: "calls"),
         ]
     }
 }
@@ -167,6 +167,7 @@ public struct InlineDecryptDesignKind: TransmitDesignKind {
     public init() {}
     public var name: String { "inline-decrypt" }
     public var summary: String { "general pages converted to shared at map time and back at completion (two modelled hypercalls per mapping)" }
+    public var convertsPerMapping: Bool { true }
     public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
         GuestRequirements(bounces: false)
     }

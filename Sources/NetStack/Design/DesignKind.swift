@@ -103,10 +103,18 @@ public protocol TransmitDesignKind: Sendable {
 
     /// Builds the design on a fresh guest booted to `requirements`.
     func makeDesign(in context: DesignContext) throws -> any TransmitDesign
+
+    /// Whether the design converts memory in its transmit path, per mapping
+    /// (as inline decryption does): then the comparison reports, per round,
+    /// the conversion cost at which it would match the baseline
+    /// (`TransmitResult.breakEven`). Default false: a design that converts
+    /// once at set-up or per chunk has no per-mapping cost to break even on.
+    var convertsPerMapping: Bool { get }
 }
 
 extension TransmitDesignKind {
     public func check(workload: Workload, configuration: ExperimentConfiguration) throws(ExperimentError) {}
+    public var convertsPerMapping: Bool { false }
 }
 
 /// A kind of page_pool memory provider: what `ExperimentConfiguration.poolProvider`

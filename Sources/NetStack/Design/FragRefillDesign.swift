@@ -108,15 +108,15 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
         }
     }
 
-    public override func reportFigures() -> [(String, String)] {
+    public override func reportFigures() -> [DesignFigure] {
         let stats = guest.allocator.statistics
         return [
-            ("zero-copy runs", "\(zeroCopyRuns.load(ordering: .relaxed))"),
-            ("fallbacks to general pages", "\(fallbacks.load(ordering: .relaxed))"),
-            ("devices learned", "\(learned.load(ordering: .relaxed))"),
-            ("cache invalidations", "\(invalidations.load(ordering: .relaxed))"),
-            ("free-path hook checks", "\(stats.hookChecks)"),
-            ("free-path hook interceptions", "\(stats.hookInterceptions)"),
+            .count("zero-copy runs", zeroCopyRuns.load(ordering: .relaxed), unit: "runs"),
+            .count("fallbacks to general pages", fallbacks.load(ordering: .relaxed), unit: "refills"),
+            .count("devices learned", learned.load(ordering: .relaxed), unit: "lookups"),
+            .count("cache invalidations", invalidations.load(ordering: .relaxed), unit: "invalidations"),
+            .count("free-path hook checks", stats.hookChecks, unit: "frees"),
+            .count("free-path hook interceptions", stats.hookInterceptions, unit: "frees"),
         ]
     }
 }

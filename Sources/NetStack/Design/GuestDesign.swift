@@ -66,7 +66,7 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
     open func senderStarted(_ sender: Int) {}
     open func senderFinished(_ sender: Int) {}
     open func shutdown() throws {}
-    open func reportFigures() -> [(String, String)] { [] }
+    open func reportFigures() -> [DesignFigure] { [] }
 }
 
 /// `bounce`: today's kernel. Socket pages come from the general allocator

@@ -99,7 +99,7 @@ open class PagePoolDesign: GuestDesign, @unchecked Sendable {
         }
     }
 
-    open override func reportFigures() -> [(String, String)] {
+    open override func reportFigures() -> [DesignFigure] {
         var fast = 0, slow = 0, empty = 0, refill = 0, cached = 0, cacheFull = 0, ring = 0, ringFull = 0, refcnt = 0
         for pool in pools {
             let a = pool.statistics.allocation, r = pool.statistics.recycling
@@ -108,12 +108,12 @@ open class PagePoolDesign: GuestDesign, @unchecked Sendable {
             ringFull += r.ringFull; refcnt += r.releasedRefcount
         }
         return [
-            ("provider", provider.name),
-            ("alloc fast/slow/empty/refill", "\(fast)/\(slow)/\(empty)/\(refill)"),
-            ("recycle cached/cache_full", "\(cached)/\(cacheFull)"),
-            ("recycle ring/ring_full", "\(ring)/\(ringFull)"),
-            ("released_refcnt", "\(refcnt)"),
-            ("fallbacks to general pages", "\(fallbacks.load(ordering: .relaxed))"),
+            .text("provider", provider.name),
+            .counts("alloc fast/slow/empty/refill", [fast, slow, empty, refill], unit: "allocations"),
+            .counts("recycle cached/cache_full", [cached, cacheFull], unit: "pages"),
+            .counts("recycle ring/ring_full", [ring, ringFull], unit: "pages"),
+            .count("released_refcnt", refcnt, unit: "pages"),
+            .count("fallbacks to general pages", fallbacks.load(ordering: .relaxed), unit: "refills"),
         ]
     }
 }

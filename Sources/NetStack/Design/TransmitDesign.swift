@@ -78,8 +78,9 @@ public protocol TransmitDesign: AnyObject, Sendable {
     /// Releases the design's own resources (pools) after every frame is freed.
     func shutdown() throws
 
-    /// Design-specific figures for the report (pool counters, fallbacks...).
-    func reportFigures() -> [(String, String)]
+    /// Design-specific figures for the report (pool counters, fallbacks...),
+    /// typed: a name, a unit, a counter or a label.
+    func reportFigures() -> [DesignFigure]
 }
 
 extension TransmitDesign {
@@ -87,5 +88,5 @@ extension TransmitDesign {
     public func senderStarted(_ sender: Int) {}
     public func senderFinished(_ sender: Int) {}
     public func shutdown() throws {}
-    public func reportFigures() -> [(String, String)] { [] }
+    public func reportFigures() -> [DesignFigure] { [] }
 }

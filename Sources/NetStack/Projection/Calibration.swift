@@ -110,10 +110,11 @@ public enum Calibration {
         let source: PageSource = zeroCopy.value < 0.5 ? .general : capped ? .swiotlbCapped : .uncapped
         func recycles(_ r: TransmitResult) -> (cached: Double, ring: Double) {
             var cached = 0.0, ring = 0.0
-            for (key, value) in r.designFigures {
-                let parts = value.split(separator: "/").compactMap { Double($0) }
-                if key.hasPrefix("recycle cached"), let c = parts.first { cached += c }
-                if key.hasPrefix("recycle ring"), let g = parts.first { ring += g + (parts.count > 1 ? parts[1] : 0) }
+            // page_pool's counters (`recycle cached/cache_full`, `recycle ring/ring_full`).
+            for figure in r.designFigures {
+                let parts = figure.counts.map(Double.init)
+                if figure.name.hasPrefix("recycle cached"), let c = parts.first { cached += c }
+                if figure.name.hasPrefix("recycle ring"), let g = parts.first { ring += g + (parts.count > 1 ? parts[1] : 0) }
             }
             return (cached, ring)
         }

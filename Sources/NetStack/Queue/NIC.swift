@@ -15,13 +15,14 @@ public struct NICStatistics: Sendable, Hashable {
     /// The first fault or corruption, described.
     public var firstProblem: String?
 
-    public static func + (a: Self, b: Self) -> Self {
-        var s = a
-        s.descriptors += b.descriptors; s.bytes += b.bytes; s.dmaFaults += b.dmaFaults
-        s.verifiedBytes += b.verifiedBytes; s.corruptBytes += b.corruptBytes
-        s.firstProblem = a.firstProblem ?? b.firstProblem
-        return s
+    /// How each field adds up: the one list `+` is made from.
+    static var fields: [FieldRule<Self>] {
+        [.sum(\.descriptors), .sum(\.bytes), .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes),
+         .first(\.firstProblem)]
     }
+
+    /// Two rings' counters added up (the first problem seen kept).
+    public static func + (a: Self, b: Self) -> Self { fields.combine(a, b) }
 }
 
 /// A NIC transmit ring's consumer: it reads descriptors as the hardware would.

@@ -30,19 +30,17 @@ public struct TXQueueStatistics: Sendable, Hashable {
     /// NAPI-style completion batches.
     public var completionBatches = 0
 
-    public static func + (a: Self, b: Self) -> Self {
-        var s = a
-        s.frames += b.frames; s.fragments += b.fragments; s.bytesBounced += b.bytesBounced
-        s.bytesDirect += b.bytesDirect; s.bytesConvertedInPlace += b.bytesConvertedInPlace
-        s.mapFailures += b.mapFailures; s.requeues += b.requeues; s.framesDropped += b.framesDropped
-        s.framesDiscardedDeviceGone += b.framesDiscardedDeviceGone
-        s.bytesDiscardedDeviceGone += b.bytesDiscardedDeviceGone
-        s.framesAbandoned += b.framesAbandoned; s.bytesAbandoned += b.bytesAbandoned
-        s.unmapFailures += b.unmapFailures
-        s.firstMapError = a.firstMapError ?? b.firstMapError
-        s.completionBatches += b.completionBatches
-        return s
+    /// How each field adds up: the one list `+` is made from.
+    static var fields: [FieldRule<Self>] {
+        [.sum(\.frames), .sum(\.fragments), .sum(\.bytesBounced), .sum(\.bytesDirect), .sum(\.bytesConvertedInPlace),
+         .sum(\.mapFailures), .sum(\.requeues), .sum(\.framesDropped),
+         .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone),
+         .sum(\.framesAbandoned), .sum(\.bytesAbandoned), .sum(\.unmapFailures),
+         .first(\.firstMapError), .sum(\.completionBatches)]
     }
+
+    /// Two queues' counters added up (the first map error seen kept).
+    public static func + (a: Self, b: Self) -> Self { fields.combine(a, b) }
 }
 
 /// A TX queue: a qdisc that senders enqueue clones into, and a transmit

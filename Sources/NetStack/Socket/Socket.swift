@@ -27,16 +27,16 @@ public struct SocketStatistics: Sendable, Hashable {
     public var framesGivenUp = 0
     public var bytesGivenUp = 0
 
-    public static func + (a: Self, b: Self) -> Self {
-        var s = a
-        s.bytesSent += b.bytesSent; s.bytesCopied += b.bytesCopied; s.bytesReferenced += b.bytesReferenced
-        s.framesSent += b.framesSent; s.refillsOrder3 += b.refillsOrder3; s.refillsOrder0 += b.refillsOrder0
-        s.refillReuses += b.refillReuses; s.refillFailures += b.refillFailures
-        s.bytesAcknowledged += b.bytesAcknowledged
-        s.framesRetransmitted += b.framesRetransmitted; s.bytesRetransmitted += b.bytesRetransmitted
-        s.framesGivenUp += b.framesGivenUp; s.bytesGivenUp += b.bytesGivenUp
-        return s
+    /// How each field adds up: the one list `+` is made from.
+    static var fields: [FieldRule<Self>] {
+        [.sum(\.bytesSent), .sum(\.bytesCopied), .sum(\.bytesReferenced), .sum(\.framesSent),
+         .sum(\.refillsOrder3), .sum(\.refillsOrder0), .sum(\.refillReuses), .sum(\.refillFailures),
+         .sum(\.bytesAcknowledged), .sum(\.framesRetransmitted), .sum(\.bytesRetransmitted),
+         .sum(\.framesGivenUp), .sum(\.bytesGivenUp)]
     }
+
+    /// Two sockets' counters added up.
+    public static func + (a: Self, b: Self) -> Self { fields.combine(a, b) }
 }
 
 /// The user's send buffer: private pages from the general allocator holding one
@@ -83,8 +83,14 @@ public final class Socket: @unchecked Sendable {
     public let queueIndex: Int
     public let sender: Int
     public let sendBufferLimit: Int
-    /// MSG_ZEROCOPY: fragments reference the user's pages instead of copies.
+    /// `SOCK_ZEROCOPY` (`SO_ZEROCOPY` set): the socket may send with
+    /// MSG_ZEROCOPY. The seed patch takes no swiotlb pages for such a socket.
     public let zeroCopy: Bool
+    /// The fraction of sendmsg calls that pass MSG_ZEROCOPY (fragments
+    /// reference the user's pages instead of copies): 1 for every call, 0 for
+    /// none; in between, spread evenly over the calls.
+    public let zeroCopyFraction: Double
+    private var sendCalls = 0
     let user: UserBuffer
 
     // Page fragment (`sk->sk_frag`).
@@ -102,13 +108,25 @@ public final class Socket: @unchecked Sendable {
     public private(set) var statistics = SocketStatistics()
 
     public init(flow: Int, queueIndex: Int, sender: Int, user: UserBuffer,
-                sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false) {
+                sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false,
+                zeroCopyFraction: Double? = nil) {
         self.flow = flow
         self.queueIndex = queueIndex
         self.sender = sender
         self.user = user
         self.sendBufferLimit = sendBufferLimit
         self.zeroCopy = zeroCopy
+        self.zeroCopyFraction = zeroCopy ? min(1, max(0, zeroCopyFraction ?? 1)) : 0
+    }
+
+    /// Whether this sendmsg call passes MSG_ZEROCOPY: the calls whose running
+    /// count of zero-copy calls `floor(n * fraction)` steps up, so exactly
+    /// that fraction of calls (within one) are zero-copy, evenly spread.
+    private func nextCallIsZeroCopy() -> Bool {
+        guard zeroCopy else { return false }
+        let n = Double(sendCalls)
+        sendCalls += 1
+        return ((n + 1) * zeroCopyFraction).rounded(.down) > (n * zeroCopyFraction).rounded(.down)
     }
 
     /// Whether a message of `bytes` fits in the send buffer now.
@@ -147,6 +165,7 @@ public final class Socket: @unchecked Sendable {
     /// must fit in the send buffer (`canSend`). Returns the bytes actually sent,
     /// which is less than asked only when the design had no page for a refill.
     func send(_ bytes: Int, design: TransmitDesign, cache: FrameCache, push: (Frame) -> Void) -> Int {
+        let zeroCopy = nextCallIsZeroCopy()
         var remaining = bytes
         var frame: Frame? = nil
         while remaining > 0 {

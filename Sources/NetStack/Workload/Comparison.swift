@@ -192,9 +192,9 @@ public struct Comparison: Sendable {
             total.baselineDesign = baseline.name
             total.roundRatios = ratios[i]
             total.roundCPURatios = cpuRatios[i]
-            // Only inline decryption converts per mapping, in the transmit
-            // path: the break-even model holds for it alone.
-            total.roundBreakEven = i == b || kinds[i].name != InlineDecryptDesignKind().name ? [] : perRound.compactMap { BreakEven.of($0[i], against: $0[b]) }
+            // The break-even model holds for a design that converts per
+            // mapping, in the transmit path (the kind says so).
+            total.roundBreakEven = i == b || !kinds[i].convertsPerMapping ? [] : perRound.compactMap { BreakEven.of($0[i], against: $0[b]) }
             total.copyRate = copyRate
             return total
         }

@@ -234,7 +234,7 @@ public enum Experiment {
                               + "\(readableBytes(privateBytes)) private (--guest-mib \(m.guestBytes >> 20) less the \(mebibytes(m.swiotlbBytes)) swiotlb): "
                               + "lower --flows or --send-buffer, raise --guest-mib, or give a smaller --swiotlb-mib")
         }
-        if requirements.contains(where: \.bounces) || w.zeroCopy {
+        if requirements.contains(where: \.bounces) || w.zeroCopyFraction > 0 {
             let running = min(w.queues, w.senders)
             let flowsPerQueue = (w.flows + w.queues - 1) / w.queues
             let batch = min(TXQueue.budget * Socket.maxFrameBytes, flowsPerQueue * w.sendBufferBytes)

@@ -65,8 +65,9 @@ public struct TransmitResult: Sendable {
     public var refillFailures: Int
     /// The first problem seen, if any.
     public var firstProblem: String?
-    /// Design-specific figures (pool counters, fallbacks, hook checks...).
-    public var designFigures: [(String, String)]
+    /// Design-specific figures (pool counters, fallbacks, hook checks...),
+    /// typed: a name, a unit, a counter or a label.
+    public var designFigures: [DesignFigure]
     /// Frames sent again by their socket after a TX queue dropped them, and
     /// frames (and bytes) the sockets gave up on after `Socket.maxRetransmits`
     /// (must be 0).
@@ -153,56 +154,42 @@ public struct TransmitResult: Sendable {
         return cpuSecondsPerGB * rate
     }
 
-    /// Adds up rounds of one design: counters are summed, peaks are maxima, and
-    /// each round's throughput is kept so the median and the spread can be shown.
+    /// How each figure adds up over rounds: the one list `aggregate` is made
+    /// from. Counters, bytes and seconds are summed, peaks are maxima, the
+    /// first problem is kept, and design figures add figure by figure.
+    static var aggregatedFields: [FieldRule<TransmitResult>] {
+        [.sum(\.seconds), .sum(\.setupSeconds), .sum(\.payloadBytes), .sum(\.bytesWritten),
+         .sum(\.bytesCopiedBySender), .sum(\.bytesCopiedByDMALayer),
+         .sum(\.bytesMappedDirect), .sum(\.bytesMappedBounced), .sum(\.bytesConvertedInPlace),
+         .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .maximum(\.swiotlbPeakSlots),
+         .sum(\.conversionCalls), .sum(\.conversionModelledSeconds), .sum(\.conversionPages),
+         .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes), .sum(\.framesDropped), .sum(\.requeues),
+         .sum(\.lostPages), .sum(\.refillFailures),
+         .sum(\.framesRetransmitted), .sum(\.framesGivenUp), .sum(\.bytesGivenUp), .sum(\.unmapFailures),
+         .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone), .sum(\.framesAbandoned), .sum(\.bytesAbandoned),
+         .sum(\.staleDeviceAccesses), .sum(\.refusedDeviceAllocations),
+         .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds),
+         .first(\.firstProblem),
+         .combining(\.designFigures) { zip($0, $1).map(+) }]
+    }
+
+    /// What `aggregate` keeps from the first round: what describes the run
+    /// rather than counts it (the design, its workload and guest), and the
+    /// paired figures `Experiment.comparison` sets afterwards. With
+    /// `aggregatedFields` it names every stored field (checked by a test).
+    static var firstRoundFields: [PartialKeyPath<TransmitResult>] {
+        [\.design, \.workload, \.guestDescription, \.roundGbps, \.swiotlbSlots, \.zeroCopyPercent, \.blockDevice,
+         \.modelledTimeSpun, \.baselineDesign, \.roundRatios, \.roundCPURatios, \.roundBreakEven, \.copyRate]
+    }
+
+    /// Adds up rounds of one design by `aggregatedFields`: counters are
+    /// summed, peaks are maxima, and each round's throughput is kept so the
+    /// median and the spread can be shown.
     public static func aggregate(_ rounds: [TransmitResult]) -> TransmitResult {
         precondition(!rounds.isEmpty, "aggregate of no rounds")
-        var total = rounds[0]
+        let fields = aggregatedFields
+        var total = rounds.dropFirst().reduce(rounds[0]) { fields.combine($0, $1) }
         total.roundGbps = rounds.map(\.gbps)
-        for r in rounds.dropFirst() {
-            total.seconds += r.seconds
-            total.setupSeconds += r.setupSeconds
-            total.payloadBytes += r.payloadBytes
-            total.bytesCopiedBySender += r.bytesCopiedBySender
-            total.bytesCopiedByDMALayer += r.bytesCopiedByDMALayer
-            total.bytesMappedDirect += r.bytesMappedDirect
-            total.bytesMappedBounced += r.bytesMappedBounced
-            total.bytesConvertedInPlace += r.bytesConvertedInPlace
-            total.senderCPUSeconds += r.senderCPUSeconds
-            total.queueCPUSeconds += r.queueCPUSeconds
-            total.swiotlbPeakSlots = max(total.swiotlbPeakSlots, r.swiotlbPeakSlots)
-            total.conversionCalls += r.conversionCalls
-            total.conversionModelledSeconds += r.conversionModelledSeconds
-            total.dmaFaults += r.dmaFaults
-            total.verifiedBytes += r.verifiedBytes
-            total.corruptBytes += r.corruptBytes
-            total.framesDropped += r.framesDropped
-            total.requeues += r.requeues
-            total.lostPages += r.lostPages
-            total.refillFailures += r.refillFailures
-            total.bytesWritten += r.bytesWritten
-            total.framesRetransmitted += r.framesRetransmitted
-            total.framesGivenUp += r.framesGivenUp
-            total.bytesGivenUp += r.bytesGivenUp
-            total.unmapFailures += r.unmapFailures
-            total.framesDiscardedDeviceGone += r.framesDiscardedDeviceGone
-            total.framesAbandoned += r.framesAbandoned
-            total.bytesAbandoned += r.bytesAbandoned
-            total.staleDeviceAccesses += r.staleDeviceAccesses
-            total.conversionPages += r.conversionPages
-            total.timedWindowPageFaults += r.timedWindowPageFaults
-            total.stolenCPUSeconds += r.stolenCPUSeconds
-            total.bytesDiscardedDeviceGone += r.bytesDiscardedDeviceGone
-            total.refusedDeviceAllocations += r.refusedDeviceAllocations
-            total.firstProblem = total.firstProblem ?? r.firstProblem
-            // Design figures are counters too where they are integers.
-            total.designFigures = zip(total.designFigures, r.designFigures).map { a, b in
-                guard a.0 == b.0 else { return a }
-                let left = a.1.split(separator: "/"), right = b.1.split(separator: "/")
-                let summed = zip(left, right).compactMap { x, y in Int(x).flatMap { i in Int(y).map { String(i + $0) } } }
-                return summed.count == left.count && left.count == right.count ? (a.0, summed.joined(separator: "/")) : a
-            }
-        }
         return total
     }
 

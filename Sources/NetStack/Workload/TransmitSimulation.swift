@@ -33,6 +33,15 @@ public struct BlockDeviceStatistics: Sendable, Hashable {
 /// The block device thread's counters, shared with the main thread.
 final class BlockDeviceRecorder: Sendable {
     let statistics = Lock(BlockDeviceStatistics())
+    /// Requests attempted (mapped or failed), for the minimum below.
+    let attempts = Atomic<Int>(0)
+    /// The block device makes at least this many requests however slowly its
+    /// thread is scheduled, and sender 0 keeps sending until it has, as it does
+    /// until its faults have fired: on a loaded machine a thread started for a
+    /// 0.4 s run may not run before the deadline at all, and a run in which the
+    /// fault never happened proves nothing.
+    static let minimumAttempts = 64
+    var hasMadeMinimumAttempts: Bool { attempts.load(ordering: .acquiring) >= Self.minimumAttempts }
 }
 
 /// Runs one workload through one design on one guest, with real threads: the
@@ -75,7 +84,8 @@ public final class TransmitSimulation: @unchecked Sendable {
             buffers.append(head)
             sockets.append(Socket(flow: flow, queueIndex: flow % workload.queues, sender: flow % workload.senders,
                                   user: UserBuffer(head: head, flow: flow, period: PayloadPattern.defaultPeriod),
-                                  sendBufferLimit: workload.sendBufferBytes, zeroCopy: workload.zeroCopy))
+                                  sendBufferLimit: workload.sendBufferBytes, zeroCopy: workload.socketZeroCopy,
+                                  zeroCopyFraction: workload.zeroCopyFraction))
         }
         self.userBuffers = buffers
         self.sockets = sockets
@@ -112,6 +122,8 @@ public final class TransmitSimulation: @unchecked Sendable {
         for queue in queues { queue.abandon(at: abandonAt) }
 
         let other = faults.removeOtherDeviceAfterBytes == nil ? nil : try guest.devices.add(name: "blk-removed")
+        let block = faults.blockDeviceTraffic ? try startBlockDevice(until: deadline) : nil
+        let blockRecorder = block?.1
         let senderThreads = (0..<workload.senders).map { sender in
             let mine = sockets.filter { $0.sender == sender }
 
@@ -126,7 +138,8 @@ public final class TransmitSimulation: @unchecked Sendable {
                 var messagesAfterFault = 0
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
-                while now < deadline || removeNICAt != nil || removeOtherAt != nil || messagesAfterFault > 0 {
+                while now < deadline || removeNICAt != nil || removeOtherAt != nil || messagesAfterFault > 0
+                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) {
                     var progressed = false
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
@@ -170,7 +183,6 @@ public final class TransmitSimulation: @unchecked Sendable {
                 design.senderFinished(sender)
             }
         }
-        let block = faults.blockDeviceTraffic ? try startBlockDevice(until: deadline) : nil
         var nextProgress = start + 500_000_000
         while monotonicNanoseconds() < deadline {
             sleep(nanoseconds: 10_000_000)
@@ -228,7 +240,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         let thread = ModelThread.start(name: "blk0") {
             var inFlight: [(DMAAddress, Int)] = []
             var request = 0
-            while monotonicNanoseconds() < deadline {
+            while monotonicNanoseconds() < deadline || !recorder.hasMadeMinimumAttempts {
                 let offset = (request % 16) * 65536
                 request += 1
                 let direction: DMADirection = request % 2 == 0 ? .toDevice : .fromDevice
@@ -242,6 +254,7 @@ public final class TransmitSimulation: @unchecked Sendable {
                         if s.firstFailure == nil { s.firstFailure = "\(error)" }
                     }
                 }
+                recorder.attempts.wrappingAdd(1, ordering: .releasing)
                 if inFlight.count == 16 || monotonicNanoseconds() >= deadline {
                     for (address, kind) in inFlight {
                         try? guest.dma.unmapPage(address, size: 65536, direction: kind == 1 ? .toDevice : .fromDevice, device: disk)

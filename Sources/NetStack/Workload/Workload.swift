@@ -21,8 +21,19 @@ public struct Workload: Sendable, Hashable, Codable {
     public var durationSeconds: Double = 1.0
     /// The NIC reads and checks every byte.
     public var verify: Bool = false
-    /// MSG_ZEROCOPY: frames reference user pages.
+    /// MSG_ZEROCOPY on every sendmsg: frames reference user pages (the
+    /// sockets have `SO_ZEROCOPY` set).
     public var zeroCopy: Bool = false
+    /// Mixed zero-copy sends (`--zerocopy-mix P`): every socket has
+    /// `SO_ZEROCOPY` set and a fraction P (0...1) of its sendmsg calls pass
+    /// `MSG_ZEROCOPY`, the rest are copied, as an application that mixes both
+    /// on one socket does. nil: no mix (`zeroCopy` decides for every call).
+    public var zeroCopyMix: Double? = nil
+
+    /// Whether the sockets have `SO_ZEROCOPY` (`SOCK_ZEROCOPY`) set.
+    public var socketZeroCopy: Bool { zeroCopy || zeroCopyMix != nil }
+    /// The fraction of sendmsg calls with `MSG_ZEROCOPY`.
+    public var zeroCopyFraction: Double { zeroCopyMix ?? (zeroCopy ? 1 : 0) }
     /// Each socket's send buffer (`tcp_wmem[2]`).
     public var sendBufferBytes: Int = Socket.defaultSendBufferBytes
     /// The wire's speed per queue, or nil for as fast as the model runs.
@@ -80,6 +91,10 @@ public struct Workload: Sendable, Hashable, Codable {
                   "\(durationSeconds) must be in 0.05...3600 seconds")
         if let rate = lineRateGbps {
             try check(Self.lineRateRange.contains(rate), "line-rate-gbps", "\(rate) must be in 0.001...10000 Gbps")
+        }
+        if let mix = zeroCopyMix {
+            try check((0...1).contains(mix), "zerocopy-mix", "\(mix) must be in 0...1 (the fraction of sendmsg calls with MSG_ZEROCOPY)")
+            try check(!zeroCopy, "zerocopy-mix", "cannot be given with --msg-zerocopy, which is --zerocopy-mix 1")
         }
     }
 }

@@ -21,11 +21,11 @@ final class RegionPoolDesign: PagePoolDesign, @unchecked Sendable {
         try region.close()
     }
 
-    override func reportFigures() -> [(String, String)] {
+    override func reportFigures() -> [DesignFigure] {
         super.reportFigures() + [
-            ("region pages", "\(region.pageCount)"),
-            ("region released_refcnt", "\(region.releasedWithOtherReferences.load(ordering: .relaxed))"),
-            ("region pages home late", "\(region.cameHomeLate.load(ordering: .relaxed))"),
+            .count("region pages", region.pageCount, unit: "pages"),
+            .count("region released_refcnt", region.releasedWithOtherReferences.load(ordering: .relaxed), unit: "pages"),
+            .count("region pages home late", region.cameHomeLate.load(ordering: .relaxed), unit: "pages"),
         ]
     }
 }

@@ -1,5 +1,6 @@
 @_spi(PagePoolProvider) import DMAPools
 import NetStack
+import NetStackReports
 
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +12,8 @@ import Glibc
 //
 // 1. Register the plug-ins, exactly as the built-ins are registered.
 // 2. Resolve the designs by name and compare them on the default workload,
-//    the NIC checking every byte (--verify).
+//    the NIC checking every byte (--verify), paired with bounce round by
+//    round; print the same report as `txsim compare`.
 // 3. Show that a region page which outlives its pool (released_refcnt) comes
 //    home to the provider through the guest's free path.
 
@@ -56,17 +58,19 @@ do {
     fail("\(error)", status: 1)
 }
 
-// 2. The comparison: the user's design beside three built-ins, by name.
-let results: [TransmitResult]
+// 2. The comparison: the user's design beside three built-ins, by name, and
+//    the standard report (NetStackReports: also report.json(), .csv(), .svg()).
+let report: Report
 do {
     let kinds = try registry.designs(named: "bounce,frag-refill,page-pool,region-pool")
-    results = try Experiment.compare(kinds, workload: workload, rounds: rounds) { kind, round in
+    report = try Report.compare(kinds, workload: workload, plan: ComparisonPlan(rounds: rounds, baseline: .bounce)) { kind, round in
         progressLine(kind.name, round)
     }
 } catch {
     fail("\(error)", status: 64)
 }
-print(table(results))
+print(report.table())
+let results = report.results
 
 func progressLine(_ name: String, _ round: Int) {
     var text = "CustomDesign: round \(round + 1): \(name)\n"

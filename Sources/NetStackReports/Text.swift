@@ -1,18 +1,19 @@
-/// Plain-text helpers for the human reports (no Foundation in the tool).
+/// Plain-text helpers for the human reports (no Foundation), shared with
+/// `txsim` through `package` access.
 extension String {
     /// The string padded with spaces (or cut) to `width` characters, left aligned.
-    func padded(_ width: Int) -> String {
+    package func padded(_ width: Int) -> String {
         count >= width ? self : self + String(repeating: " ", count: width - count)
     }
 
     /// The string padded with spaces on the left to `width` characters.
-    func leftPadded(_ width: Int) -> String {
+    package func leftPadded(_ width: Int) -> String {
         count >= width ? self : String(repeating: " ", count: width - count) + self
     }
 }
 
 /// `value` with `digits` digits after the decimal point.
-func fixed(_ value: Double, _ digits: Int = 2) -> String {
+package func fixed(_ value: Double, _ digits: Int = 2) -> String {
     guard value.isFinite else { return value.isNaN ? "nan" : (value > 0 ? "inf" : "-inf") }
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }

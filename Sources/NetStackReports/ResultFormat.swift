@@ -1,7 +1,7 @@
 import DMAPools
 import NetStack
 
-/// Renders results for people (table, SVG) and for programs (JSON, CSV).
+/// Renders a `Report` for people (table, SVG) and for programs (JSON, CSV).
 enum ResultFormat {
     /// One row of the report: a label, a machine key, and the value per result.
     struct Row: Sendable {
@@ -98,6 +98,13 @@ enum ResultFormat {
         Row(label: "passed", key: "passed") { .bool($0.passed) },
     ]
 
+    /// Rows added after the report's columns were fixed: the table shows them
+    /// after `rows`, and JSON and CSV after every earlier field, so that CSV
+    /// positions stay as they were.
+    static let laterRows: [Row] = [
+        Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
+    ]
+
     /// Figures of the invocation, the same for every design, carried in each
     /// JSON object and CSV row.
     static func runFields(_ report: Report) -> [(String, JSONValue)] {
@@ -119,7 +126,44 @@ enum ResultFormat {
             ("hypercall_ns", .int(h.perCallNanoseconds)),
             ("hypercall_page_ns", .int(h.perPageNanoseconds)),
             ("hypercall_charge", .string(h.charge.rawValue)),
+        ] + settingFields(report)
+    }
+
+    /// What the figures were produced with: the workload, the guest, the
+    /// plan, and the provenance (git revision, build configuration).
+    static func settingFields(_ report: Report) -> [(String, JSONValue)] {
+        let c = report.configuration, m = c.memory, p = report.provenance, plan = report.comparison.plan
+        var fields: [(String, JSONValue)] = []
+        if let w = report.results.first?.workload {
+            fields += [
+                ("senders", .int(w.senders)),
+                ("queues", .int(w.queues)),
+                ("flows", .int(w.flows)),
+                ("message_bytes", .int(w.messageBytes)),
+                ("rtt_us", .int(w.roundTripMicroseconds)),
+                ("duration_s", .double(w.durationSeconds, digits: 3)),
+                ("send_buffer_bytes", .int(w.sendBufferBytes)),
+                ("verify", .bool(w.verify)),
+                ("msg_zerocopy", .bool(w.zeroCopy)),
+                ("zerocopy_mix", optional(w.zeroCopyMix, 3)),
+                ("line_rate_gbps", optional(w.lineRateGbps, 3)),
+            ]
+        }
+        fields += [
+            ("designs", .string(report.comparison.kinds.map(\.name).joined(separator: ","))),
+            ("until_stable", plan.untilStableCap.map { .int($0) } ?? .null),
+            ("guest_bytes", .int(m.guestBytes)),
+            ("swiotlb_bytes", .int(m.swiotlbBytes)),
+            ("swiotlb_areas", c.swiotlbAreas.map { .int($0) } ?? .null),
+            ("zerocopy_percent", .int(c.zeroCopyPercent)),
+            ("provider", .string(c.poolProvider.name)),
+            ("pool_ring", .int(c.poolRingSize)),
+            ("git_revision", .string(p.gitRevision)),
+            ("git_tree_modified", p.gitTreeModified.map { .bool($0) } ?? .null),
+            ("build_configuration", .string(p.buildConfiguration)),
+            ("invariant_checks", .bool(p.invariantChecks)),
         ]
+        return fields
     }
 
     /// Per-design figures beyond the rows: break-even costs (null for designs
@@ -143,7 +187,7 @@ enum ResultFormat {
         let w = first.workload
         var lines: [String] = []
         let rounds = report.roundCount
-        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
+        lines.append("Workload: \(w.senders) senders, \(w.queues) queues, \(w.flows) flows, \(w.messageBytes) B messages, rtt \(w.roundTripMicroseconds) us, \(rounds) round(s) of \(fixed(w.durationSeconds / Double(report.comparison.plan.rounds), 3)) s per design\(rounds > 1 ? ", \(report.baseline) before, between and after the others, their order rotated each round (Gbps: median round; ratios: median of per-round paired ratios)" : "")\(w.verify ? ", verify" : "")\(w.zeroCopy ? ", MSG_ZEROCOPY" : "")\(w.zeroCopyMix.map { ", SO_ZEROCOPY, MSG_ZEROCOPY on \(fixed($0 * 100, 0))% of sendmsg calls" } ?? "")\(w.lineRateGbps.map { ", line rate \(fixed($0, 1)) Gbit/s" } ?? "")")
         if let guest = results.first(where: { $0.design == "page-pool" })?.guestDescription ?? results.first?.guestDescription,
            !guest.isEmpty {
             lines.append("Guest: " + guest + "; every design on a fresh guest, set up before the clock starts (not timed)")
@@ -153,9 +197,12 @@ enum ResultFormat {
                      + "1 thread \(fixed(c.copyRateBefore.oneThreadGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.oneThreadGigabytesPerSecond, 1)) GB/s, "
                      + "2 threads \(fixed(c.copyRateBefore.twoThreadsGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.twoThreadsGigabytesPerSecond, 1)) GB/s "
                      + "(before -> after the rounds); load average \(report.loadBefore.text) -> \(report.loadAfter.text)")
+        let p = report.provenance
+        lines.append("Build: swift-dma-pools \(p.gitRevision)\(p.gitTreeModified == true ? " (modified)" : ""), \(p.buildConfiguration)"
+                     + (p.invariantChecks ? ", invariant checks on (their cost is in every timed figure)" : ""))
         let labelWidth = 38
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
-        for row in rows {
+        for row in rows + laterRows {
             var line = row.label.padded(labelWidth)
             for r in results { line += row.value(r).text.leftPadded(columnWidth) }
             lines.append(line)
@@ -164,7 +211,7 @@ enum ResultFormat {
         for r in results where !r.designFigures.isEmpty {
             lines.append("")
             lines.append("\(r.design):")
-            for (name, value) in r.designFigures { lines.append("  " + name.padded(labelWidth - 2) + value) }
+            for figure in r.designFigures { lines.append("  " + figure.name.padded(labelWidth - 2) + figure.text) }
         }
         var problems = results.compactMap { r in r.firstProblem.map { "\(r.design): \($0)" } }
         for r in results where r.payloadBytes == 0 {
@@ -219,13 +266,24 @@ enum ResultFormat {
         let objects = report.results.map { r -> String in
             var fields = rows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += (designFields(r) + run).map { "\"\($0.0)\": \($0.1.json)" }
+            fields += laterRows.map { "\"\($0.key)\": \($0.value(r).json)" }
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
             fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
             fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
-            let figures = r.designFigures.map { "\"\(escaped($0.0))\": \"\(escaped($0.1))\"" }.joined(separator: ", ")
+            let figures = r.designFigures.map { "\"\(escaped($0.name))\": \"\(escaped($0.text))\"" }.joined(separator: ", ")
             fields.append("\"figures\": {\(figures)}")
+            // The same figures typed: a counter, counters (in the name's order) or a label, with its unit.
+            let typed = r.designFigures.map { f -> String in
+                let value = switch f.value {
+                case .count(let n): String(n)
+                case .counts(let values): "[" + values.map(String.init).joined(separator: ", ") + "]"
+                case .text(let s): "\"" + escaped(s) + "\""
+                }
+                return "{\"name\": \"\(escaped(f.name))\", \"unit\": \"\(escaped(f.unit))\", \"value\": \(value)}"
+            }
+            fields.append("\"design_figures\": [" + typed.joined(separator: ", ") + "]")
             fields.append("\"first_problem\": " + (r.firstProblem.map { "\"" + escaped($0) + "\"" } ?? "null"))
             return "  {" + fields.joined(separator: ", ") + "}"
         }
@@ -234,10 +292,10 @@ enum ResultFormat {
 
     static func csv(_ report: Report) -> String {
         let run = runFields(report)
-        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0)
+        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key)
         var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
         for r in report.results {
-            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1)
+            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) }
             out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json
