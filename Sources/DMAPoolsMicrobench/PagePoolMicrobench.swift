@@ -155,11 +155,19 @@ public enum PagePoolMicrobench {
         var sum: UInt64 = 0
         for i in 0..<operations {
             let page = try pool.allocatePage()
-            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
-            sum &+= UInt64(UInt(bitPattern: page.bytes))
+            touch(page, i, &sum)
             pool.recycleDirect(page)
         }
         Measure.consume(sum)
+    }
+
+    /// What every loop does with a page it got: writes a byte into it (so the
+    /// page is touched as a user would) and folds its address into the
+    /// checksum the loop sinks.
+    @inline(__always)
+    static func touch(_ page: Page, _ i: Int, _ sum: inout UInt64) {
+        page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
+        sum &+= UInt64(UInt(bitPattern: page.bytes))
     }
 
     /// The fast path of a fixture: with its held pages when it has them (each
@@ -174,8 +182,7 @@ public enum PagePoolMicrobench {
         var sum: UInt64 = 0
         for i in 0..<operations {
             let page = try pool.allocatePage()
-            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
-            sum &+= UInt64(UInt(bitPattern: page.bytes))
+            touch(page, i, &sum)
             slots[cursor] = page
             cursor += 1
             if cursor == count { cursor = 0 }
@@ -195,10 +202,7 @@ public enum PagePoolMicrobench {
         var sum: UInt64 = 0
         while done < operations {
             let n = try pool.allocatePages(into: pages)
-            for i in 0..<n {
-                pages[i].bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
-                sum &+= UInt64(UInt(bitPattern: pages[i].bytes))
-            }
+            for i in 0..<n { touch(pages[i], i, &sum) }
             pool.put(contentsOf: UnsafeBufferPointer(rebasing: pages[0..<n]))
             done += n
         }
@@ -214,8 +218,7 @@ public enum PagePoolMicrobench {
         var sum: UInt64 = 0
         for i in 0..<operations {
             let page = try pool.allocatePage()
-            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
-            sum &+= UInt64(UInt(bitPattern: page.bytes))
+            touch(page, i, &sum)
             putter.push(page)
         }
         putter.drain()
@@ -228,8 +231,7 @@ public enum PagePoolMicrobench {
         var sum: UInt64 = 0
         for i in 0..<operations {
             let page = try pool.allocatePage()
-            page.bytes.storeBytes(of: UInt8(truncatingIfNeeded: i), as: UInt8.self)
-            sum &+= UInt64(UInt(bitPattern: page.bytes))
+            touch(page, i, &sum)
             pool.put(page)
         }
         Measure.consume(sum)

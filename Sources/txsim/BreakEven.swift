@@ -25,24 +25,13 @@ struct BreakEven: ParsableCommand {
     @Option(name: .customLong("per-page-ns"), parsing: .unconditional,
             help: "Per-page costs to sweep (per call 0), comma-separated, each 0...\(HypercallCostModel.maximumPerPageNanoseconds); empty for none.")
     var perPage: String = BreakEvenSweep.defaultPerPage.map(String.init).joined(separator: ",")
-    @Option(parsing: .unconditional, help: "Interleaved rounds per point, 1...100.")
-    var rounds: Int = 3
-    @Flag(help: "Print one JSON object.")
-    var json = false
-    @Flag(help: "No progress lines on standard error.")
-    var quiet = false
+    @OptionGroup var sweep: SweepOptions
+    var rounds: Int { sweep.rounds }
+    var json: Bool { sweep.json }
+    var quiet: Bool { sweep.quiet }
 
     static func costs(_ text: String, option: String, maximum: Int) throws -> [Int] {
-        if text.isEmpty { return [] }
-        var values: [Int] = []
-        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-            guard let value = Int(part), (0...maximum).contains(value) else {
-                throw ValidationError("invalid --\(option): '\(part)' must be an integer in 0...\(maximum) (a comma-separated list)")
-            }
-            guard !values.contains(value) else { throw ValidationError("invalid --\(option): \(value) is given twice") }
-            values.append(value)
-        }
-        return values
+        text.isEmpty ? [] : try sweepList(text, option: option, range: 0...maximum)
     }
 
     func lists() throws -> (perCall: [Int], perPage: [Int]) {
@@ -55,7 +44,6 @@ struct BreakEven: ParsableCommand {
     func plan() -> ComparisonPlan { ComparisonPlan(rounds: rounds, baseline: .bounce) }
 
     func validate() throws {
-        guard (1...100).contains(rounds) else { throw ValidationError("invalid --rounds: \(rounds) must be in 1...100") }
         _ = try lists()
         try checkExperiment(BreakEvenSweep.kinds, workload: workload, plan: plan(), guest: guest)
     }

@@ -163,3 +163,31 @@ func checkWritable(_ path: String, option: String) throws {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// A comma-separated list of numbers for a sweep option: each in `range`,
+/// none twice, or an error that names the option and the range.
+func sweepList<T: LosslessStringConvertible & Comparable>(_ text: String, option: String, range: ClosedRange<T>) throws -> [T] {
+    var values: [T] = []
+    for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+        guard let value = T(String(part)), range.contains(value) else {
+            throw ValidationError("invalid --\(option): '\(part)' must be a number in \(range.lowerBound)...\(range.upperBound) (a comma-separated list)")
+        }
+        guard !values.contains(value) else { throw ValidationError("invalid --\(option): \(value) is given twice") }
+        values.append(value)
+    }
+    return values
+}
+
+/// The options every sweep subcommand shares: rounds per point, JSON, quiet.
+struct SweepOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Interleaved rounds per point of the sweep, 1...100.")
+    var rounds: Int = 3
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+    @Flag(help: "No progress lines on standard error.")
+    var quiet = false
+
+    func validate() throws {
+        guard (1...100).contains(rounds) else { throw ValidationError("invalid --rounds: \(rounds) must be in 1...100") }
+    }
+}

@@ -24,24 +24,12 @@ struct ZeroCopyMix: ParsableCommand {
     var fractions: String = "0,0.25,0.5,0.75,1"
     @Option(help: "Comma-separated designs (default: all registered: \(DesignRegistry.shared.designNames)).")
     var designs: String = DesignRegistry.shared.designs.map(\.name).joined(separator: ",")
-    @Option(parsing: .unconditional, help: "Interleaved rounds per fraction, 1...100.")
-    var rounds: Int = 3
-    @Flag(help: "Print a JSON array, one object per fraction and design.")
-    var json = false
-    @Flag(help: "No progress lines on standard error.")
-    var quiet = false
+    @OptionGroup var sweep: SweepOptions
+    var rounds: Int { sweep.rounds }
+    var json: Bool { sweep.json }
+    var quiet: Bool { sweep.quiet }
 
-    func mixes() throws -> [Double] {
-        var values: [Double] = []
-        for part in fractions.split(separator: ",", omittingEmptySubsequences: false) {
-            guard let value = Double(part), (0...1).contains(value) else {
-                throw ValidationError("invalid --fractions: '\(part)' must be a number in 0...1 (a comma-separated list)")
-            }
-            guard !values.contains(value) else { throw ValidationError("invalid --fractions: \(value) is given twice") }
-            values.append(value)
-        }
-        return values
-    }
+    func mixes() throws -> [Double] { try sweepList(fractions, option: "fractions", range: 0.0...1.0) }
 
     func kinds() throws -> [any TransmitDesignKind] {
         do { return try DesignRegistry.shared.designs(named: designs) } catch { throw ValidationError(error.description) }
@@ -55,7 +43,6 @@ struct ZeroCopyMix: ParsableCommand {
     }
 
     func validate() throws {
-        guard (1...100).contains(rounds) else { throw ValidationError("invalid --rounds: \(rounds) must be in 1...100") }
         let kinds = try kinds()
         var w = try baseWorkload()
         for mix in try mixes() {

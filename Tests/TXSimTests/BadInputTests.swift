@@ -133,10 +133,13 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--rounds", "4", "--until-stable", "101"], message: "invalid --until-stable: 101 must be in --rounds (4)...100"),
     BadInput(arguments: ["--until-stable", "-1"], message: "invalid --until-stable: -1 must be in --rounds (10)...100"),
     BadInput(arguments: ["--memory", "lazy"], message: "invalid --memory: 'lazy' must be resident or on-demand"),
-    BadInput(arguments: ["break-even", "--per-page-ns", "10,x"], message: "invalid --per-page-ns: 'x' must be an integer in 0...100000"),
-    BadInput(arguments: ["break-even", "--per-call-ns", "-5"], message: "invalid --per-call-ns: '-5' must be an integer in 0...1000000"),
+    BadInput(arguments: ["break-even", "--per-page-ns", "10,x"], message: "invalid --per-page-ns: 'x' must be a number in 0...100000"),
+    BadInput(arguments: ["break-even", "--per-call-ns", "-5"], message: "invalid --per-call-ns: '-5' must be a number in 0...1000000"),
     BadInput(arguments: ["break-even", "--per-call-ns", "", "--per-page-ns", ""], message: "both are empty, nothing to sweep"),
     BadInput(arguments: ["break-even", "--rounds", "0"], message: "invalid --rounds: 0 must be in 1...100"),
+    BadInput(arguments: ["zerocopy-mix", "--fractions", "0,1.5"], message: "invalid --fractions: '1.5' must be a number in 0.0...1.0"),
+    BadInput(arguments: ["zerocopy-mix", "--msg-zerocopy"], message: "the sweep sets the mix itself"),
+    BadInput(arguments: ["--zerocopy-mix", "2"], message: "invalid --zerocopy-mix: 2.0 must be in 0...1"),
 ]
 
 @Suite struct TXSimBadInputTests {
