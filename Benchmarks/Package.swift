@@ -34,6 +34,12 @@ let package = Package(
                 .plugin(name: "BenchmarkPlugin", package: "benchmark"),
             ]
         ),
+        .executableTarget(
+            name: "ProjectionBenchmarks",
+            dependencies: [.product(name: "NetStack", package: mainPackage), .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/ProjectionBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
         // dladdr and dl_iterate_phdr (GNU extensions the Glibc module does not
         // import), to check the benchmark's allocator chain.
         .target(name: "CAllocatorChain", linkerSettings: [.linkedLibrary("dl")]),

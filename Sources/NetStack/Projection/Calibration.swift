@@ -1,0 +1,431 @@
+@_spi(DMAPoolsSupport) import DMAPools
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `txsim calibrate`: the costs of each design's TX path by role, per byte
+/// and per frame, measured by running the design's own code
+/// (`Experiment.run` through `ProjectionDesigns`), and the machine's copy,
+/// lock and bandwidth costs. Repetitions interleave the designs, so a change
+/// in the machine's speed falls on all of them alike.
+public enum Calibration {
+    public struct Options: Sendable {
+        public var designs: [String]
+        public var repetitions: Int = 3
+        public var secondsPerRun: Double = 0.15
+        /// Two sizes: per-byte and per-frame costs are solved from both.
+        public var messageBytes: [Int] = [65536, 16384]
+        public var configuration: ExperimentConfiguration = .init()
+
+        public init(designs: [String], repetitions: Int = 3, secondsPerRun: Double = 0.15,
+                    configuration: ExperimentConfiguration = .init()) {
+            self.designs = designs
+            self.repetitions = repetitions
+            self.secondsPerRun = secondsPerRun
+            self.configuration = configuration
+        }
+
+        public static let repetitionRange = 1...50
+        public static let secondsRange = 0.05...10.0
+
+        public func check() throws(ParameterError) {
+            guard Self.repetitionRange.contains(repetitions) else {
+                throw .invalid(parameter: "repetitions", reason: "\(repetitions) must be in \(Self.repetitionRange)")
+            }
+            guard Self.secondsRange.contains(secondsPerRun) else {
+                throw .invalid(parameter: "seconds-per-run", reason: "\(secondsPerRun) must be in 0.05...10 seconds")
+            }
+        }
+    }
+
+    /// The calibration workload: one sender doing everything (it runs its
+    /// queue itself, so copy 2 reads bytes its own core just wrote), two
+    /// flows, no round trip (the peer acknowledges at once, so the sender
+    /// never waits and its CPU time is all work).
+    public static func workload(messageBytes: Int, seconds: Double) throws(ParameterError) -> Workload {
+        try Workload(senders: 1, queues: 1, flows: 2, messageBytes: messageBytes, roundTripMicroseconds: 0,
+                     durationSeconds: seconds)
+    }
+
+    /// Runs the calibration: machine costs, then `repetitions` rounds of every
+    /// design at both message sizes.
+    public static func run(_ options: Options, progress: (@Sendable (String) -> Void)? = nil) throws -> CalibrationProfile {
+        try options.check()
+        progress?("machine costs")
+        let machineCosts = try measureMachineCosts(repetitions: max(3, options.repetitions))
+        let designs = try measureDesigns(options, progress: progress)
+        let machine = CalibrationMachine(cores: onlineCPUs(), lastLevelCacheBytes: lastLevelCacheBytes(),
+                                         date: utcNow(), note: "txsim calibrate: \(options.repetitions) repetitions of \(options.secondsPerRun) s per design and message size")
+        return CalibrationProfile(machine: machine, method: method(options), machineCosts: machineCosts, designs: designs)
+    }
+
+    static func method(_ options: Options) -> CalibrationMethod {
+        CalibrationMethod(senders: 1, queues: 1, flows: 2, roundTripMicroseconds: 0, messageBytes: options.messageBytes,
+                          secondsPerRun: options.secondsPerRun, repetitions: options.repetitions)
+    }
+
+    /// Per design, the per-byte and per-frame costs by role.
+    public static func measureDesigns(_ options: Options, progress: (@Sendable (String) -> Void)? = nil) throws -> [DesignCosts] {
+        try options.check()
+        let sizes = options.messageBytes
+        precondition(sizes.count == 2 && sizes[0] != sizes[1])
+        let resolved = try options.designs.map { try ProjectionDesigns.resolve($0) }
+        // samples[d][rep][size]
+        var runs = [[[TransmitResult]]](repeating: [], count: resolved.count)
+        for rep in 0..<options.repetitions {
+            for (i, design) in resolved.enumerated() {
+                progress?("\(options.designs[i]) repetition \(rep + 1)/\(options.repetitions)")
+                var pair: [TransmitResult] = []
+                for size in sizes {
+                    let w = try workload(messageBytes: size, seconds: options.secondsPerRun)
+                    pair.append(try ProjectionDesigns.run(design, workload: w, configuration: options.configuration))
+                }
+                runs[i].append(pair)
+            }
+        }
+        return resolved.indices.map { i in costs(options.designs[i], runs: runs[i], sizes: sizes) }
+    }
+
+    /// Solves cost/byte = perByte + perFrame x frames/byte at the two sizes,
+    /// per repetition; the median and extremes over repetitions.
+    static func costs(_ name: String, runs: [[TransmitResult]], sizes: [Int]) -> DesignCosts {
+        let f0 = ProjectionModel.framesPerByte(messageBytes: sizes[0]), f1 = ProjectionModel.framesPerByte(messageBytes: sizes[1])
+        func solve(_ perByte: (TransmitResult) -> Double) -> (byte: [Double], frame: [Double]) {
+            var bytes: [Double] = [], frames: [Double] = []
+            for pair in runs {
+                let c0 = perByte(pair[0]), c1 = perByte(pair[1])
+                let frame = (c1 - c0) / (f1 - f0)
+                frames.append(frame)
+                bytes.append(c0 - frame * f0)
+            }
+            return (bytes, frames)
+        }
+        let sender = solve { $0.senderCPUSecondsPerGB }   // s/GB = ns/byte
+        let queue = solve { $0.queueCPUSecondsPerGB }
+        let big = runs.map { $0[0] }
+        let zeroCopy = Cost.measured(big.map(\.zeroCopyFraction))
+        let capped = big.contains { $0.zeroCopyPercent > 0 } && zeroCopy.value > 0.5
+        let source: PageSource = zeroCopy.value < 0.5 ? .general : capped ? .swiotlbCapped : .uncapped
+        func recycles(_ r: TransmitResult) -> (cached: Double, ring: Double) {
+            var cached = 0.0, ring = 0.0
+            // page_pool's counters (`recycle cached/cache_full`, `recycle ring/ring_full`).
+            for figure in r.designFigures {
+                let parts = figure.counts.map(Double.init)
+                if figure.name.hasPrefix("recycle cached"), let c = parts.first { cached += c }
+                if figure.name.hasPrefix("recycle ring"), let g = parts.first { ring += g + (parts.count > 1 ? parts[1] : 0) }
+            }
+            return (cached, ring)
+        }
+        let perByte = big.map { r -> Double in
+            let (c, g) = recycles(r)
+            return r.payloadBytes > 0 ? (c + g) / Double(r.payloadBytes) : 0
+        }
+        let ringShare = big.map { r -> Double in
+            let (c, g) = recycles(r)
+            return c + g > 0 ? g / (c + g) : 0
+        }
+        let share = runs.flatMap { $0 }.map { r in r.seconds > 0 ? min(1, (r.senderCPUSeconds + r.queueCPUSeconds) / r.seconds) : 1 }
+        return DesignCosts(design: name, senderNsPerByte: .measured(sender.byte), senderNsPerFrame: .measured(sender.frame),
+                           queueNsPerByte: .measured(queue.byte), queueNsPerFrame: .measured(queue.frame),
+                           copiesPerByte: .measured(big.map(\.copiesPerByte)), zeroCopyFraction: zeroCopy,
+                           poolRecyclesPerByte: .measured(perByte), poolRingFraction: .measured(ringShare),
+                           cpuShare: .measured(share), pageSource: source)
+    }
+
+    // MARK: Machine costs
+
+    static let copyBytes = 32 << 10
+
+    /// Copies by locality, the contended swiotlb lock and pool ring, and cold
+    /// copy bandwidth with one and two threads; each `repetitions` times.
+    public static func measureMachineCosts(repetitions: Int) throws -> MachineCosts {
+        let cache = max(lastLevelCacheBytes(), 8 << 20)
+        let region = min(max(4 * cache, 32 << 20), 128 << 20)
+        var hot: [Double] = [], other: [Double] = [], cold: [Double] = [], one: [Double] = [], two: [Double] = []
+        var speedup: [Double] = [], perCPU: [Double] = []
+        var lock: [Double] = [], lockContended: [Double] = [], cacheRecycle: [Double] = [], ring: [Double] = []
+        let coldLoops = [ColdCopy(region: region), ColdCopy(region: region)]
+        let swiotlb = try SWIOTLBBench()
+        for _ in 0..<repetitions {
+            hot.append(sameCoreHot())
+            let scaling = twoThreadScaling()
+            speedup.append(scaling.speedup)
+            perCPU.append(scaling.perCPUSecond)
+            other.append(otherCore())
+            let c = coldLoops[0].nanosecondsPerByte()
+            cold.append(c)
+            one.append(1 / c)
+            two.append(twoThreadsGBps(coldLoops))
+            lock.append(try swiotlb.mapUnmapNanoseconds(contended: false))
+            lockContended.append(try swiotlb.mapUnmapNanoseconds(contended: true))
+            let pool = try poolCosts()
+            cacheRecycle.append(pool.cache)
+            ring.append(pool.ring)
+        }
+        return MachineCosts(copySameCoreHotNsPerByte: .measured(hot), copyOtherCoreNsPerByte: .measured(other),
+                            copyColdNsPerByte: .measured(cold), swiotlbMapUnmapNs: .measured(lock),
+                            swiotlbMapUnmapContendedNs: .measured(lockContended), poolCacheRecycleNs: .measured(cacheRecycle),
+                            poolRingRecycleContendedNs: .measured(ring), copyBandwidthOneThreadGBps: .measured(one),
+                            copyBandwidthTwoThreadsGBps: .measured(two), twoThreadSpeedup: .measured(speedup),
+                            twoThreadWorkPerCPUSecond: .measured(perCPU))
+    }
+
+    /// A hot 32 KiB copy loop on one thread, then on two at once (each its
+    /// own buffers), for `milliseconds` each: the work two threads get done
+    /// per wall second over one thread's (`speedup`: 2 on two idle physical
+    /// cores, less on hyperthread siblings or a machine shared with other
+    /// tenants), and the work per CPU second of a thread with the other
+    /// running over one running alone (`perCPUSecond`: what sharing a core
+    /// costs, whatever share of time the threads get).
+    public static func twoThreadScaling(milliseconds: Double = 40) -> (speedup: Double, perCPUSecond: Double) {
+        func copies(threads: Int) -> (perWall: Double, perCPU: Double) {
+            let total = Atomic<Int>(0)
+            let cpu = Atomic<Int>(0)
+            let ready = Atomic<Int>(0)
+            let stop = Atomic<Bool>(false)
+            let workers = (0..<threads).map { _ in
+                ModelThread.start(name: "calibrate-speedup") {
+                    let src = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
+                    let dst = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
+                    memset(src, 0x5a, copyBytes); memset(dst, 0, copyBytes)
+                    ready.add(1, ordering: .acquiringAndReleasing)
+                    while ready.load(ordering: .acquiring) < threads + 1 { sched_yield() }
+                    let c0 = threadCPUNanoseconds()
+                    var n = 0
+                    while !stop.load(ordering: .relaxed) { memcpy(dst, src, copyBytes); n += 1 }
+                    cpu.add(Int(threadCPUNanoseconds() - c0), ordering: .acquiringAndReleasing)
+                    total.add(n, ordering: .acquiringAndReleasing)
+                    src.deallocate(); dst.deallocate()
+                }
+            }
+            while ready.load(ordering: .acquiring) < threads { sched_yield() }
+            ready.add(1, ordering: .acquiringAndReleasing)
+            let t0 = monotonicNanoseconds()
+            sleep(nanoseconds: UInt64(milliseconds * 1e6))
+            stop.store(true, ordering: .releasing)
+            for w in workers { w.join() }
+            let elapsed = Double(monotonicNanoseconds() - t0)
+            let n = Double(total.load(ordering: .acquiring))
+            return (n / elapsed, n / max(1, Double(cpu.load(ordering: .acquiring))))
+        }
+        let one = copies(threads: 1), two = copies(threads: 2)
+        return (one.perWall > 0 ? two.perWall / one.perWall : 2, one.perCPU > 0 ? two.perCPU / one.perCPU : 1)
+    }
+
+    /// 32 KiB copies whose source this thread wrote just before (only the copy is timed).
+    static func sameCoreHot(copies: Int = 400) -> Double {
+        let src = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
+        let dst = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
+        defer { src.deallocate(); dst.deallocate() }
+        memset(dst, 0, copyBytes)
+        var total: UInt64 = 0
+        for i in 0..<copies {
+            memset(src, Int32(i & 0xff), copyBytes)
+            let t0 = monotonicNanoseconds()
+            memcpy(dst, src, copyBytes)
+            total += monotonicNanoseconds() - t0
+        }
+        return Double(total) / Double(copies * copyBytes)
+    }
+
+    /// 32 KiB copies whose source the other thread wrote just before: the
+    /// threads take turns (writer, then copier), only the copy is timed.
+    static func otherCore(copies: Int = 400) -> Double {
+        let src = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
+        let dst = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
+        defer { src.deallocate(); dst.deallocate() }
+        memset(dst, 0, copyBytes)
+        let buffers = SendablePointers(src: src, dst: dst)
+        let turn = Atomic<Int>(0)   // even: the writer's turn; odd: the copier's
+        let writer = ModelThread.start(name: "calibrate-writer") {
+            for i in 0..<copies {
+                while turn.load(ordering: .acquiring) != 2 * i { sched_yield() }
+                memset(buffers.src, Int32(i & 0xff), copyBytes)
+                turn.store(2 * i + 1, ordering: .releasing)
+            }
+        }
+        var total: UInt64 = 0
+        for i in 0..<copies {
+            while turn.load(ordering: .acquiring) != 2 * i + 1 { sched_yield() }
+            let t0 = monotonicNanoseconds()
+            memcpy(buffers.dst, buffers.src, copyBytes)
+            total += monotonicNanoseconds() - t0
+            turn.store(2 * i + 2, ordering: .releasing)
+        }
+        writer.join()
+        return Double(total) / Double(copies * copyBytes)
+    }
+
+    /// GB/s copied by two threads at once, each walking its own cold region.
+    static func twoThreadsGBps(_ loops: [ColdCopy]) -> Double {
+        let ready = Atomic<Int>(0)
+        let start = monotonicNanoseconds()
+        let threads = loops.map { loop in
+            ModelThread.start(name: "calibrate-bandwidth") {
+                ready.add(1, ordering: .acquiringAndReleasing)
+                while ready.load(ordering: .acquiring) < 2 { sched_yield() }
+                loop.pass()
+            }
+        }
+        for thread in threads { thread.join() }
+        let elapsed = Double(monotonicNanoseconds() - start)
+        return elapsed > 0 ? Double(loops.reduce(0) { $0 + $1.region }) / elapsed : 0
+    }
+
+    /// page_pool over swiotlb pages: alloc + direct recycle on the owner; and
+    /// alloc on the owner with the other thread putting each page back
+    /// through the ptr_ring (both threads' CPU time, per page).
+    static func poolCosts(pages: Int = 50_000) throws -> (cache: Double, ring: Double) {
+        let guest = try Guest(.init(guestBytes: 256 << 20, swiotlbBytes: 64 << 20, hypercall: .free), zeroCopyPercent: 90)
+        let device = try guest.devices.add(name: "calibrate-pool")
+        let provider = SWIOTLBPageProvider(swiotlb: guest.swiotlb, device: device)
+        let pool = try PagePool(.init(order: 0, poolSize: 1024, flags: [.dmaMap, .transmit], dmaDirection: .toDevice,
+                                      device: device, name: "calibrate"), provider: provider)
+        defer { pool.destroy() }
+        for _ in 0..<4096 { pool.recycleDirect(try pool.allocatePage()) }   // warm
+        let c0 = threadCPUNanoseconds()
+        for _ in 0..<pages { pool.recycleDirect(try pool.allocatePage()) }
+        let cache = Double(threadCPUNanoseconds() - c0) / Double(pages)
+
+        let handoff = Mutex<[Page]>([])
+        let done = Atomic<Bool>(false)
+        let sharedPool = SendablePool(pool: pool)
+        let putter = ModelThread.start(name: "calibrate-ring") {
+            var local: [Page] = []
+            while true {
+                handoff.withLock { swap(&local, &$0) }
+                if local.isEmpty {
+                    if done.load(ordering: .acquiring) && handoff.withLock({ $0.isEmpty }) { break }
+                    sched_yield()
+                    continue
+                }
+                for page in local { sharedPool.pool.put(page, allowDirect: false) }
+                local.removeAll(keepingCapacity: true)
+            }
+        }
+        let a0 = threadCPUNanoseconds()
+        var batch: [Page] = []
+        for _ in 0..<pages {
+            batch.append(try pool.allocatePage())
+            if batch.count == 32 {
+                while handoff.withLock({ $0.count }) > 512 { sched_yield() }
+                handoff.withLock { $0.append(contentsOf: batch) }
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        handoff.withLock { $0.append(contentsOf: batch) }
+        let ownerCPU = threadCPUNanoseconds() - a0
+        done.store(true, ordering: .releasing)
+        let putterCPU = putter.join()
+        return (cache, Double(ownerCPU + putterCPU) / Double(pages))
+    }
+
+    // MARK: Machine facts
+
+    public static func onlineCPUs() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// sysfs `cpu0/cache/index3/size` (e.g. "16384K"), 0 when unreadable.
+    public static func lastLevelCacheBytes() -> Int {
+        guard let file = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r") else { return 0 }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 64)
+        guard fgets(&line, Int32(line.count), file) != nil else { return 0 }
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let digits = text.prefix { $0.isNumber }
+        guard let n = Int(digits) else { return 0 }
+        switch text.dropFirst(digits.count).first {
+        case "K": return n << 10
+        case "M": return n << 20
+        case "G": return n << 30
+        default: return n
+        }
+    }
+
+    public static func utcNow() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    }
+}
+
+private struct SendablePointers: @unchecked Sendable {
+    let src: UnsafeMutableRawPointer
+    let dst: UnsafeMutableRawPointer
+}
+
+private struct SendablePool: @unchecked Sendable { let pool: PagePool }
+
+/// 32 KiB copies walking a source and a destination region larger than the
+/// last-level cache (both touched first).
+final class ColdCopy: @unchecked Sendable {
+    let region: Int
+    let src: UnsafeMutableRawPointer
+    let dst: UnsafeMutableRawPointer
+
+    init(region: Int) {
+        self.region = region
+        src = .allocate(byteCount: region, alignment: 4096)
+        dst = .allocate(byteCount: region, alignment: 4096)
+        memset(src, 0x5a, region)
+        memset(dst, 0, region)
+    }
+
+    deinit { src.deallocate(); dst.deallocate() }
+
+    func pass() {
+        var offset = 0
+        while offset + Calibration.copyBytes <= region {
+            memcpy(dst + offset, src + offset, Calibration.copyBytes)
+            offset += Calibration.copyBytes
+        }
+    }
+
+    func nanosecondsPerByte() -> Double {
+        let t0 = monotonicNanoseconds()
+        pass()
+        return Double(monotonicNanoseconds() - t0) / Double(region)
+    }
+}
+
+/// swiotlb with one area: map + unmap of 32 KiB (bounce copy included),
+/// alone or with another thread doing the same on the same area.
+final class SWIOTLBBench: @unchecked Sendable {
+    let guest: Guest
+    let device: Device
+    let pages: [Page]
+
+    init() throws {
+        guest = try Guest(.init(guestBytes: 256 << 20, swiotlbBytes: 64 << 20, hypercall: .free), swiotlbAreas: 1)
+        let guest = self.guest
+        device = try guest.devices.add(name: "calibrate-swiotlb")
+        pages = try (0..<2).map { _ in try guest.allocator.allocatePages(order: PageGeometry.socketFragOrder) }
+        for page in pages { memset(page.bytes, 0x5a, page.byteCount) }
+    }
+
+    deinit { for page in pages { guest.allocator.freePages(page) } }
+
+    func loop(_ page: Page, operations: Int) throws {
+        for _ in 0..<operations {
+            let address = try guest.dma.mapPage(page, offset: 0, size: Calibration.copyBytes, direction: .toDevice, device: device)
+            try guest.dma.unmapPage(address, size: Calibration.copyBytes, direction: .toDevice, device: device)
+        }
+    }
+
+    func mapUnmapNanoseconds(contended: Bool, operations: Int = 4000) throws -> Double {
+        try loop(pages[0], operations: 200)
+        let stop = Atomic<Bool>(false)
+        let other: ModelThread? = contended ? ModelThread.start(name: "calibrate-swiotlb") { [self] in
+            while !stop.load(ordering: .acquiring) { try? loop(pages[1], operations: 16) }
+        } : nil
+        let t0 = monotonicNanoseconds()
+        try loop(pages[0], operations: operations)
+        let elapsed = monotonicNanoseconds() - t0
+        stop.store(true, ordering: .releasing)
+        other?.join()
+        return Double(elapsed) / Double(operations)
+    }
+}
