@@ -127,6 +127,9 @@ enum ResultFormat {
             ("hypercall_page_ns", .int(h.perPageNanoseconds)),
             ("hypercall_charge", .string(h.charge.rawValue)),
             ("preempt_rt", .bool(report.configuration.preemptRT)),
+            ("copy_working_set_bytes", .int(c.copyRateBefore.workingSetBytes)),
+            ("copy_gbyte_per_s_working_set_before", .double(c.copyRateBefore.workingSetGigabytesPerSecond, digits: 2)),
+            ("copy_gbyte_per_s_working_set_after", .double(c.copyRateAfter.workingSetGigabytesPerSecond, digits: 2)),
         ] + settingFields(report)
     }
 
@@ -201,6 +204,10 @@ enum ResultFormat {
                      + "1 thread \(fixed(c.copyRateBefore.oneThreadGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.oneThreadGigabytesPerSecond, 1)) GB/s, "
                      + "2 threads \(fixed(c.copyRateBefore.twoThreadsGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.twoThreadsGigabytesPerSecond, 1)) GB/s "
                      + "(before -> after the rounds); load average \(report.loadBefore.text) -> \(report.loadAfter.text)")
+        if c.copyRateBefore.workingSetBytes > 0 {
+            lines.append("Machine: the same copies walking the workload's user buffers (\(c.copyRateBefore.workingSetBytes >> 20) MiB source, as much destination): "
+                         + "1 thread \(fixed(c.copyRateBefore.workingSetGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.workingSetGigabytesPerSecond, 1)) GB/s")
+        }
         let p = report.provenance
         lines.append("Build: swift-dma-pools \(p.gitRevision)\(p.gitTreeModified == true ? " (modified)" : ""), \(p.buildConfiguration)"
                      + (p.invariantChecks ? ", invariant checks on (their cost is in every timed figure)" : ""))

@@ -168,7 +168,9 @@ public struct Comparison: Sendable {
     public static func averaged(_ a: MachineCopyRate, _ b: MachineCopyRate) -> MachineCopyRate {
         MachineCopyRate(copyBytes: a.copyBytes,
                         oneThreadGigabytesPerSecond: (a.oneThreadGigabytesPerSecond + b.oneThreadGigabytesPerSecond) / 2,
-                        twoThreadsGigabytesPerSecond: (a.twoThreadsGigabytesPerSecond + b.twoThreadsGigabytesPerSecond) / 2)
+                        twoThreadsGigabytesPerSecond: (a.twoThreadsGigabytesPerSecond + b.twoThreadsGigabytesPerSecond) / 2,
+                        workingSetBytes: a.workingSetBytes,
+                        workingSetGigabytesPerSecond: (a.workingSetGigabytesPerSecond + b.workingSetGigabytesPerSecond) / 2)
     }
 
     /// Aggregates rounds per design and attaches the paired figures. A

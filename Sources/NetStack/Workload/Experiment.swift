@@ -310,7 +310,8 @@ public enum Experiment {
                                   progress: (@Sendable (_ design: any TransmitDesignKind, _ round: Int) -> Void)? = nil) throws -> Comparison {
         try check(kinds, workload: workload, plan: plan, configuration: configuration)
         let copyBytes = MachineCopyRate.copyBytes(for: workload)
-        let before = MachineCopyRate.measure(copyBytes: copyBytes)
+        let workingSet = MachineCopyRate.workingSetBytes(for: workload)
+        let before = MachineCopyRate.measure(copyBytes: copyBytes, workingSetBytes: workingSet)
         var slice = workload
         slice.durationSeconds = workload.durationSeconds / Double(plan.rounds)
         var rounds: [[RoundRun]] = []
@@ -329,7 +330,7 @@ public enum Experiment {
             }
             rounds.append(runs)
         }
-        let after = MachineCopyRate.measure(copyBytes: copyBytes)
+        let after = MachineCopyRate.measure(copyBytes: copyBytes, workingSetBytes: workingSet)
         let results = Comparison.results(kinds, rounds: rounds, baseline: plan.baseline,
                                          copyRate: Comparison.averaged(before, after))
         return Comparison(kinds: kinds, plan: plan, rounds: rounds, copyRateBefore: before,

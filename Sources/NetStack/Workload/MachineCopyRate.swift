@@ -18,11 +18,29 @@ public struct MachineCopyRate: Sendable, Hashable {
     public var oneThreadGigabytesPerSecond: Double
     /// Two threads copying at once, GB/s in total.
     public var twoThreadsGigabytesPerSecond: Double
+    /// The bytes of the working-set probe's source (and of its destination):
+    /// the workload's user buffers, 0 when not measured.
+    public var workingSetBytes: Int
+    /// One thread copying `copyBytes` chunks that walk a source and a
+    /// destination of `workingSetBytes` each, GB/s: what the cache-resident
+    /// rate does not show (the last-level cache shared with other tenants,
+    /// memory bandwidth) when the workload's buffers do not fit in a core's
+    /// caches.
+    public var workingSetGigabytesPerSecond: Double
 
-    public init(copyBytes: Int, oneThreadGigabytesPerSecond: Double, twoThreadsGigabytesPerSecond: Double) {
+    public init(copyBytes: Int, oneThreadGigabytesPerSecond: Double, twoThreadsGigabytesPerSecond: Double,
+                workingSetBytes: Int = 0, workingSetGigabytesPerSecond: Double = 0) {
         self.copyBytes = copyBytes
         self.oneThreadGigabytesPerSecond = oneThreadGigabytesPerSecond
         self.twoThreadsGigabytesPerSecond = twoThreadsGigabytesPerSecond
+        self.workingSetBytes = workingSetBytes
+        self.workingSetGigabytesPerSecond = workingSetGigabytesPerSecond
+    }
+
+    /// The working-set probe's size for `workload`: its flows' user buffers
+    /// (one run of the largest order, 2 MiB, each), at most 64 MiB.
+    public static func workingSetBytes(for workload: Workload) -> Int {
+        min(workload.flows * PageGeometry.bytes(order: PageGeometry.maxOrder), 64 << 20)
     }
 
     /// The largest single copy the model makes for `workload`: a message, cut
@@ -33,7 +51,8 @@ public struct MachineCopyRate: Sendable, Hashable {
 
     /// Measures the copy rate for `copyBytes`-sized copies: about
     /// `batches` x `batchMilliseconds` per thread count.
-    public static func measure(copyBytes: Int, batches: Int = 5, batchMilliseconds: Double = 4) -> MachineCopyRate {
+    public static func measure(copyBytes: Int, workingSetBytes: Int = 0, batches: Int = 5,
+                               batchMilliseconds: Double = 4) -> MachineCopyRate {
         precondition(copyBytes > 0 && batches > 0)
         let one = CopyLoop(bytes: copyBytes)
         let copiesPerBatch = one.calibrate(milliseconds: batchMilliseconds)
@@ -57,8 +76,70 @@ public struct MachineCopyRate: Sendable, Hashable {
             let elapsed = Double(monotonicNanoseconds() - start)
             pairSamples.append(elapsed > 0 ? Double(2 * copiesPerBatch * copyBytes) / elapsed : 0)
         }
+        var workingSetRate = 0.0
+        if workingSetBytes >= copyBytes {
+            let walk = WorkingSetLoop(bytes: workingSetBytes, chunk: copyBytes)
+            let chunks = walk.calibrate(milliseconds: batchMilliseconds)
+            var walkSamples: [Double] = []
+            for _ in 0..<batches { walkSamples.append(walk.gigabytesPerSecond(chunks: chunks)) }
+            workingSetRate = Spread(walkSamples)?.median ?? 0
+        }
         return MachineCopyRate(copyBytes: copyBytes, oneThreadGigabytesPerSecond: oneThread,
-                               twoThreadsGigabytesPerSecond: Spread(pairSamples)?.median ?? 0)
+                               twoThreadsGigabytesPerSecond: Spread(pairSamples)?.median ?? 0,
+                               workingSetBytes: workingSetBytes >= copyBytes ? workingSetBytes : 0,
+                               workingSetGigabytesPerSecond: workingSetRate)
+    }
+}
+
+/// A source and a destination of the working set's size, both touched before
+/// timing, copied `chunk` bytes at a time, walking both in step.
+private final class WorkingSetLoop: @unchecked Sendable {
+    let bytes: Int
+    let chunk: Int
+    let source: UnsafeMutableRawPointer
+    let destination: UnsafeMutableRawPointer
+    var offset = 0
+
+    init(bytes: Int, chunk: Int) {
+        self.bytes = bytes / chunk * chunk
+        self.chunk = chunk
+        source = .allocate(byteCount: self.bytes, alignment: 4096)
+        destination = .allocate(byteCount: self.bytes, alignment: 4096)
+        memset(source, 0x5a, self.bytes)
+        memset(destination, 0, self.bytes)
+    }
+
+    deinit {
+        source.deallocate()
+        destination.deallocate()
+    }
+
+    func copy(_ chunks: Int) {
+        for _ in 0..<chunks {
+            memcpy(destination + offset, source + offset, chunk)
+            offset += chunk
+            if offset == bytes { offset = 0 }
+        }
+    }
+
+    func calibrate(milliseconds: Double) -> Int {
+        var chunks = 16
+        while true {
+            let start = monotonicNanoseconds()
+            copy(chunks)
+            let elapsed = Double(monotonicNanoseconds() - start)
+            if elapsed >= milliseconds * 1e6 / 4 || chunks >= 1 << 26 {
+                return max(1, Int(Double(chunks) * milliseconds * 1e6 / max(elapsed, 1)))
+            }
+            chunks *= 4
+        }
+    }
+
+    func gigabytesPerSecond(chunks: Int) -> Double {
+        let start = monotonicNanoseconds()
+        copy(chunks)
+        let elapsed = Double(monotonicNanoseconds() - start)
+        return elapsed > 0 ? Double(chunks * chunk) / elapsed : 0
     }
 }
 
