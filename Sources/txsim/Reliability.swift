@@ -35,6 +35,7 @@ struct Reliability: ParsableCommand {
         case otherDeviceRemoved = "other-device-removed"
         case blockDeviceAtCap = "block-device-at-cap"
         case conversionsFailing = "conversions-failing"
+        case preemptRTNICRemoved = "preempt-rt-nic-removed"
     }
 
     func validate() throws {
@@ -80,6 +81,12 @@ struct Reliability: ParsableCommand {
             if kind is DecryptedPoolDesignKind { w.flows = 8 }
             c.memory.hypercall = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0,
                                                     charge: .accountOnly, failEveryNthCall: kind is DecryptedPoolDesignKind ? 2 : 3)
+        },
+        // CONFIG_PREEMPT_RT: every pool recycle takes the ring, and the NIC
+        // goes mid-traffic: the ring-only pools must still bring every page home.
+        Fault(scenario: .preemptRTNICRemoved, name: "PREEMPT_RT, NIC removed", kinds: [.pagePool],
+              plan: FaultPlan(removeNICAfterBytes: 8 << 20)) { _, _, c in
+            c.preemptRT = true
         },
     ]
 
