@@ -140,6 +140,8 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["zerocopy-mix", "--fractions", "0,1.5"], message: "invalid --fractions: '1.5' must be a number in 0.0...1.0"),
     BadInput(arguments: ["zerocopy-mix", "--msg-zerocopy"], message: "the sweep sets the mix itself"),
     BadInput(arguments: ["--zerocopy-mix", "2"], message: "invalid --zerocopy-mix: 2.0 must be in 0...1"),
+    BadInput(arguments: ["block", "--request-kib", "4,256"], message: "invalid --request-kib: '256' must be a number in 1...128"),
+    BadInput(arguments: ["block", "--queue-depth", "0"], message: "invalid --queue-depth: 0 must be in 1...64"),
 ]
 
 @Suite struct TXSimBadInputTests {

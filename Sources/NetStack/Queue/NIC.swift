@@ -54,26 +54,13 @@ public final class NICRing: @unchecked Sendable {
     @discardableResult
     public func consume(_ address: DMAAddress, length: Int, flow: Int, streamOffset: UInt64) -> Bool {
         statistics.descriptors += 1
-        guard device.canAddress(address, size: length) else {
-            return fault("\(address) +\(length) is beyond \(device.name)'s DMA mask")
-        }
-        guard let physical = memory.physicalAddress(ofShared: address) else {
-            return fault("\(address) has no shared bit: private memory is not reachable by devices")
-        }
-        guard let first = try? memory.page(containing: physical),
-              let last = try? memory.page(containing: physical + (length - 1)) else {
-            return fault("\(address) +\(length) is outside guest memory")
-        }
-        var page = first.descriptor
-        while page <= last.descriptor {
-            if Page(descriptor: page).domain != .shared {
-                return fault("DMA to private (encrypted) memory at \(Page(descriptor: page).physicalAddress)")
-            }
-            page += 1
+        let bytes: UnsafeMutableRawPointer
+        switch DeviceAccess.resolve(address, length: length, memory: memory, device: device) {
+        case .failure(let problem): return fault(problem.description)
+        case .success(let pointer): bytes = pointer
         }
         statistics.bytes += length
         if verify {
-            let bytes = first.bytes + physical.pageOffset
             let pattern = PayloadPattern(flow: flow)
             if let bad = pattern.firstMismatch(in: bytes, count: length, streamOffset: streamOffset) {
                 var corrupt = 0
@@ -109,4 +96,35 @@ public final class NICRing: @unchecked Sendable {
 
     /// Set before the ring's queue runs (the queue's thread sees it when it starts).
     func stopPacing(at nanoseconds: UInt64) { pacingDeadline = Double(nanoseconds) }
+}
+
+/// What a device sees at a DMA address: the bytes, if the address is one it
+/// may reach (within its DMA mask, shared, inside guest memory, every page
+/// shared), or the DMA fault. The NIC and the block device check the same way.
+enum DeviceAccess {
+    struct Fault: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func resolve(_ address: DMAAddress, length: Int, memory: GuestMemory,
+                        device: Device) -> Result<UnsafeMutableRawPointer, Fault> {
+        guard device.canAddress(address, size: length) else {
+            return .failure(Fault(description: "\(address) +\(length) is beyond \(device.name)'s DMA mask"))
+        }
+        guard let physical = memory.physicalAddress(ofShared: address) else {
+            return .failure(Fault(description: "\(address) has no shared bit: private memory is not reachable by devices"))
+        }
+        guard let first = try? memory.page(containing: physical),
+              let last = try? memory.page(containing: physical + (length - 1)) else {
+            return .failure(Fault(description: "\(address) +\(length) is outside guest memory"))
+        }
+        var page = first.descriptor
+        while page <= last.descriptor {
+            if Page(descriptor: page).domain != .shared {
+                return .failure(Fault(description: "DMA to private (encrypted) memory at \(Page(descriptor: page).physicalAddress)"))
+            }
+            page += 1
+        }
+        return .success(first.bytes + physical.pageOffset)
+    }
 }
