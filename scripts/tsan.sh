@@ -23,7 +23,7 @@ log=$(mktemp)
 status=0
 TSAN_OPTIONS="${TSAN_OPTIONS:-} exitcode=66" \
     swift test --skip-build "${flags[@]}" \
-    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests|MicrobenchLoopTests|PreemptRTDesignTests|PagePoolPreemptRTTests' \
+    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests|MicrobenchLoopTests|PreemptRTDesignTests|PagePoolPreemptRTTests|DecryptedSlabCacheTests' \
     --skip 'aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool' 2>&1 | tee "$log" || status=$?
 reports=$(grep -a -c 'WARNING: ThreadSanitizer' "$log" || true)
 rm -f "$log"
