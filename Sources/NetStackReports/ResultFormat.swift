@@ -2,7 +2,7 @@ import DMAPools
 import NetStack
 
 /// Renders a `Report` for people (table, SVG) and for programs (JSON, CSV).
-enum ResultFormat {
+package enum ResultFormat {
     /// One row of the report: a label, a machine key, and the value per result.
     struct Row: Sendable {
         let label: String
@@ -10,14 +10,14 @@ enum ResultFormat {
         let value: @Sendable (TransmitResult) -> JSONValue
     }
 
-    enum JSONValue: Sendable {
+    package enum JSONValue: Sendable {
         case int(Int)
         case double(Double, digits: Int)
         case string(String)
         case bool(Bool)
         case null
 
-        var json: String {
+        package var json: String {
             switch self {
             case .null: "null"
             case .int(let v): String(v)
@@ -27,7 +27,7 @@ enum ResultFormat {
             }
         }
 
-        var text: String {
+        package var text: String {
             switch self {
             case .null: "-"
             case .int(let v): String(v)
@@ -375,7 +375,7 @@ enum ResultFormat {
     }
 
     /// Text for SVG: the XML specials escaped.
-    static func xmlEscaped(_ text: String) -> String {
+    package static func xmlEscaped(_ text: String) -> String {
         var out = ""
         for c in text {
             switch c {
@@ -389,7 +389,9 @@ enum ResultFormat {
         return out
     }
 
-    static func escaped(_ s: String) -> String {
+    /// Text for a JSON string: quotes, backslashes and control characters
+    /// escaped, and `<` and `&` too (so the JSON can sit in HTML).
+    package static func escaped(_ s: String) -> String {
         var out = ""
         for c in s.unicodeScalars {
             switch c {
@@ -398,7 +400,7 @@ enum ResultFormat {
             case "\n": out += "\\n"
             case "<": out += "\\u003c"
             case "&": out += "\\u0026"
-            default: out.unicodeScalars.append(c)
+            default: c.value < 0x20 ? (out += "\\u00" + (c.value < 16 ? "0" : "") + String(c.value, radix: 16)) : out.unicodeScalars.append(c)
             }
         }
         return out

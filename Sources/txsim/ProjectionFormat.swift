@@ -4,62 +4,10 @@ import NetStackReports
 /// `txsim project` output: table, JSON, CSV and the SVG charts; and the
 /// validation's.
 enum ProjectionFormat {
-    /// A value of a JSON object or CSV cell.
-    enum JSONValue: Sendable {
-        case int(Int)
-        case double(Double, digits: Int)
-        case string(String)
-        case bool(Bool)
-        case null
+    /// A value of a JSON object or CSV cell: the comparison report's.
+    typealias JSONValue = ResultFormat.JSONValue
 
-        var json: String {
-            switch self {
-            case .null: "null"
-            case .int(let v): String(v)
-            case .double(let v, let d): v.isFinite ? fixed(v, d) : "null"
-            case .string(let s): "\"" + ProjectionFormat.jsonEscaped(s) + "\""
-            case .bool(let b): b ? "true" : "false"
-            }
-        }
 
-        var text: String {
-            switch self {
-            case .null: "-"
-            case .int(let v): String(v)
-            case .double(let v, let d): fixed(v, d)
-            case .string(let s): s
-            case .bool(let b): b ? "yes" : "NO"
-            }
-        }
-    }
-
-    static func jsonEscaped(_ s: String) -> String {
-        var out = ""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: c.value < 0x20 ? (out += "\\u00" + (c.value < 16 ? "0" : "") + String(c.value, radix: 16)) : out.unicodeScalars.append(c)
-            }
-        }
-        return out
-    }
-
-    /// Text for SVG: the XML specials escaped.
-    static func xmlEscaped(_ text: String) -> String {
-        var out = ""
-        for c in text {
-            switch c {
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "&": out += "&amp;"
-            case "\"": out += "&quot;"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
 
     static func fields(_ p: Projection) -> [(String, JSONValue)] {
         [("design", .string(p.design)), ("senders", .int(p.point.senders)), ("queues", .int(p.point.queues)),
@@ -194,7 +142,7 @@ enum ProjectionFormat {
         let yTop = fixedMax ?? max(1e-9, (series.flatMap { $0.points.map(\.1) } + references.map(\.1)).filter(\.isFinite).max() ?? 1) * 1.1
         func px(_ x: Double) -> Double { Double(left) + (log2(x) - lo) / (hi - lo) * Double(right - left) }
         func py(_ y: Double) -> Double { Double(bottom) - min(1.05, max(0, y / yTop)) * Double(bottom - top) }
-        s += "<text x=\"\(x0 + width / 2)\" y=\"\(y0 + 14)\" text-anchor=\"middle\" font-weight=\"bold\">\(xmlEscaped(title))</text>\n"
+        s += "<text x=\"\(x0 + width / 2)\" y=\"\(y0 + 14)\" text-anchor=\"middle\" font-weight=\"bold\">\(ResultFormat.xmlEscaped(title))</text>\n"
         s += "<line x1=\"\(left)\" y1=\"\(bottom)\" x2=\"\(right)\" y2=\"\(bottom)\" stroke=\"#333\"/>\n"
         s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(bottom)\" stroke=\"#333\"/>\n"
         for tick in 0...4 {
@@ -208,10 +156,10 @@ enum ProjectionFormat {
             s += "<text x=\"\(fixed(px(x), 1))\" y=\"\(bottom + 13)\" text-anchor=\"middle\" fill=\"#555\" font-size=\"10\">\(Int(x.rounded()))</text>\n"
             e += 1
         }
-        s += "<text x=\"\((left + right) / 2)\" y=\"\(bottom + 27)\" text-anchor=\"middle\" fill=\"#333\" font-size=\"11\">\(xmlEscaped(xLabel))</text>\n"
+        s += "<text x=\"\((left + right) / 2)\" y=\"\(bottom + 27)\" text-anchor=\"middle\" fill=\"#333\" font-size=\"11\">\(ResultFormat.xmlEscaped(xLabel))</text>\n"
         for (label, y) in references {
             s += "<line x1=\"\(left)\" y1=\"\(fixed(py(y), 1))\" x2=\"\(right)\" y2=\"\(fixed(py(y), 1))\" stroke=\"#999\" stroke-dasharray=\"5,4\"/>\n"
-            s += "<text x=\"\(right - 2)\" y=\"\(fixed(py(y) - 3, 1))\" text-anchor=\"end\" fill=\"#777\" font-size=\"10\">\(xmlEscaped(label))</text>\n"
+            s += "<text x=\"\(right - 2)\" y=\"\(fixed(py(y) - 3, 1))\" text-anchor=\"end\" fill=\"#777\" font-size=\"10\">\(ResultFormat.xmlEscaped(label))</text>\n"
         }
         for line in series where !line.points.isEmpty {
             let path = line.points.map { "\(fixed(px($0.0), 1)),\(fixed(py($0.1), 1))" }.joined(separator: " ")
@@ -228,7 +176,7 @@ enum ProjectionFormat {
         for (i, item) in items.enumerated() {
             let xi = x + (i % 4) * 200, yi = y + (i / 4) * 16
             s += "<line x1=\"\(xi)\" y1=\"\(yi - 4)\" x2=\"\(xi + 22)\" y2=\"\(yi - 4)\" stroke=\"\(item.1)\" stroke-width=\"2\"\(item.2 ? " stroke-dasharray=\"6,3\"" : "")/>\n"
-            s += "<text x=\"\(xi + 28)\" y=\"\(yi)\" font-size=\"11\">\(xmlEscaped(item.0))</text>\n"
+            s += "<text x=\"\(xi + 28)\" y=\"\(yi)\" font-size=\"11\">\(ResultFormat.xmlEscaped(item.0))</text>\n"
         }
         return s
     }
