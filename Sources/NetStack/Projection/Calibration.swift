@@ -146,7 +146,8 @@ public enum Calibration {
         var hot: [Double] = [], other: [Double] = [], cold: [Double] = [], one: [Double] = [], two: [Double] = []
         var speedup: [Double] = [], perCPU: [Double] = []
         var lock: [Double] = [], lockContended: [Double] = [], cacheRecycle: [Double] = [], ring: [Double] = []
-        let coldLoops = [ColdCopy(region: region), ColdCopy(region: region)]
+        // 32 KiB copies walking regions larger than the last-level cache.
+        let coldLoops = [CopyRegion(chunk: copyBytes, span: region), CopyRegion(chunk: copyBytes, span: region)]
         let swiotlb = try SWIOTLBBench()
         for _ in 0..<repetitions {
             hot.append(sameCoreHot())
@@ -259,7 +260,7 @@ public enum Calibration {
     }
 
     /// GB/s copied by two threads at once, each walking its own cold region.
-    static func twoThreadsGBps(_ loops: [ColdCopy]) -> Double {
+    static func twoThreadsGBps(_ loops: [CopyRegion]) -> Double {
         let ready = Atomic<Int>(0)
         let start = monotonicNanoseconds()
         let threads = loops.map { loop in
@@ -271,7 +272,7 @@ public enum Calibration {
         }
         for thread in threads { thread.join() }
         let elapsed = Double(monotonicNanoseconds() - start)
-        return elapsed > 0 ? Double(loops.reduce(0) { $0 + $1.region }) / elapsed : 0
+        return elapsed > 0 ? Double(loops.reduce(0) { $0 + $1.span }) / elapsed : 0
     }
 
     /// page_pool over swiotlb pages: alloc + direct recycle on the owner; and
@@ -358,38 +359,6 @@ private struct SendablePointers: @unchecked Sendable {
 }
 
 private struct SendablePool: @unchecked Sendable { let pool: PagePool }
-
-/// 32 KiB copies walking a source and a destination region larger than the
-/// last-level cache (both touched first).
-final class ColdCopy: @unchecked Sendable {
-    let region: Int
-    let src: UnsafeMutableRawPointer
-    let dst: UnsafeMutableRawPointer
-
-    init(region: Int) {
-        self.region = region
-        src = .allocate(byteCount: region, alignment: 4096)
-        dst = .allocate(byteCount: region, alignment: 4096)
-        memset(src, 0x5a, region)
-        memset(dst, 0, region)
-    }
-
-    deinit { src.deallocate(); dst.deallocate() }
-
-    func pass() {
-        var offset = 0
-        while offset + Calibration.copyBytes <= region {
-            memcpy(dst + offset, src + offset, Calibration.copyBytes)
-            offset += Calibration.copyBytes
-        }
-    }
-
-    func nanosecondsPerByte() -> Double {
-        let t0 = monotonicNanoseconds()
-        pass()
-        return Double(monotonicNanoseconds() - t0) / Double(region)
-    }
-}
 
 /// swiotlb with one area: map + unmap of 32 KiB (bounce copy included),
 /// alone or with another thread doing the same on the same area.

@@ -54,13 +54,13 @@ public struct MachineCopyRate: Sendable, Hashable {
     public static func measure(copyBytes: Int, workingSetBytes: Int = 0, batches: Int = 5,
                                batchMilliseconds: Double = 4) -> MachineCopyRate {
         precondition(copyBytes > 0 && batches > 0)
-        let one = CopyLoop(bytes: copyBytes)
+        let one = CopyRegion(chunk: copyBytes)
         let copiesPerBatch = one.calibrate(milliseconds: batchMilliseconds)
         var samples: [Double] = []
-        for _ in 0..<batches { samples.append(one.gigabytesPerSecond(copies: copiesPerBatch)) }
+        for _ in 0..<batches { samples.append(one.gigabytesPerSecond(chunks: copiesPerBatch)) }
         let oneThread = Spread(samples)?.median ?? 0
 
-        let two = [CopyLoop(bytes: copyBytes), CopyLoop(bytes: copyBytes)]
+        let two = [CopyRegion(chunk: copyBytes), CopyRegion(chunk: copyBytes)]
         var pairSamples: [Double] = []
         for _ in 0..<batches {
             let ready = Atomic<Int>(0)
@@ -78,7 +78,7 @@ public struct MachineCopyRate: Sendable, Hashable {
         }
         var workingSetRate = 0.0
         if workingSetBytes >= copyBytes {
-            let walk = WorkingSetLoop(bytes: workingSetBytes, chunk: copyBytes)
+            let walk = CopyRegion(chunk: copyBytes, span: workingSetBytes)
             let chunks = walk.calibrate(milliseconds: batchMilliseconds)
             var walkSamples: [Double] = []
             for _ in 0..<batches { walkSamples.append(walk.gigabytesPerSecond(chunks: chunks)) }
@@ -91,22 +91,27 @@ public struct MachineCopyRate: Sendable, Hashable {
     }
 }
 
-/// A source and a destination of the working set's size, both touched before
-/// timing, copied `chunk` bytes at a time, walking both in step.
-private final class WorkingSetLoop: @unchecked Sendable {
-    let bytes: Int
+/// A source and a destination of `span` bytes, both touched before timing,
+/// copied `chunk` bytes at a time, walking both in step and wrapping at the
+/// end. With `span == chunk` it is the same copy again and again (cache
+/// resident); with a span beyond the caches it is a cold copy. The copy-rate
+/// probes here and the calibration's cold copies (`Calibration`) share it.
+final class CopyRegion: @unchecked Sendable {
     let chunk: Int
+    /// `span` rounded down to whole chunks.
+    let span: Int
     let source: UnsafeMutableRawPointer
     let destination: UnsafeMutableRawPointer
-    var offset = 0
+    private var offset = 0
 
-    init(bytes: Int, chunk: Int) {
-        self.bytes = bytes / chunk * chunk
+    init(chunk: Int, span: Int? = nil) {
+        precondition(chunk > 0 && (span ?? chunk) >= chunk, "copy chunk \(chunk) must be positive and fit in span \(span ?? chunk)")
         self.chunk = chunk
-        source = .allocate(byteCount: self.bytes, alignment: 4096)
-        destination = .allocate(byteCount: self.bytes, alignment: 4096)
-        memset(source, 0x5a, self.bytes)
-        memset(destination, 0, self.bytes)
+        self.span = (span ?? chunk) / chunk * chunk
+        source = .allocate(byteCount: self.span, alignment: 4096)
+        destination = .allocate(byteCount: self.span, alignment: 4096)
+        memset(source, 0x5a, self.span)
+        memset(destination, 0, self.span)
     }
 
     deinit {
@@ -114,14 +119,19 @@ private final class WorkingSetLoop: @unchecked Sendable {
         destination.deallocate()
     }
 
+    /// `chunks` copies of `chunk` bytes, each at the next offset.
     func copy(_ chunks: Int) {
         for _ in 0..<chunks {
             memcpy(destination + offset, source + offset, chunk)
             offset += chunk
-            if offset == bytes { offset = 0 }
+            if offset == span { offset = 0 }
         }
     }
 
+    /// One copy of every chunk of the span.
+    func pass() { copy(span / chunk) }
+
+    /// Chunks per batch so that one batch lasts about `milliseconds`.
     func calibrate(milliseconds: Double) -> Int {
         var chunks = 16
         while true {
@@ -135,56 +145,18 @@ private final class WorkingSetLoop: @unchecked Sendable {
         }
     }
 
+    /// GB/s of one timed batch of `chunks` copies.
     func gigabytesPerSecond(chunks: Int) -> Double {
         let start = monotonicNanoseconds()
         copy(chunks)
         let elapsed = Double(monotonicNanoseconds() - start)
         return elapsed > 0 ? Double(chunks * chunk) / elapsed : 0
     }
-}
 
-/// A source and a destination of one copy's size, both touched before timing.
-private final class CopyLoop: @unchecked Sendable {
-    let bytes: Int
-    let source: UnsafeMutableRawPointer
-    let destination: UnsafeMutableRawPointer
-
-    init(bytes: Int) {
-        self.bytes = bytes
-        source = .allocate(byteCount: bytes, alignment: 4096)
-        destination = .allocate(byteCount: bytes, alignment: 4096)
-        memset(source, 0x5a, bytes)
-        memset(destination, 0, bytes)
-    }
-
-    deinit {
-        source.deallocate()
-        destination.deallocate()
-    }
-
-    func copy(_ copies: Int) {
-        for _ in 0..<copies { memcpy(destination, source, bytes) }
-    }
-
-    /// Copies per batch so that one batch lasts about `milliseconds`.
-    func calibrate(milliseconds: Double) -> Int {
-        var copies = 16
-        while true {
-            let start = monotonicNanoseconds()
-            copy(copies)
-            let elapsed = Double(monotonicNanoseconds() - start)
-            if elapsed >= milliseconds * 1e6 / 4 || copies >= 1 << 26 {
-                return max(1, Int(Double(copies) * milliseconds * 1e6 / max(elapsed, 1)))
-            }
-            copies *= 4
-        }
-    }
-
-    /// GB/s of one timed batch of `copies` copies.
-    func gigabytesPerSecond(copies: Int) -> Double {
+    /// Nanoseconds per byte of one timed pass.
+    func nanosecondsPerByte() -> Double {
         let start = monotonicNanoseconds()
-        copy(copies)
-        let elapsed = Double(monotonicNanoseconds() - start)
-        return elapsed > 0 ? Double(copies * bytes) / elapsed : 0
+        pass()
+        return Double(monotonicNanoseconds() - start) / Double(span)
     }
 }
