@@ -43,6 +43,9 @@ public final class DecryptedSlabCache: @unchecked Sendable {
     struct SizeClass {
         var free: [Int: [Int]] = [:]     // page index -> free offsets
         var used: [Int: Int] = [:]       // page index -> objects in use
+        /// Pages with at least one free object, the most recent last: an
+        /// allocation takes from the last, without searching.
+        var partial: [Int] = []
     }
 
     struct State {
@@ -78,6 +81,7 @@ public final class DecryptedSlabCache: @unchecked Sendable {
         return state.withLock { s in
             s.classes[c].free[index] = Array(stride(from: PageGeometry.size - objectSize, through: 0, by: -objectSize))
             s.classes[c].used[index] = 0
+            s.classes[c].partial.append(index)
             s.statistics.pages += 1
             guard let object = take(c, objectSize: objectSize, state: &s) else {
                 preconditionFailure("slab class \(objectSize) has no free object right after carving \(page)")
@@ -87,8 +91,8 @@ public final class DecryptedSlabCache: @unchecked Sendable {
     }
 
     private func take(_ c: Int, objectSize: Int, state s: inout State) -> Object? {
-        guard let (index, offsets) = s.classes[c].free.first(where: { !$0.value.isEmpty }), let offset = offsets.last else { return nil }
-        s.classes[c].free[index]?.removeLast()
+        guard let index = s.classes[c].partial.last, let offset = s.classes[c].free[index]?.popLast() else { return nil }
+        if s.classes[c].free[index]?.isEmpty ?? true { s.classes[c].partial.removeLast() }
         s.classes[c].used[index, default: 0] += 1
         s.statistics.allocations += 1
         s.statistics.liveObjects += 1
@@ -112,10 +116,12 @@ public final class DecryptedSlabCache: @unchecked Sendable {
             }
             s.classes[c].used[index] = used - 1
             s.classes[c].free[index, default: []].append(offset)
+            if s.classes[c].free[index]?.count == 1 { s.classes[c].partial.append(index) }
             s.statistics.frees += 1
             s.statistics.liveObjects -= 1
-            let otherFreePage = s.classes[c].free.contains { $0.key != index && !$0.value.isEmpty }
-            guard used - 1 == 0, otherFreePage else { return nil }
+            // Empty, and another page of the class has free objects: give it back.
+            guard used - 1 == 0, s.classes[c].partial.count > 1 else { return nil }
+            s.classes[c].partial.removeAll { $0 == index }
             s.classes[c].free[index] = nil
             s.classes[c].used[index] = nil
             s.statistics.pages -= 1
@@ -135,6 +141,7 @@ public final class DecryptedSlabCache: @unchecked Sendable {
                 for (index, used) in s.classes[c].used where used == 0 {
                     s.classes[c].used[index] = nil
                     s.classes[c].free[index] = nil
+                    s.classes[c].partial.removeAll { $0 == index }
                     out.append(allocator.memory.page(at: index))
                 }
             }
