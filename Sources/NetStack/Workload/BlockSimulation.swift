@@ -42,10 +42,9 @@ public enum BlockSimulation {
                       "request-sizes", "\(requestSizes) must be one or more multiples of 512 in 512...\(Self.maximumRequestBytes) bytes")
             try check((0...1).contains(readFraction), "read-fraction", "\(readFraction) must be in 0...1")
             try check(Self.queueDepthRange.contains(queueDepth), "queue-depth", "\(queueDepth) must be in \(Self.queueDepthRange)")
-            try check(Workload.durationRange.contains(durationSeconds), "duration", "\(durationSeconds) must be in 0.05...3600 seconds")
+            try check(NetStack.Workload.durationRange.contains(durationSeconds), "duration",
+                      "\(durationSeconds) must be in 0.05...3600 seconds")
         }
-
-        static let durationRange = 0.05...3600.0
     }
 
     /// What one run did.
