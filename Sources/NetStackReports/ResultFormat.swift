@@ -103,6 +103,12 @@ package enum ResultFormat {
     /// positions stay as they were.
     static let laterRows: [Row] = [
         Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
+        Row(label: "linear head bytes per frame", key: "header_bytes") { .int($0.workload.headerBytes) },
+        Row(label: "linear-head bytes read by the NIC", key: "head_bytes") { .int($0.headBytes) },
+        Row(label: "linear-head bytes verified", key: "head_verified_bytes") { .int($0.headVerifiedBytes) },
+        Row(label: "linear-head bytes bounced", key: "head_bytes_bounced") { .int($0.headBytesBounced) },
+        Row(label: "linear-head copies per header byte", key: "head_copies_per_byte") { .double($0.headCopiesPerByte, digits: 3) },
+        Row(label: "linear-head slab peak pages", key: "head_slab_peak_pages") { .int($0.headSlabPeakPages) },
     ]
 
     /// Figures of the invocation, the same for every design, carried in each

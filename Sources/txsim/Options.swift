@@ -38,12 +38,16 @@ struct WorkloadOptions: ParsableArguments {
     @Option(name: .customLong("line-rate-gbps"), parsing: .unconditional,
             help: "Wire speed per queue, 0.001...10000 (default: unlimited).")
     var lineRateGbps: Double?
+    @Option(name: .customLong("header-bytes"), parsing: .unconditional,
+            help: "Bytes of protocol headers in each frame's linear head, 0...2048 (default 0: no head, as Design/'s tables were measured). kmalloc'd heads bounce at map; decrypted-pool's come from a slab over the pre-decrypted allocator.")
+    var headerBytes: Int = 0
 
     func workload() throws(ParameterError) -> Workload {
         var w = try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
                              roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
                              zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
         w.zeroCopyMix = zeroCopyMix
+        w.headerBytes = headerBytes
         try w.validate()
         return w
     }

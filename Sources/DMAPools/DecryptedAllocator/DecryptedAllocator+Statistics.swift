@@ -4,9 +4,11 @@ extension DecryptedAllocator {
         var allocations = [Int](repeating: 0, count: DecryptedAllocator.orders.count)
         var frees = [Int](repeating: 0, count: DecryptedAllocator.orders.count)
         var livePages = 0
+        var peakLivePages = 0
         var chunksConverted = 0
         var chunksReleased = 0
         var chunksHeld = 0
+        var peakChunksHeld = 0
         var spareChunks = 0
         var conversions = 0
         var conversionFailures = 0
@@ -37,6 +39,10 @@ extension DecryptedAllocator {
         public var failures: Int
         /// Bytes of shared memory held now.
         public var bytesShared: Int
+        /// The most 4 KiB pages handed out at once, and the most chunks held at
+        /// once, since the allocator was made.
+        public var peakLivePages: Int = 0
+        public var peakChunksHeld: Int = 0
     }
 
     /// The counters so far.
@@ -48,7 +54,8 @@ extension DecryptedAllocator {
                 chunksConverted: c.chunksConverted, chunksReleased: c.chunksReleased,
                 chunksHeld: c.chunksHeld, spareChunks: c.spareChunks,
                 conversions: c.conversions, conversionFailures: c.conversionFailures,
-                failures: c.failures, bytesShared: c.chunksHeld * chunkBytes)
+                failures: c.failures, bytesShared: c.chunksHeld * chunkBytes,
+                peakLivePages: c.peakLivePages, peakChunksHeld: c.peakChunksHeld)
         }
     }
 }

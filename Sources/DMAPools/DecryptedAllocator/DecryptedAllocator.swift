@@ -219,6 +219,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
         blocks[block - descriptors] = BlockState.allocated(order: order)
         counters.allocations[order] += 1
         counters.livePages += 1 << order
+        counters.peakLivePages = max(counters.peakLivePages, counters.livePages)
         return Page(descriptor: block)
     }
 
@@ -280,6 +281,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
             counters.conversions += 1
             counters.chunksConverted += 1
             counters.chunksHeld += 1
+            counters.peakChunksHeld = max(counters.peakChunksHeld, counters.chunksHeld)
             counters.spareChunks += 1
             blocks[chunk.descriptor - descriptors] = BlockState.free(order: chunkOrder)
             link(chunk.descriptor, order: chunkOrder)
@@ -316,6 +318,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
                 counters.conversions += 1
                 counters.conversionFailures += 1
                 counters.chunksHeld += 1
+                counters.peakChunksHeld = max(counters.peakChunksHeld, counters.chunksHeld)
                 counters.spareChunks += 1
                 blocks[chunk.descriptor - descriptors] = BlockState.free(order: chunkOrder)
                 link(chunk.descriptor, order: chunkOrder)

@@ -1,5 +1,13 @@
 /// A slab cache of small DMA-able objects over pre-decrypted pages: what the
 /// review means by teaching SLAB about confidential-computing allocators.
+/// (`SlabCache(allocator:)`; the same cache over the general allocator,
+/// `SlabCache(general:)`, is `kmalloc`: private objects that bounce.)
+public typealias DecryptedSlabCache = SlabCache
+
+/// A slab cache of small objects (64 B ... 2 KiB) over order-0 pages of one
+/// page source: pre-decrypted pages (`init(allocator:)`, the cache the review
+/// asks for) or the general allocator's private pages (`init(general:)`,
+/// `kmalloc`, whose objects a device reaches only through a bounce).
 ///
 /// Drivers allocate small and map often (descriptors, command blocks, the
 /// linear heads of frames with their protocol headers); with `kmalloc` those
@@ -13,11 +21,23 @@
 ///
 /// Thread-safe: one lock per cache (a model of `kmem_cache`'s per-node lists,
 /// not of its per-CPU fast path).
-public final class DecryptedSlabCache: @unchecked Sendable {
+public final class SlabCache: @unchecked Sendable {
+    /// Where a cache's pages come from.
+    public enum PageSource: Sendable {
+        /// Shared pages of a pre-decrypted allocator: objects are device-visible
+        /// at their page's stored DMA address plus their offset.
+        case preDecrypted(DecryptedAllocator)
+        /// Private pages of the general allocator (`kmalloc`): an object has no
+        /// DMA address of its own; the DMA API bounces it at map.
+        case general(GeneralAllocator)
+    }
+
     /// The object sizes, each a size class.
     public static let objectSizes = [64, 128, 256, 512, 1024, 2048]
 
-    /// One object: where its bytes are and the address a device uses.
+    /// One object: where its bytes are and its DMA address: its page's
+    /// stored address plus its offset for a pre-decrypted page,
+    /// `DMAAddress.mappingError` for a `kmalloc` object (map it through the DMA API).
     public struct Object: @unchecked Sendable, Hashable {
         public let bytes: UnsafeMutableRawPointer
         public let dmaAddress: DMAAddress
@@ -37,6 +57,8 @@ public final class DecryptedSlabCache: @unchecked Sendable {
         public var liveObjects = 0
         /// Pages the cache holds from the allocator (in use or spare).
         public var pages = 0
+        /// The most pages the cache held at once.
+        public var peakPages = 0
         public var pagesReturned = 0
     }
 
@@ -49,15 +71,46 @@ public final class DecryptedSlabCache: @unchecked Sendable {
     }
 
     struct State {
-        var classes: [SizeClass] = Array(repeating: SizeClass(), count: DecryptedSlabCache.objectSizes.count)
+        var classes: [SizeClass] = Array(repeating: SizeClass(), count: SlabCache.objectSizes.count)
         var statistics = Statistics()
     }
 
-    public let allocator: DecryptedAllocator
+    public let source: PageSource
+    /// The pre-decrypted allocator the pages come from (nil for `kmalloc`).
+    public var allocator: DecryptedAllocator? {
+        if case .preDecrypted(let a) = source { return a }
+        return nil
+    }
+    private let memory: GuestMemory
     private let state = Lock(State())
 
+    /// The cache over pre-decrypted pages.
     public init(allocator: DecryptedAllocator) {
-        self.allocator = allocator
+        source = .preDecrypted(allocator)
+        memory = allocator.memory
+    }
+
+    /// `kmalloc`: the cache over the general allocator's private pages.
+    public init(general: GeneralAllocator) {
+        source = .general(general)
+        memory = general.memory
+    }
+
+    /// Whether objects are device-visible without a bounce (the pages are shared).
+    public var isPreDecrypted: Bool { allocator != nil }
+
+    private func allocatePage() throws(AllocatorError) -> Page {
+        switch source {
+        case .preDecrypted(let a): try a.allocate(order: 0)
+        case .general(let g): try g.allocatePages(order: 0)
+        }
+    }
+
+    private func freePage(_ page: Page) {
+        switch source {
+        case .preDecrypted(let a): a.free(page)
+        case .general(let g): g.freePages(page)
+        }
     }
 
     /// The size class for `size` bytes, or nil when it is not in 1...2048.
@@ -76,13 +129,14 @@ public final class DecryptedSlabCache: @unchecked Sendable {
         let objectSize = Self.objectSizes[c]
         if let object = state.withLock({ take(c, objectSize: objectSize, state: &$0) }) { return object }
         // A new slab page, carved outside the lock (the allocator has its own).
-        let page = try allocator.allocate(order: 0)
-        let index = allocator.memory.index(of: page)
+        let page = try allocatePage()
+        let index = memory.index(of: page)
         return state.withLock { s in
             s.classes[c].free[index] = Array(stride(from: PageGeometry.size - objectSize, through: 0, by: -objectSize))
             s.classes[c].used[index] = 0
             s.classes[c].partial.append(index)
             s.statistics.pages += 1
+            s.statistics.peakPages = max(s.statistics.peakPages, s.statistics.pages)
             guard let object = take(c, objectSize: objectSize, state: &s) else {
                 preconditionFailure("slab class \(objectSize) has no free object right after carving \(page)")
             }
@@ -96,8 +150,11 @@ public final class DecryptedSlabCache: @unchecked Sendable {
         s.classes[c].used[index, default: 0] += 1
         s.statistics.allocations += 1
         s.statistics.liveObjects += 1
-        let page = allocator.memory.page(at: index)
-        return Object(bytes: page.bytes + offset, dmaAddress: page.dmaAddress + offset, size: objectSize, page: page)
+        let page = memory.page(at: index)
+        // A private page has no DMA address of its own (`mappingError`): its
+        // objects get one only from the DMA API, by a bounce.
+        let address = isPreDecrypted ? page.dmaAddress + offset : DMAAddress.mappingError
+        return Object(bytes: page.bytes + offset, dmaAddress: address, size: objectSize, page: page)
     }
 
     /// Gives an object back. A page left with no object in use goes back to
@@ -107,7 +164,7 @@ public final class DecryptedSlabCache: @unchecked Sendable {
         guard let c = Self.sizeClass(for: object.size), Self.objectSizes[c] == object.size else {
             preconditionFailure("freeing a slab object of size \(object.size): not a size this cache hands out")
         }
-        let index = allocator.memory.index(of: object.page)
+        let index = memory.index(of: object.page)
         let offset = object.bytes - object.page.bytes
         let release: Page? = state.withLock { s in
             guard let used = s.classes[c].used[index], used > 0, offset >= 0, offset < PageGeometry.size,
@@ -128,7 +185,7 @@ public final class DecryptedSlabCache: @unchecked Sendable {
             s.statistics.pagesReturned += 1
             return object.page
         }
-        if let release { allocator.free(release) }
+        if let release { freePage(release) }
     }
 
     /// Returns every page with no object in use to the allocator (teardown).
@@ -142,14 +199,14 @@ public final class DecryptedSlabCache: @unchecked Sendable {
                     s.classes[c].used[index] = nil
                     s.classes[c].free[index] = nil
                     s.classes[c].partial.removeAll { $0 == index }
-                    out.append(allocator.memory.page(at: index))
+                    out.append(memory.page(at: index))
                 }
             }
             s.statistics.pages -= out.count
             s.statistics.pagesReturned += out.count
             return out
         }
-        for page in pages { allocator.free(page) }
+        for page in pages { freePage(page) }
         return statistics.liveObjects
     }
 

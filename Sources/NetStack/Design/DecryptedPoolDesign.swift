@@ -8,6 +8,8 @@ import Synchronization
 /// go back to the allocator by their owner, as pool pages do by `pp_recycle`.
 public final class DecryptedPoolDesign: GuestDesign, @unchecked Sendable {
     public override var name: String { "decrypted-pool" }
+    /// Its heads, too, come from the pre-decrypted allocator (a slab cache over it).
+    public override var linearHeadPlacement: LinearHeadPlacement { .preDecryptedSlab }
     private let fallbacks = Atomic<Int>(0)
 
     public override func allocateSocketPage(order: Int, for socket: Socket) -> Page? {

@@ -10,6 +10,8 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
     public let device: Device
     open var name: String { "base" }
     open var marksFramesForRecycle: Bool { false }
+    /// `kmalloc`'d heads, bounced at map, unless a design says otherwise.
+    open var linearHeadPlacement: LinearHeadPlacement { .generalAllocator }
 
     public init(guest: Guest, device: Device) {
         self.guest = guest

@@ -25,6 +25,19 @@ public struct FragmentMapping: Sendable, Hashable {
     }
 }
 
+/// Where a design's frames keep their linear heads (`skb->head`, the
+/// protocol headers in front of the paged payload; `Workload.headerBytes`).
+public enum LinearHeadPlacement: Sendable, Hashable {
+    /// `kmalloc` (a slab cache over the general allocator's private pages):
+    /// `dma_map_single` bounces the head into a swiotlb slot (a real copy),
+    /// unmapped at completion. Today's kernel, for every design.
+    case generalAllocator
+    /// A slab cache over the guest's pre-decrypted allocator
+    /// (`DecryptedSlabCache`): the head is shared from the start and mapped by
+    /// its page's stored DMA address plus its offset, nothing copied.
+    case preDecryptedSlab
+}
+
 /// What differs between TX designs. Sockets, queues, the NIC and the peer are
 /// common; a design decides where socket pages come from, how fragment page
 /// references are kept and released, and how a fragment is mapped for the device.
@@ -60,6 +73,10 @@ public protocol TransmitDesign: AnyObject, Sendable {
     /// Whether frames built from this design's pages are marked `pp_recycle`.
     var marksFramesForRecycle: Bool { get }
 
+    /// Where the frames' linear heads live (read once, when the simulation
+    /// is built). Default `.generalAllocator`.
+    var linearHeadPlacement: LinearHeadPlacement { get }
+
     /// Maps one fragment for the device, in the queue's context.
     func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping
 
@@ -84,6 +101,7 @@ public protocol TransmitDesign: AnyObject, Sendable {
 }
 
 extension TransmitDesign {
+    public var linearHeadPlacement: LinearHeadPlacement { .generalAllocator }
     public func queueStarted(_ queue: TXQueue) {}
     public func senderStarted(_ sender: Int) {}
     public func senderFinished(_ sender: Int) {}

@@ -57,6 +57,10 @@ public struct FrameData: ~Copyable {
     @usableFromInline var streamOffset: UInt64 = 0
     /// Monotonic nanoseconds when the NIC finished with the data (0 = not yet).
     @usableFromInline let transmittedAt = Atomic<UInt64>(0)
+    /// The linear head (`skb->head`) and how many of its bytes carry headers,
+    /// or nil for a frame without one. Released with the data.
+    @usableFromInline var head: SlabCache.Object? = nil
+    @usableFromInline var headLength: Int = 0
 
     init() {
         fragments = .allocate(capacity: Self.maxFragments)

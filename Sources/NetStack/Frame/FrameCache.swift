@@ -67,6 +67,7 @@ public struct FrameCacheStatistics: Sendable, Hashable {
 /// numbers under a lock and allocates nothing.
 public final class FrameCache: @unchecked Sendable {
     public typealias FragmentRelease = @Sendable (_ fragment: Fragment, _ ppRecycle: Bool) -> Void
+    public typealias HeadRelease = @Sendable (_ head: SlabCache.Object) -> Void
 
     @usableFromInline static let chunkShift = 12
     @usableFromInline static let chunkSize = 1 << chunkShift
@@ -80,12 +81,18 @@ public final class FrameCache: @unchecked Sendable {
     private let counters = Lock(FrameCacheStatistics())
     /// Called for each fragment when the last reference to a frame's data goes.
     public let releaseFragment: FragmentRelease
+    /// Called for the linear head, if any, when the last reference goes
+    /// (`skb_free_head`).
+    public let releaseHead: HeadRelease?
 
-    /// - Parameter releaseFragment: where fragment pages go when their frame's data
-    ///   is released (`skb_release_data`): the design decides (page_pool, swiotlb,
-    ///   general allocator).
-    public init(releaseFragment: @escaping FragmentRelease) {
+    /// - Parameters:
+    ///   - releaseFragment: where fragment pages go when their frame's data
+    ///     is released (`skb_release_data`): the design decides (page_pool, swiotlb,
+    ///     general allocator).
+    ///   - releaseHead: where a frame's linear head goes then (its slab cache).
+    public init(releaseFragment: @escaping FragmentRelease, releaseHead: HeadRelease? = nil) {
         self.releaseFragment = releaseFragment
+        self.releaseHead = releaseHead
         headerChunks = .allocate(capacity: Self.maxChunks)
         headerChunks.initialize(repeating: nil, count: Self.maxChunks)
         dataChunks = .allocate(capacity: Self.maxChunks)
@@ -180,6 +187,8 @@ public final class FrameCache: @unchecked Sendable {
         data.pointee.flow = flow
         data.pointee.streamOffset = streamOffset
         data.pointee.transmittedAt.store(0, ordering: .relaxed)
+        data.pointee.head = nil
+        data.pointee.headLength = 0
         header(h).pointee = FrameHeader(dataSlot: d, isLive: true, isClone: false)
         counters.withLock { $0.framesAllocated += 1 }
         return Frame(slot: h)
@@ -218,6 +227,25 @@ public final class FrameCache: @unchecked Sendable {
         d.pointee.length += bytes
     }
 
+    /// Gives the frame its linear head: `length` header bytes at the start of
+    /// `head`, which the frame now owns (released with its data, through
+    /// `releaseHead`).
+    public func attachHead(_ head: SlabCache.Object, length: Int, to frame: Frame) {
+        let d = data(of: frame)
+        precondition(d.pointee.head == nil && length > 0 && length <= head.size,
+                     "a frame takes one head of at most its object's size (\(length) of \(head.size) bytes)")
+        precondition(releaseHead != nil, "a frame cache without releaseHead cannot own heads")
+        d.pointee.head = head
+        d.pointee.headLength = length
+    }
+
+    /// The frame's linear head and its header bytes, or nil.
+    public func head(of frame: Frame) -> (object: SlabCache.Object, length: Int)? {
+        let d = data(of: frame)
+        guard let head = d.pointee.head else { return nil }
+        return (head, d.pointee.headLength)
+    }
+
     /// `skb_mark_for_recycle`.
     public func markForRecycle(_ frame: Frame) {
         data(of: frame).pointee.ppRecycle = true
@@ -254,6 +282,11 @@ public final class FrameCache: @unchecked Sendable {
             }
             released = d.pointee.fragmentCount
             d.pointee.fragmentCount = 0
+            if let head = d.pointee.head {
+                d.pointee.head = nil
+                d.pointee.headLength = 0
+                releaseHead?(head)
+            }
             freeData.withLock { $0.push(dataSlot) }
         }
         counters.withLock {

@@ -78,3 +78,10 @@ public struct PayloadPattern: Sendable, Hashable {
         return nil
     }
 }
+
+extension PayloadPattern {
+    /// The bytes a sender writes as the protocol headers of `flow`'s frames
+    /// (each frame's head at its own stream offset), a pattern of its own so
+    /// that a head mistaken for payload, or payload for a head, is caught.
+    public static func header(flow: Int) -> PayloadPattern { PayloadPattern(flow: 0x4ead_0000 + flow) }
+}

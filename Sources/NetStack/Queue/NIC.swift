@@ -14,11 +14,16 @@ public struct NICStatistics: Sendable, Hashable {
     public var corruptBytes = 0
     /// The first fault or corruption, described.
     public var firstProblem: String?
+    /// Linear-head bytes read (protocol headers: not payload, not in `bytes`)
+    /// and, in verify mode, checked against the sender's header pattern; a
+    /// head's faults and bad bytes count in `dmaFaults` and `corruptBytes`.
+    public var headBytes = 0
+    public var headVerifiedBytes = 0
 
     /// How each field adds up: the one list `+` is made from.
     static var fields: [FieldRule<Self>] {
         [.sum(\.descriptors), .sum(\.bytes), .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes),
-         .first(\.firstProblem)]
+         .first(\.firstProblem), .sum(\.headBytes), .sum(\.headVerifiedBytes)]
     }
 
     /// Two rings' counters added up (the first problem seen kept).
@@ -53,28 +58,46 @@ public final class NICRing: @unchecked Sendable {
     /// flow's stream from `streamOffset`. Returns false on a DMA fault.
     @discardableResult
     public func consume(_ address: DMAAddress, length: Int, flow: Int, streamOffset: UInt64) -> Bool {
+        guard read(address, length: length, pattern: PayloadPattern(flow: flow), streamOffset: streamOffset,
+                   what: "flow \(flow) byte") else { return false }
+        statistics.bytes += length
+        if verify { statistics.verifiedBytes += length }
+        pace(length)
+        return true
+    }
+
+    /// DMA-reads a frame's linear head: `length` header bytes at `address`,
+    /// written with the flow's header pattern at the frame's `streamOffset`,
+    /// checked like the payload. Returns false on a DMA fault.
+    @discardableResult
+    public func consumeHead(_ address: DMAAddress, length: Int, flow: Int, streamOffset: UInt64) -> Bool {
+        guard read(address, length: length, pattern: .header(flow: flow), streamOffset: streamOffset,
+                   what: "flow \(flow) head of the frame at") else { return false }
+        statistics.headBytes += length
+        if verify { statistics.headVerifiedBytes += length }
+        pace(length)
+        return true
+    }
+
+    /// One descriptor's DMA: resolves the address as the device may, and in
+    /// verify mode checks every byte against `pattern`.
+    private func read(_ address: DMAAddress, length: Int, pattern: PayloadPattern, streamOffset: UInt64, what: String) -> Bool {
         statistics.descriptors += 1
         let bytes: UnsafeMutableRawPointer
         switch DeviceAccess.resolve(address, length: length, memory: memory, device: device) {
         case .failure(let problem): return fault(problem.description)
         case .success(let pointer): bytes = pointer
         }
-        statistics.bytes += length
-        if verify {
-            let pattern = PayloadPattern(flow: flow)
-            if let bad = pattern.firstMismatch(in: bytes, count: length, streamOffset: streamOffset) {
-                var corrupt = 0
-                for i in bad..<length where bytes.load(fromByteOffset: i, as: UInt8.self) != pattern.byte(at: streamOffset + UInt64(i)) {
-                    corrupt += 1
-                }
-                statistics.corruptBytes += corrupt
-                if statistics.firstProblem == nil {
-                    statistics.firstProblem = "flow \(flow) byte \(streamOffset + UInt64(bad)) differs from what the sender wrote (\(corrupt) bad bytes in the descriptor)"
-                }
+        if verify, let bad = pattern.firstMismatch(in: bytes, count: length, streamOffset: streamOffset) {
+            var corrupt = 0
+            for i in bad..<length where bytes.load(fromByteOffset: i, as: UInt8.self) != pattern.byte(at: streamOffset + UInt64(i)) {
+                corrupt += 1
             }
-            statistics.verifiedBytes += length
+            statistics.corruptBytes += corrupt
+            if statistics.firstProblem == nil {
+                statistics.firstProblem = "\(what) \(streamOffset + UInt64(bad)) differs from what the sender wrote (\(corrupt) bad bytes in the descriptor)"
+            }
         }
-        pace(length)
         return true
     }
 

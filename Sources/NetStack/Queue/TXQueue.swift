@@ -29,6 +29,12 @@ public struct TXQueueStatistics: Sendable, Hashable {
     public var firstMapError: String?
     /// NAPI-style completion batches.
     public var completionBatches = 0
+    /// Linear-head bytes mapped by a bounce (a `kmalloc`'d head: copied into
+    /// a swiotlb slot at map) and directly (a pre-decrypted slab object), and
+    /// heads that could not be mapped (the frame is requeued, as for a fragment).
+    public var headBytesBounced = 0
+    public var headBytesDirect = 0
+    public var headMapFailures = 0
 
     /// How each field adds up: the one list `+` is made from.
     static var fields: [FieldRule<Self>] {
@@ -36,7 +42,8 @@ public struct TXQueueStatistics: Sendable, Hashable {
          .sum(\.mapFailures), .sum(\.requeues), .sum(\.framesDropped),
          .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone),
          .sum(\.framesAbandoned), .sum(\.bytesAbandoned), .sum(\.unmapFailures),
-         .first(\.firstMapError), .sum(\.completionBatches)]
+         .first(\.firstMapError), .sum(\.completionBatches),
+         .sum(\.headBytesBounced), .sum(\.headBytesDirect), .sum(\.headMapFailures)]
     }
 
     /// Two queues' counters added up (the first map error seen kept).
@@ -81,13 +88,19 @@ public final class TXQueue: @unchecked Sendable {
     private let runCPU = Atomic<UInt64>(0)
     private let batch: UnsafeMutablePointer<Frame>
     private let mappings: UnsafeMutablePointer<FragmentMapping>
+    /// Each batch slot's head mapping (length 0: the frame has no head mapped).
+    private let headMappings: UnsafeMutablePointer<FragmentMapping>
+    /// The DMA API a `kmalloc`'d head is mapped through (`dma_map_single`).
+    private let dma: DMAAPI
     /// What `transmit` did with each batch slot's frame, for its completion.
     private let outcomes: UnsafeMutablePointer<TransmitOutcome>
     /// Written only by the CPU holding `running`; read after the run is over.
     public private(set) var statistics = TXQueueStatistics()
 
-    init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket]) {
+    init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket],
+         dma: DMAAPI) {
         self.index = index
+        self.dma = dma
         self.device = device
         self.nic = nic
         self.design = design
@@ -95,6 +108,8 @@ public final class TXQueue: @unchecked Sendable {
         self.sockets = sockets
         batch = .allocate(capacity: Self.budget)
         mappings = .allocate(capacity: Self.budget * FrameData.maxFragments)
+        headMappings = .allocate(capacity: Self.budget)
+        headMappings.initialize(repeating: FragmentMapping(address: DMAAddress(0), length: 0, kind: .direct), count: Self.budget)
         outcomes = .allocate(capacity: Self.budget)
         outcomes.initialize(repeating: .sent(mapped: 0), count: Self.budget)
         design.queueStarted(self)
@@ -103,6 +118,7 @@ public final class TXQueue: @unchecked Sendable {
     deinit {
         batch.deallocate()
         mappings.deallocate()
+        headMappings.deallocate()
         outcomes.deallocate()
     }
 
@@ -183,6 +199,7 @@ public final class TXQueue: @unchecked Sendable {
 
     /// `ndo_start_xmit`: map every fragment and post the descriptors.
     private func transmit(_ frame: Frame, slot: Int) {
+        headMappings[slot].length = 0
         if device.isRemoved {
             // The carrier is gone: discard without touching the device.
             statistics.framesDiscardedDeviceGone += 1
@@ -204,6 +221,16 @@ public final class TXQueue: @unchecked Sendable {
         let base = mappings + slot * FrameData.maxFragments
         var mapped = 0
         statistics.frames += 1
+        if let head = cache.head(of: frame) {
+            do {
+                headMappings[slot] = try mapHead(head.object, length: head.length)
+            } catch {
+                statistics.headMapFailures += 1
+                if statistics.firstMapError == nil { statistics.firstMapError = "\(design.name): linear head: \(error)" }
+                requeueOrDrop(frame, slot: slot)
+                return
+            }
+        }
         for fragment in cache.fragments(of: frame) {
             do {
                 base[mapped] = try design.map(fragment, socket: socket, queue: self)
@@ -217,16 +244,20 @@ public final class TXQueue: @unchecked Sendable {
         if mapped < cache.fragments(of: frame).count {
             // Undo what was mapped; the NIC sees nothing of this attempt.
             unmapAll(base, count: mapped, frame: frame)
-            if cache.noteRequeue(frame) <= Self.maxRequeues {
-                statistics.requeues += 1
-                outcomes[slot] = .requeue
-            } else {
-                statistics.framesDropped += 1
-                outcomes[slot] = .dropped   // completion tells the socket to send it again
-            }
+            unmapHead(slot)
+            requeueOrDrop(frame, slot: slot)
             return
         }
         outcomes[slot] = .sent(mapped: mapped)
+        let head = headMappings[slot]
+        if head.length > 0 {
+            // The head goes out first, as a driver posts it: the protocol headers.
+            switch head.kind {
+            case .bounced: statistics.headBytesBounced += head.length
+            case .direct, .convertedInPlace: statistics.headBytesDirect += head.length
+            }
+            nic.consumeHead(head.address, length: head.length, flow: flow, streamOffset: streamOffset)
+        }
         for (i, fragment) in cache.fragments(of: frame).enumerated() {
             let m = base[i]
             switch m.kind {
@@ -237,6 +268,44 @@ public final class TXQueue: @unchecked Sendable {
             statistics.fragments += 1
             nic.consume(m.address, length: m.length, flow: flow, streamOffset: streamOffset)
             streamOffset += UInt64(fragment.length)
+        }
+    }
+
+    private func requeueOrDrop(_ frame: Frame, slot: Int) {
+        if cache.noteRequeue(frame) <= Self.maxRequeues {
+            statistics.requeues += 1
+            outcomes[slot] = .requeue
+        } else {
+            statistics.framesDropped += 1
+            outcomes[slot] = .dropped   // completion tells the socket to send it again
+        }
+    }
+
+    /// `dma_map_single` of a linear head: a pre-decrypted slab object by its
+    /// page's stored DMA address plus its offset (nothing copied); a
+    /// `kmalloc`'d one through the DMA API, which bounces it (a real copy into
+    /// a swiotlb slot).
+    private func mapHead(_ head: SlabCache.Object, length: Int) throws(DMAError) -> FragmentMapping {
+        if head.page.head.owner == .decryptedAllocator {
+            guard device.canAddress(head.dmaAddress, size: length) else {
+                throw .addressNotReachable(device: device.name, address: head.dmaAddress, size: length)
+            }
+            return FragmentMapping(address: head.dmaAddress, length: length, kind: .direct)
+        }
+        let mapping = try dma.map(head.page, offset: head.bytes - head.page.bytes, size: length, direction: .toDevice, device: device)
+        return FragmentMapping(address: mapping.address, length: length, kind: mapping.kind == .bounced ? .bounced : .direct)
+    }
+
+    /// Undoes a head's mapping, if the slot has one (a bounce releases its slot).
+    private func unmapHead(_ slot: Int) {
+        let head = headMappings[slot]
+        guard head.length > 0 else { return }
+        headMappings[slot].length = 0
+        guard head.kind == .bounced else { return }
+        do {
+            try dma.unmapPage(head.address, size: head.length, direction: .toDevice, device: device)
+        } catch {
+            statistics.unmapFailures += 1
         }
     }
 
@@ -262,6 +331,7 @@ public final class TXQueue: @unchecked Sendable {
                 mapped = count
             }
             unmapAll(mappings + slot * FrameData.maxFragments, count: mapped, frame: frame)
+            unmapHead(slot)
             cache.markTransmitted(frame, at: now)
             cache.free(frame)
         }

@@ -26,13 +26,18 @@ public struct SocketStatistics: Sendable, Hashable {
     /// written by the sender, never delivered (a failure of the design).
     public var framesGivenUp = 0
     public var bytesGivenUp = 0
+    /// Header bytes the sender wrote into the linear heads of the frames it
+    /// sent (not payload, not copies: the stack builds headers in place), and heads it could not
+    /// allocate (a frame then goes without one: counted, a failure).
+    public var headerBytesWritten = 0
+    public var headAllocationFailures = 0
 
     /// How each field adds up: the one list `+` is made from.
     static var fields: [FieldRule<Self>] {
         [.sum(\.bytesSent), .sum(\.bytesCopied), .sum(\.bytesReferenced), .sum(\.framesSent),
          .sum(\.refillsOrder3), .sum(\.refillsOrder0), .sum(\.refillReuses), .sum(\.refillFailures),
          .sum(\.bytesAcknowledged), .sum(\.framesRetransmitted), .sum(\.bytesRetransmitted),
-         .sum(\.framesGivenUp), .sum(\.bytesGivenUp)]
+         .sum(\.framesGivenUp), .sum(\.bytesGivenUp), .sum(\.headerBytesWritten), .sum(\.headAllocationFailures)]
     }
 
     /// Two sockets' counters added up.
@@ -92,6 +97,10 @@ public final class Socket: @unchecked Sendable {
     public let zeroCopyFraction: Double
     private var sendCalls = 0
     let user: UserBuffer
+    /// Where frames' linear heads come from and how many header bytes each
+    /// carries (nil / 0: frames have no head).
+    let heads: SlabCache?
+    let headerBytes: Int
 
     // Page fragment (`sk->sk_frag`).
     private(set) var fragmentPage: Page?
@@ -109,8 +118,10 @@ public final class Socket: @unchecked Sendable {
 
     public init(flow: Int, queueIndex: Int, sender: Int, user: UserBuffer,
                 sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false,
-                zeroCopyFraction: Double? = nil) {
+                zeroCopyFraction: Double? = nil, heads: SlabCache? = nil, headerBytes: Int = 0) {
         self.flow = flow
+        self.heads = headerBytes > 0 ? heads : nil
+        self.headerBytes = heads == nil ? 0 : headerBytes
         self.queueIndex = queueIndex
         self.sender = sender
         self.user = user
@@ -176,6 +187,7 @@ public final class Socket: @unchecked Sendable {
                 current = cache.allocate(flow: flow, streamOffset: streamOffset)
                 // `skb_mark_for_recycle`: the frame free path sends pool pages home.
                 if design.marksFramesForRecycle { cache.markForRecycle(current) }
+                if let heads { attachHead(to: current, from: heads, cache: cache) }
                 frame = current
             }
             let frameSpace = Self.maxFrameBytes - cache.length(of: current)
@@ -234,11 +246,23 @@ public final class Socket: @unchecked Sendable {
         return sent
     }
 
+    /// `alloc_skb`'s head: a slab object, the headers written in place (the
+    /// header pattern at the frame's stream offset, so the NIC can check them).
+    private func attachHead(to frame: Frame, from heads: SlabCache, cache: FrameCache) {
+        guard let head = try? heads.allocate(size: headerBytes) else {
+            statistics.headAllocationFailures += 1
+            return
+        }
+        PayloadPattern.header(flow: flow).fill(head.bytes, count: headerBytes, streamOffset: streamOffset)
+        cache.attachHead(head, length: headerBytes, to: frame)
+    }
+
     private func finish(_ frame: Frame, cache: FrameCache, push: (Frame) -> Void) {
         let length = cache.length(of: frame)
         retransmitQueue.append(frame)
         inflightBytes += length
         statistics.framesSent += 1
+        if let head = cache.head(of: frame) { statistics.headerBytesWritten += head.length }
         push(frame)
     }
 

@@ -112,6 +112,24 @@ public struct TransmitResult: Sendable {
     /// timed window (steal, all CPUs), in seconds: a round that stalls while
     /// its neighbours do not shows it here.
     public var stolenCPUSeconds: Double = 0
+    /// Linear heads (`Workload.headerBytes`; all 0 without heads). Header
+    /// bytes the NIC read and checked, those that reached it through a bounce
+    /// (a `kmalloc`'d head copied into a swiotlb slot at map: counted here, not
+    /// in `bytesCopiedByDMALayer`, which stays the payload's) or directly (a
+    /// pre-decrypted slab object).
+    public var headBytes: Int = 0
+    public var headVerifiedBytes: Int = 0
+    public var headBytesBounced: Int = 0
+    public var headBytesDirect: Int = 0
+    /// Heads the senders could not allocate (must be 0), head objects still
+    /// live in the head cache after teardown (must be 0), and the most slab
+    /// pages the head cache held at once.
+    public var headAllocationFailures: Int = 0
+    public var headObjectsLost: Int = 0
+    public var headSlabPeakPages: Int = 0
+    /// Copies of each header byte on its way to the device (1 for a bounced
+    /// head, 0 for a pre-decrypted one; the headers are written in place, not copied).
+    public var headCopiesPerByte: Double { headBytes > 0 ? Double(headBytesBounced) / Double(headBytes) : 0 }
 
     // Paired figures, set by `Experiment.comparison` (empty for a single run).
 
@@ -169,6 +187,8 @@ public struct TransmitResult: Sendable {
          .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone), .sum(\.framesAbandoned), .sum(\.bytesAbandoned),
          .sum(\.staleDeviceAccesses), .sum(\.refusedDeviceAllocations),
          .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds),
+         .sum(\.headBytes), .sum(\.headVerifiedBytes), .sum(\.headBytesBounced), .sum(\.headBytesDirect),
+         .sum(\.headAllocationFailures), .sum(\.headObjectsLost), .maximum(\.headSlabPeakPages),
          .first(\.firstProblem),
          .combining(\.designFigures) { zip($0, $1).map(+) }]
     }
@@ -221,6 +241,8 @@ public struct TransmitResult: Sendable {
         if dmaFaults > 0 { return "\(dmaFaults) DMA faults: \(firstProblem ?? "")" }
         if corruptBytes > 0 { return "\(corruptBytes) corrupt bytes" }
         if lostPages > 0 { return "\(lostPages) pages lost" }
+        if headObjectsLost > 0 { return "\(headObjectsLost) linear-head slab objects still live after teardown" }
+        if headAllocationFailures > 0 { return "\(headAllocationFailures) frames went without a linear head (no slab object)" }
         if let b = blockDevice, b.failures > 0 { return "block device: \(b.firstFailure ?? "\(b.failures) failures")" }
         if unmapFailures > 0 { return "\(unmapFailures) unmaps failed" }
         if let removed = removedDeviceProblem { return removed }
@@ -232,6 +254,7 @@ public struct TransmitResult: Sendable {
             return "bytes written \(bytesWritten) != bytes delivered \(payloadBytes) + discarded with the removed NIC \(bytesDiscardedDeviceGone) + abandoned at the drain limit \(bytesAbandoned)"
         }
         if workload.verify && verifiedBytes != payloadBytes { return "\(payloadBytes - verifiedBytes) bytes delivered but not verified" }
+        if workload.verify && headVerifiedBytes != headBytes { return "\(headBytes - headVerifiedBytes) header bytes read but not verified" }
         switch judgement {
         case .plain:
             if framesDropped > 0 { return "\(framesDropped) frames dropped" }

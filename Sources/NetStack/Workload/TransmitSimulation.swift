@@ -57,6 +57,10 @@ public final class TransmitSimulation: @unchecked Sendable {
     public let cache: FrameCache
     public let sockets: [Socket]
     public let queues: [TXQueue]
+    /// The slab cache the frames' linear heads come from (nil without heads):
+    /// `kmalloc` over the general allocator, or the cache over the guest's
+    /// pre-decrypted allocator, as the design's `linearHeadPlacement` says.
+    public let heads: SlabCache?
     private let userBuffers: [Page]
 
     /// Builds sockets and queues. `device` is the NIC's device.
@@ -66,7 +70,20 @@ public final class TransmitSimulation: @unchecked Sendable {
         self.design = design
         self.device = device
         self.workload = workload
-        let cache = FrameCache { [design] fragment, recycle in design.releaseFragment(fragment.page, ppRecycle: recycle) }
+        let heads: SlabCache?
+        if workload.headerBytes == 0 {
+            heads = nil
+        } else {
+            switch design.linearHeadPlacement {
+            case .generalAllocator: heads = SlabCache(general: guest.allocator)
+            case .preDecryptedSlab: heads = SlabCache(allocator: guest.decrypted)
+            }
+        }
+        self.heads = heads
+        var releaseHead: FrameCache.HeadRelease? = nil
+        if let heads { releaseHead = { heads.free($0) } }
+        let cache = FrameCache(releaseFragment: { [design] fragment, recycle in design.releaseFragment(fragment.page, ppRecycle: recycle) },
+                               releaseHead: releaseHead)
         self.cache = cache
         // One user buffer per flow: private pages (an order-9 run) holding one
         // period of the flow's pattern plus a frame.
@@ -85,7 +102,7 @@ public final class TransmitSimulation: @unchecked Sendable {
             sockets.append(Socket(flow: flow, queueIndex: flow % workload.queues, sender: flow % workload.senders,
                                   user: UserBuffer(head: head, flow: flow, period: PayloadPattern.defaultPeriod),
                                   sendBufferLimit: workload.sendBufferBytes, zeroCopy: workload.socketZeroCopy,
-                                  zeroCopyFraction: workload.zeroCopyFraction))
+                                  zeroCopyFraction: workload.zeroCopyFraction, heads: heads, headerBytes: workload.headerBytes))
         }
         self.userBuffers = buffers
         self.sockets = sockets
@@ -93,7 +110,7 @@ public final class TransmitSimulation: @unchecked Sendable {
             TXQueue(index: index, device: device,
                     nic: NICRing(memory: guest.memory, device: device, verify: workload.verify,
                                  lineRateGbps: workload.lineRateGbps),
-                    design: design, cache: cache, sockets: sockets)
+                    design: design, cache: cache, sockets: sockets, dma: guest.dma)
         }
     }
 
@@ -279,13 +296,15 @@ public final class TransmitSimulation: @unchecked Sendable {
         let designFigures = design.reportFigures()
         try design.shutdown()
         for head in userBuffers { guest.allocator.freePages(head) }
+        let headSlab = heads?.statistics
+        let headObjectsLost = heads?.shrink() ?? 0
         let swiotlb = guest.swiotlb.statistics
         let conversions = guest.memory.conversionStatistics
         var result = TransmitResult(
             design: design.name, workload: workload, seconds: seconds,
             payloadBytes: nicStats.bytes,
             bytesCopiedBySender: socketStats.bytesCopied,
-            bytesCopiedByDMALayer: swiotlb.bytesBouncedToDevice + swiotlb.bytesBouncedToCPU,
+            bytesCopiedByDMALayer: swiotlb.bytesBouncedToDevice + swiotlb.bytesBouncedToCPU - queueStats.headBytesBounced,
             bytesMappedDirect: queueStats.bytesDirect, bytesMappedBounced: queueStats.bytesBounced,
             bytesConvertedInPlace: queueStats.bytesConvertedInPlace,
             senderCPUSeconds: Double(senderCPU) / 1e9, queueCPUSeconds: Double(queueCPU) / 1e9,
@@ -309,6 +328,13 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.unmapFailures = queueStats.unmapFailures
         result.bytesDiscardedDeviceGone = queueStats.bytesDiscardedDeviceGone
         result.refusedDeviceAllocations = device.refusedAllocationCount
+        result.headBytes = nicStats.headBytes
+        result.headVerifiedBytes = nicStats.headVerifiedBytes
+        result.headBytesBounced = queueStats.headBytesBounced
+        result.headBytesDirect = queueStats.headBytesDirect
+        result.headAllocationFailures = socketStats.headAllocationFailures
+        result.headObjectsLost = headObjectsLost
+        result.headSlabPeakPages = headSlab?.peakPages ?? 0
         return result
     }
 }

@@ -38,6 +38,13 @@ public struct Workload: Sendable, Hashable, Codable {
     public var sendBufferBytes: Int = Socket.defaultSendBufferBytes
     /// The wire's speed per queue, or nil for as fast as the model runs.
     public var lineRateGbps: Double? = nil
+    /// Bytes of each frame's linear head (`skb->head`: the protocol headers
+    /// the stack writes in front of the paged payload), allocated where the
+    /// design puts heads (`TransmitDesign.linearHeadPlacement`) and DMA'd
+    /// with the frame. 0 (the default): frames carry no head, as every
+    /// comparison table in Design/ was measured; `txsim shared` uses
+    /// `SharedSimulation.defaultHeaderBytes`.
+    public var headerBytes: Int = 0
 
     /// The ranges `validate()` enforces.
     public static let senderRange = 1...64
@@ -50,6 +57,8 @@ public struct Workload: Sendable, Hashable, Codable {
     /// Below 50 ms a run measures its own start-up, not a design.
     public static let durationRange = 0.05...3600.0
     public static let lineRateRange = 0.001...10_000.0
+    /// A head is one slab object: at most the largest size class (2 KiB).
+    public static let headerBytesRange = 0...SlabCache.objectSizes[SlabCache.objectSizes.count - 1]
     /// How long after its duration (plus one round trip) a run waits for its
     /// queues to drain and its frames to be acknowledged. What is still queued
     /// then is abandoned (counted, its pages freed) rather than drained at line
@@ -92,6 +101,8 @@ public struct Workload: Sendable, Hashable, Codable {
         if let rate = lineRateGbps {
             try check(Self.lineRateRange.contains(rate), "line-rate-gbps", "\(rate) must be in 0.001...10000 Gbps")
         }
+        try check(Self.headerBytesRange.contains(headerBytes), "header-bytes",
+                  "\(headerBytes) must be in \(Self.headerBytesRange) bytes (0: no linear head; at most one 2 KiB slab object)")
         if let mix = zeroCopyMix {
             try check((0...1).contains(mix), "zerocopy-mix", "\(mix) must be in 0...1 (the fraction of sendmsg calls with MSG_ZEROCOPY)")
             try check(!zeroCopy, "zerocopy-mix", "cannot be given with --msg-zerocopy, which is --zerocopy-mix 1")
