@@ -39,15 +39,15 @@ struct WorkloadOptions: ParsableArguments {
             help: "Wire speed per queue, 0.001...10000 (default: unlimited).")
     var lineRateGbps: Double?
     @Option(name: .customLong("header-bytes"), parsing: .unconditional,
-            help: "Bytes of protocol headers in each frame's linear head, 0...2048 (default 0: no head, as Design/'s tables were measured). kmalloc'd heads bounce at map; decrypted-pool's come from a slab over the pre-decrypted allocator.")
-    var headerBytes: Int = 0
+            help: "Bytes of protocol headers in each frame's linear head, 0...2048 (default 0: no head, as Design/'s tables were measured; txsim shared: 128). kmalloc'd heads bounce at map; decrypted-pool's come from a slab over the pre-decrypted allocator.")
+    var headerBytes: Int?
 
     func workload() throws(ParameterError) -> Workload {
         var w = try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
                              roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
                              zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
         w.zeroCopyMix = zeroCopyMix
-        w.headerBytes = headerBytes
+        w.headerBytes = headerBytes ?? 0
         try w.validate()
         return w
     }

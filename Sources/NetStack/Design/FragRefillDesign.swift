@@ -122,12 +122,19 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
         ]
     }
 
-    /// What the free-path hook costs one free of a page that is not
-    /// swiotlb's (the common case: every free in the guest pays it), in ns:
-    /// the hook called on an ordinary page 65536 times, after the run, outside
-    /// the timed window. `txsim microbench` measures the same against whole
-    /// frees (`general_free_hooked_ns`, `general_free_ns`).
-    func hookNanosecondsPerCheck() -> Double {
+    /// What the free-path hook costs one check, in ns (`FreePathHookCost`).
+    func hookNanosecondsPerCheck() -> Double { FreePathHookCost.nanosecondsPerCheck(guest) }
+}
+
+/// What the page allocator's free-path hook (the seed patch's check,
+/// `Guest.swiotlbFreeHook`) costs one free of a page that is not swiotlb's
+/// (the common case: every free in the guest pays it).
+public enum FreePathHookCost {
+    /// ns per check: the guest's hook called on an ordinary page 65536
+    /// times, after a run, outside its timed window; 0 for a guest without the
+    /// hook. `txsim microbench` measures the same against whole frees
+    /// (`general_free_hooked_ns`, `general_free_ns`).
+    public static func nanosecondsPerCheck(_ guest: Guest) -> Double {
         guard let hook = guest.allocator.freeHook, let page = try? guest.allocator.allocatePages(order: 0) else { return 0 }
         defer { guest.allocator.freePages(page) }
         let calls = 65536

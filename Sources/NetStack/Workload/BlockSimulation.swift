@@ -28,6 +28,11 @@ public enum BlockSimulation {
         public var readFraction: Double = 0.5
         public var queueDepth: Int = 8
         public var durationSeconds: Double = 0.5
+        /// Buffers allocated at submission and freed at completion, request
+        /// by request (as bio pages come and go), instead of once before the
+        /// clock: then every request's frees pass through the page
+        /// allocator's free path (and a free-path hook, where one is installed).
+        public var buffersPerRequest = false
 
         public static let maximumRequestBytes = 128 << 10
         public static let queueDepthRange = 1...64
@@ -56,8 +61,16 @@ public enum BlockSimulation {
         /// Bytes the device moved (read and written).
         public var bytes = 0
         public var seconds = 0.0
-        /// Bytes copied by the DMA layer (bounces at map and at unmap).
+        /// Bytes copied by the DMA layer (bounces at map and at unmap), counted
+        /// where the block device maps and unmaps.
         public var bytesBounced = 0
+        /// Segment runs allocated and freed (once each before and after the
+        /// clock, or per request with `buffersPerRequest`).
+        public var allocations = 0
+        public var frees = 0
+        /// Alone on its guest: how far the bounces counted at the map and
+        /// unmap sites are from swiotlb's own count (must be 0).
+        public var bounceCountMismatch = 0
         /// Bytes the device checked (writes) and the CPU checked (reads).
         public var verifiedBytes = 0
         public var corruptBytes = 0
@@ -72,7 +85,7 @@ public enum BlockSimulation {
         public var gigabytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds / 1e9 : 0 }
         /// Bytes copied by the DMA layer per byte of I/O.
         public var copiesPerByte: Double { bytes > 0 ? Double(bytesBounced) / Double(bytes) : 0 }
-        public var passed: Bool { requests > 0 && corruptBytes == 0 && dmaFaults == 0 && lostPages == 0 }
+        public var passed: Bool { requests > 0 && corruptBytes == 0 && dmaFaults == 0 && lostPages == 0 && bounceCountMismatch == 0 }
     }
 
     /// Runs `workload` on a fresh guest with buffers from `source`.
@@ -81,28 +94,64 @@ public enum BlockSimulation {
         try workload.validate()
         let guest = try Guest(memory)
         let device = try guest.devices.add(name: "blk0")
+        let bouncedBefore = bouncedBytes(guest)
+        var result = try run(source: source, workload: workload, guest: guest, device: device,
+                             until: monotonicNanoseconds() + UInt64(workload.durationSeconds * 1e9))
+        // Alone on its guest, swiotlb's own count is the block device's: the
+        // two must agree (the count at the map and unmap sites is what a
+        // shared run, whose swiotlb also bounces the network's bytes, reports).
+        let swiotlbBounced = bouncedBytes(guest) - bouncedBefore
+        if swiotlbBounced != result.bytesBounced && result.firstProblem == nil {
+            result.firstProblem = "bounces counted at map and unmap (\(result.bytesBounced) bytes) differ from swiotlb's (\(swiotlbBounced))"
+            result.bounceCountMismatch = abs(swiotlbBounced - result.bytesBounced)
+        }
+        result.lostPages = guest.lostPages()
+        return result
+    }
+
+    /// Runs `workload` on `guest` (which others may be using at the same
+    /// time: `SharedSimulation`) through `device` until `deadline`
+    /// (`monotonicNanoseconds()`), then gives every buffer back. Counts its
+    /// own bounces at the map and unmap sites, and its own frees; leaves
+    /// `lostPages` to the caller, who knows when the guest is quiet.
+    public static func run(source: BufferSource, workload: Workload, guest: Guest, device: Device,
+                           until deadline: UInt64) throws -> Result {
+        try workload.validate()
         // Each request is a scatter list of segments of at most 32 KiB (an
         // order-3 run: the largest the pre-decrypted allocator hands out), one
         // run per segment, for both sources alike.
         let segmentsPerBuffer = Workload.maximumRequestBytes / segmentBytes
         let convertedBefore = guest.decrypted.statistics.chunksConverted
-        var buffers: [[Page]] = []
-        for _ in 0..<workload.queueDepth {
-            var runs: [Page] = []
-            for _ in 0..<segmentsPerBuffer {
-                switch source {
-                case .general: runs.append(try guest.allocator.allocatePages(order: segmentOrder))
-                case .predecrypted: runs.append(try guest.decrypted.allocate(order: segmentOrder))
-                }
-            }
-            buffers.append(runs)
-        }
-        let bouncedBefore = bouncedBytes(guest)
         var result = Result(source: source)
-        var inFlight: [(address: DMAAddress, size: Int, read: Bool, request: Int, slot: Int, segment: Int)] = []
+        func allocate() throws -> Page {
+            result.allocations += 1
+            switch source {
+            case .general: return try guest.allocator.allocatePages(order: segmentOrder)
+            case .predecrypted: return try guest.decrypted.allocate(order: segmentOrder)
+            }
+        }
+        func free(_ run: Page) {
+            result.frees += 1
+            switch source {
+            case .general: guest.allocator.freePages(run)
+            case .predecrypted: guest.decrypted.free(run)
+            }
+        }
+        // The buffers: allocated once before the clock, or per request
+        // (`buffersPerRequest`, as bio pages come and go with their requests).
+        var buffers: [[Page]] = []
+        if !workload.buffersPerRequest {
+            for _ in 0..<workload.queueDepth {
+                var runs: [Page] = []
+                for _ in 0..<segmentsPerBuffer { runs.append(try allocate()) }
+                buffers.append(runs)
+            }
+        } else {
+            buffers = Array(repeating: [], count: workload.queueDepth)
+        }
+        var inFlight: [(address: DMAAddress, size: Int, read: Bool, request: Int, slot: Int, segment: Int, bounced: Bool)] = []
         inFlight.reserveCapacity(workload.queueDepth * segmentsPerBuffer)
         let start = monotonicNanoseconds()
-        let deadline = start + UInt64(workload.durationSeconds * 1e9)
         var request = 0
         while monotonicNanoseconds() < deadline {
             // Submit: the CPU fills a write's buffer, then the driver maps.
@@ -115,10 +164,13 @@ public enum BlockSimulation {
                 var segment = 0
                 while offset < size {
                     let length = min(segmentBytes, size - offset)
+                    if workload.buffersPerRequest { buffers[slot].append(try allocate()) }
                     let run = buffers[slot][segment]
                     if !read { pattern(request).fill(run.bytes, count: length, streamOffset: UInt64(offset)) }
-                    let address = try map(run, length: length, read: read, source: source, guest: guest, device: device)
-                    inFlight.append((address, length, read, request, slot, segment))
+                    let (address, bounced) = try map(run, length: length, read: read, source: source, guest: guest, device: device)
+                    // swiotlb bounces the original at map, whatever the direction.
+                    if bounced { result.bytesBounced += length }
+                    inFlight.append((address, length, read, request, slot, segment, bounced))
                     offset += length
                     segment += 1
                 }
@@ -144,6 +196,7 @@ public enum BlockSimulation {
             for io in inFlight {
                 if source == .general {
                     try guest.dma.unmapPage(io.address, size: io.size, direction: io.read ? .fromDevice : .toDevice, device: device)
+                    if io.read && io.bounced { result.bytesBounced += io.size }
                 }
                 if io.read {
                     check(buffers[io.slot][io.segment].bytes, io.size, io.request, at: UInt64(io.segment * segmentBytes),
@@ -155,17 +208,16 @@ public enum BlockSimulation {
                     result.requests += 1
                 }
             }
-        }
-        result.seconds = Double(monotonicNanoseconds() - start) / 1e9
-        result.bytesBounced = bouncedBytes(guest) - bouncedBefore
-        result.chunksConverted = guest.decrypted.statistics.chunksConverted - convertedBefore
-        for run in buffers.joined() {
-            switch source {
-            case .general: guest.allocator.freePages(run)
-            case .predecrypted: guest.decrypted.free(run)
+            if workload.buffersPerRequest {
+                for slot in buffers.indices {
+                    for run in buffers[slot] { free(run) }
+                    buffers[slot].removeAll(keepingCapacity: true)
+                }
             }
         }
-        result.lostPages = guest.lostPages()
+        result.seconds = Double(monotonicNanoseconds() - start) / 1e9
+        result.chunksConverted = guest.decrypted.statistics.chunksConverted - convertedBefore
+        for run in buffers.joined() { free(run) }
         return result
     }
 
@@ -174,16 +226,17 @@ public enum BlockSimulation {
     /// allocator stored (it is shared already, so it needs no mapping and no
     /// unmap), as the pre-decrypted TX designs map theirs.
     static func map(_ run: Page, length: Int, read: Bool, source: BufferSource, guest: Guest,
-                    device: Device) throws -> DMAAddress {
+                    device: Device) throws -> (address: DMAAddress, bounced: Bool) {
         switch source {
         case .general:
-            return try guest.dma.mapPage(run, offset: 0, size: length, direction: read ? .fromDevice : .toDevice, device: device)
+            let mapping = try guest.dma.map(run, offset: 0, size: length, direction: read ? .fromDevice : .toDevice, device: device)
+            return (mapping.address, mapping.kind == .bounced)
         case .predecrypted:
             let address = run.head.dmaAddress
             guard device.canAddress(address, size: length) else {
                 throw DMAError.addressNotReachable(device: device.name, address: address, size: length)
             }
-            return address
+            return (address, false)
         }
     }
 

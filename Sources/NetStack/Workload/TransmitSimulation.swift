@@ -125,7 +125,13 @@ public final class TransmitSimulation: @unchecked Sendable {
 
     /// Runs the workload. `progress` is called about twice a second with the
     /// fraction of the sending time elapsed; `faults` are injected on time.
-    public func run(progress: (@Sendable (Double) -> Void)? = nil, faults: FaultPlan = .none) throws -> TransmitResult {
+    /// Each of `alongside` runs on a thread of its own from the start, is
+    /// given the sending deadline (`monotonicNanoseconds()`), and is joined
+    /// before the teardown, so that other users of the guest (a block device,
+    /// slab users: `SharedSimulation`) have given everything back when the
+    /// run counts lost pages.
+    public func run(progress: (@Sendable (Double) -> Void)? = nil, faults: FaultPlan = .none,
+                    alongside: [@Sendable (_ deadline: UInt64) -> Void] = []) throws -> TransmitResult {
         let faultsAtStart = processPageFaults()
         let stealAtStart = MachineTime.stolenTicks()
         let start = monotonicNanoseconds()
@@ -141,6 +147,9 @@ public final class TransmitSimulation: @unchecked Sendable {
         let other = faults.removeOtherDeviceAfterBytes == nil ? nil : try guest.devices.add(name: "blk-removed")
         let block = faults.blockDeviceTraffic ? try startBlockDevice(until: deadline) : nil
         let blockRecorder = block?.1
+        let companions = alongside.enumerated().map { i, body in
+            ModelThread.start(name: "alongside\(i)") { body(deadline) }
+        }
         let senderThreads = (0..<workload.senders).map { sender in
             let mine = sockets.filter { $0.sender == sender }
 
@@ -216,6 +225,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         }
         let threadCPU = senderThreads.reduce(UInt64(0)) { $0 + $1.join() }
         let end = monotonicNanoseconds()
+        for companion in companions { _ = companion.join() }
         let faultsInWindow = processPageFaults() - faultsAtStart
         let stolenTicks = MachineTime.stolenTicks().map { end in stealAtStart.map { end - $0 } ?? 0 } ?? 0
         for queue in queues { queue.runIfIdle() }
