@@ -30,6 +30,34 @@ import Testing
         #expect(g.lostPages() == 0)
     }
 
+    @Test func kmallocObjectsArePrivateWithoutADMAAddressAndComeHome() throws {
+        let g = try guest()
+        let slab = SlabCache(general: g.allocator)
+        #expect(!slab.isPreDecrypted && slab.allocator == nil)
+        var objects: [SlabCache.Object] = []
+        for size in [64, 128, 2048] { for _ in 0..<40 { objects.append(try slab.allocate(size: size)) } }
+        for o in objects {
+            #expect(o.page.domain == .private)
+            #expect(o.dmaAddress == .mappingError, "a private object is reachable only through the DMA API")
+        }
+        #expect(slab.statistics.peakPages == slab.statistics.pages && slab.statistics.pages > 0)
+        for o in objects { slab.free(o) }
+        #expect(slab.shrink() == 0 && slab.statistics.pages == 0)
+        #expect(g.lostPages() == 0)
+    }
+
+    @Test func thePeakCountsTheMostPagesHeldAtOnce() throws {
+        let g = try guest()
+        let slab = DecryptedSlabCache(allocator: g.decrypted)
+        let objects = try (0..<(2 * PageGeometry.size / 1024)).map { _ in try slab.allocate(size: 1024) }
+        #expect(slab.statistics.pages == 2 && slab.statistics.peakPages == 2)
+        for o in objects { slab.free(o) }
+        slab.shrink()
+        #expect(slab.statistics.pages == 0 && slab.statistics.peakPages == 2)
+        #expect(g.decrypted.statistics.peakLivePages >= 2 && g.decrypted.statistics.livePages == 0)
+        #expect(g.lostPages() == 0)
+    }
+
     @Test func aSizeOutsideTheClassesIsRefused() throws {
         let slab = DecryptedSlabCache(allocator: try guest().decrypted)
         #expect(throws: AllocatorError.self) { _ = try slab.allocate(size: 0) }

@@ -33,6 +33,17 @@ import Testing
         #expect(r.verifiedBytes == r.bytes && r.lostPages == 0)
     }
 
+    @Test(arguments: BlockSimulation.BufferSource.allCases)
+    func buffersPerRequestComeAndGoWithEachRequestAndTheBouncesCountedAtMapAndUnmapAreSwiotlbs(_ source: BlockSimulation.BufferSource) throws {
+        var w = workload(reads: 0.5)
+        w.buffersPerRequest = true
+        let r = try BlockSimulation.run(source: source, workload: w, memory: memory)
+        #expect(r.passed, "\(r.firstProblem ?? "")")
+        #expect(r.bounceCountMismatch == 0)
+        #expect(r.allocations == r.frees && r.allocations >= r.requests)
+        #expect(r.lostPages == 0)
+    }
+
     @Test func badParametersAreRefusedByName() {
         var w = BlockSimulation.Workload()
         w.queueDepth = 0

@@ -142,6 +142,16 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--zerocopy-mix", "2"], message: "invalid --zerocopy-mix: 2.0 must be in 0...1"),
     BadInput(arguments: ["block", "--request-kib", "4,256"], message: "invalid --request-kib: '256' must be a number in 1...128"),
     BadInput(arguments: ["block", "--queue-depth", "0"], message: "invalid --queue-depth: 0 must be in 1...64"),
+    BadInput(arguments: ["--header-bytes", "4096"], message: "invalid --header-bytes: 4096 must be in 0...2048 bytes"),
+    BadInput(arguments: ["run", "--header-bytes", "-1"], message: "invalid --header-bytes: -1 must be in 0...2048 bytes"),
+    BadInput(arguments: ["shared", "--header-bytes", "2049"], message: "invalid --header-bytes: 2049 must be in 0...2048 bytes"),
+    BadInput(arguments: ["shared", "--slab-batch", "0"], message: "invalid --slab-batch: 0 must be in 1...1024"),
+    BadInput(arguments: ["shared", "--slab-sizes", "64,4096"], message: "invalid --slab-sizes: '4096' must be a number in 1...2048"),
+    BadInput(arguments: ["shared", "--queue-depth", "65"], message: "invalid --queue-depth: 65 must be in 1...64"),
+    BadInput(arguments: ["shared", "--request-kib", "0"], message: "invalid --request-kib: '0' must be a number in 1...128"),
+    BadInput(arguments: ["shared", "--design", "nope"], message: "invalid --design"),
+    BadInput(arguments: ["shared", "--general-design", "nope"], message: "invalid --general-design"),
+    BadInput(arguments: ["shared", "--rounds", "0"], message: "invalid --rounds: 0 must be in 1...100"),
 ]
 
 @Suite struct TXSimBadInputTests {

@@ -118,6 +118,10 @@ public enum SharedSimulation {
         public var chunksHeldAtEnd = 0
         public var livePagesAtEnd = 0
         public var chunkBytes = 0
+        /// Runs the pre-decrypted allocator handed out over the run, every
+        /// user's together (socket pages, head slab pages, block segments,
+        /// slab pages).
+        public var allocatorAllocations = 0
         /// The free-path hook (a guest booted with `.swiotlbHook`): every
         /// check in the run, those on frees unrelated to networking (the block
         /// buffers' and the slab users' page frees to the general allocator,
@@ -194,6 +198,7 @@ public enum SharedSimulation {
         result.peakLivePages = d.peakLivePages
         result.chunksHeldAtEnd = d.chunksHeld
         result.livePagesAtEnd = d.livePages
+        result.allocatorAllocations = d.allocations.reduce(0, +)
         result.chunkBytes = PageGeometry.bytes(order: guest.decrypted.configuration.chunkOrder)
         if guest.freePath == .swiotlbHook {
             result.hookInstalled = true
