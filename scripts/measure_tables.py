@@ -4,6 +4,7 @@ stability table from a record of scripts/stability.sh.
 
     python3 scripts/measure_tables.py Design/records/2026-12-02.json
     python3 scripts/measure_tables.py Design/records/2026-12-02-stability.json
+    python3 scripts/measure_tables.py VALIDATION.json   (txsim project --validate --json)
 
 Every figure comes from the record; the header says which record, revision,
 machine and load it is from.
@@ -112,11 +113,37 @@ def stability_table(record):
     return "\n".join(lines)
 
 
+def validation_table(rows):
+    """`txsim project --validate --json`: one row per design and point."""
+    lines = ["| workload | S | Q | design | CPU share | predicted Gbps | measured Gbps (min..max) | error | predicted bound "
+             "| copies p/m | zero-copy p/m | within goal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['senders']} | {r['queues']} | {r['design']} | {r['cpu_share']:.2f} "
+            f"| {r['predicted_gbps']:.2f} | {r['measured_gbps']:.2f} ({r['measured_gbps_min']:.1f}..{r['measured_gbps_max']:.1f}) "
+            f"| {100 * r['gbps_error']:+.1f}% | {r['predicted_bound']} "
+            f"| {r['predicted_copies_per_byte']:.3f}/{r['measured_copies_per_byte']:.3f} "
+            f"| {r['predicted_zero_copy_fraction']:.3f}/{r['measured_zero_copy_fraction']:.3f} "
+            f"| {'yes' if r['within_goal'] else 'no'} |")
+    errors = sorted(abs(r["gbps_error"]) for r in rows)
+    met = sum(1 for r in rows if r["within_goal"])
+    lines.append("")
+    lines.append(f"{met} of {len(rows)} points meet the goals; median |Gbps error| {100 * errors[len(errors) // 2]:.1f}%, "
+                 f"largest {100 * errors[-1]:.1f}%; largest copies-per-byte error "
+                 f"{max(abs(r['copies_per_byte_error']) for r in rows):.3f}, zero-copy fraction "
+                 f"{max(abs(r['zero_copy_fraction_error']) for r in rows):.3f}.")
+    return "\n".join(lines)
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: measure_tables.py RECORD.json")
     with open(sys.argv[1]) as f:
         record = json.load(f)
+    if isinstance(record, list):
+        print(validation_table(record))
+        return
     record["_path"] = sys.argv[1]
     if "runs" in record:
         print(stability_table(record))
