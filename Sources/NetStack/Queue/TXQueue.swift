@@ -30,7 +30,9 @@ public struct TXQueueStatistics: Sendable, Hashable {
     /// NAPI-style completion batches.
     public var completionBatches = 0
     /// Linear-head bytes mapped by a bounce (a `kmalloc`'d head: copied into
-    /// a swiotlb slot at map) and directly (a pre-decrypted slab object), and
+    /// a swiotlb slot at map, counted at every map, an attempt undone after a
+    /// fragment's failed map included, as swiotlb counts it) and directly (a
+    /// pre-decrypted slab object), and
     /// heads that could not be mapped (the frame is requeued, as for a fragment).
     public var headBytesBounced = 0
     public var headBytesDirect = 0
@@ -223,7 +225,13 @@ public final class TXQueue: @unchecked Sendable {
         statistics.frames += 1
         if let head = cache.head(of: frame) {
             do {
-                headMappings[slot] = try mapHead(head.object, length: head.length)
+                let m = try mapHead(head.object, length: head.length)
+                headMappings[slot] = m
+                // Counted at map: a bounce is a copy even if the attempt is undone.
+                switch m.kind {
+                case .bounced: statistics.headBytesBounced += m.length
+                case .direct, .convertedInPlace: statistics.headBytesDirect += m.length
+                }
             } catch {
                 statistics.headMapFailures += 1
                 if statistics.firstMapError == nil { statistics.firstMapError = "\(design.name): linear head: \(error)" }
@@ -252,10 +260,6 @@ public final class TXQueue: @unchecked Sendable {
         let head = headMappings[slot]
         if head.length > 0 {
             // The head goes out first, as a driver posts it: the protocol headers.
-            switch head.kind {
-            case .bounced: statistics.headBytesBounced += head.length
-            case .direct, .convertedInPlace: statistics.headBytesDirect += head.length
-            }
             nic.consumeHead(head.address, length: head.length, flow: flow, streamOffset: streamOffset)
         }
         for (i, fragment) in cache.fragments(of: frame).enumerated() {
