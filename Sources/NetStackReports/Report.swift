@@ -148,6 +148,9 @@ public struct Report: Sendable {
             "rounds: \(roundCount) of \(fixed(perRound, 3)) s per design (--rounds \(comparison.plan.rounds)\(comparison.plan.untilStableCap.map { ", --until-stable \($0)" } ?? "")), baseline \(baseline) before, between and after the others, their order rotated each round",
             "guest: \(m.guestBytes >> 20) MiB, swiotlb \(m.swiotlbBytes >> 20) MiB, zerocopy_tx_percent \(configuration.zeroCopyPercent), provider \(configuration.poolProvider.name), pool ring \(configuration.poolRingSize), memory \(m.residentAtBoot ? "resident at boot" : "on demand")",
             "modelled hypercall (an assumption, not a measurement): \(h.perCallNanoseconds) ns + \(h.perPageNanoseconds) ns/page, \(h.charge.rawValue)",
+            "platform: \(configuration.platform.name)" + (configuration.platform.iommu.map { c in
+                ", IOMMU \(c.mode.rawValue), modelled map \(c.costs.mapNanoseconds) ns, PTE \(c.costs.pteNanoseconds) ns, invalidation \(c.costs.invalidateNanoseconds) ns, flush \(c.costs.flushNanoseconds) ns per \(c.flushQueueSize) IOVAs, \(c.costs.charge.rawValue)"
+            } ?? ", confidential VM (every device bounces through swiotlb)"),
             "machine: memcpy \(comparison.copyRateBefore.copyBytes) B cache resident, GB/s 1 thread \(fixed(comparison.copyRateBefore.oneThreadGigabytesPerSecond, 1)) -> \(fixed(comparison.copyRateAfter.oneThreadGigabytesPerSecond, 1)), 2 threads \(fixed(comparison.copyRateBefore.twoThreadsGigabytesPerSecond, 1)) -> \(fixed(comparison.copyRateAfter.twoThreadsGigabytesPerSecond, 1)) (before -> after); load average \(loadBefore.text) -> \(loadAfter.text)",
             "build: swift-dma-pools \(provenance.gitRevision)\(provenance.gitTreeModified == true ? " (modified)" : ""), \(provenance.buildConfiguration)\(provenance.invariantChecks ? ", invariant checks on" : "")",
         ]
