@@ -70,7 +70,12 @@ struct IOMMUSweep: ParsableCommand {
             let results = try Experiment.comparison(Self.kinds, workload: w, plan: plan(), configuration: c).results
             guard let b = results.first(where: { $0.design == "bounce" }), let p = results.first(where: { $0.design == "page-pool" }) else { continue }
             points.append(Point(scale: scale, ratio: p.ratioSpread, bounceShare: b.iommuModelledShareOfCPU,
-                                saving: ResultFormat.iommuSavings(results, baseline: "bounce").first,
+                                saving: ResultFormat.iommuSavings(results, baseline: "bounce").first.map { saving in
+                                    // The point's own threshold is relative to its scaled costs: as a scale of scale 1.
+                                    var s = saving
+                                    s.scaleAtThreshold = saving.scaleAtThreshold.map { $0 * scale }
+                                    return s
+                                },
                                 bounceOperationsPerGB: b.perGB(Double(b.iommu.operations)), poolOperationsPerGB: p.perGB(Double(p.iommu.operations)),
                                 passed: b.passed && p.passed))
         }
@@ -99,7 +104,7 @@ struct IOMMUSweep: ParsableCommand {
                       + (pt.saving.map { fixed($0.modelledSecondsSavedPerGB * 1000, 2) } ?? "-").padded(13)
                       + (pt.saving?.scaleAtThreshold.map { fixed($0, 3) } ?? "-") + (pt.passed ? "" : "  FAILED"))
             }
-            print("  '5% scale': computed from that point's run, the scale of every IOMMU cost below which page-pool's modelled saving is under 5% of bounce's CPU per GB.")
+            print("  '5% scale': computed from that point's run (its bounce CPU per GB less its modelled IOMMU time taken as fixed), the scale of every IOMMU cost, relative to scale 1, below which page-pool's modelled saving is under 5% of bounce's CPU per GB.")
         }
         if points.contains(where: { !$0.passed }) { throw ExitCode(2) }
     }
