@@ -136,7 +136,7 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["run", "--design", "page_pool"],
              message: "invalid --design: unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)"),
     BadInput(arguments: ["--designs", "bounce,nope"], message: "invalid --designs: unknown design 'nope' (registered: bounce, frag-refill"),
-    BadInput(arguments: ["--provider", "system"], message: "invalid --provider: unknown page_pool provider 'system' (registered: swiotlb, decrypted)"),
+    BadInput(arguments: ["--provider", "nonesuch"], message: "invalid --provider: unknown page_pool provider 'nonesuch' (registered: swiotlb, decrypted, system)"),
     // Paired comparisons: the baseline must run, the stability cap is a round count.
     BadInput(arguments: ["--baseline", "page_pool"],
              message: "invalid --baseline: unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)"),
