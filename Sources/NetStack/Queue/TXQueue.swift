@@ -230,7 +230,7 @@ public final class TXQueue: @unchecked Sendable {
                 // Counted at map: a bounce is a copy even if the attempt is undone.
                 switch m.kind {
                 case .bounced: statistics.headBytesBounced += m.length
-                case .direct, .convertedInPlace: statistics.headBytesDirect += m.length
+                case .direct, .convertedInPlace, .translated: statistics.headBytesDirect += m.length
                 }
             } catch {
                 statistics.headMapFailures += 1
@@ -266,7 +266,7 @@ public final class TXQueue: @unchecked Sendable {
             let m = base[i]
             switch m.kind {
             case .bounced: statistics.bytesBounced += m.length
-            case .direct: statistics.bytesDirect += m.length
+            case .direct, .translated: statistics.bytesDirect += m.length
             case .convertedInPlace: statistics.bytesConvertedInPlace += m.length
             }
             statistics.fragments += 1
@@ -297,15 +297,21 @@ public final class TXQueue: @unchecked Sendable {
             return FragmentMapping(address: head.dmaAddress, length: length, kind: .direct)
         }
         let mapping = try dma.map(head.page, offset: head.bytes - head.page.bytes, size: length, direction: .toDevice, device: device)
-        return FragmentMapping(address: mapping.address, length: length, kind: mapping.kind == .bounced ? .bounced : .direct)
+        let kind: FragmentMapping.Kind = switch mapping.kind {
+        case .bounced: .bounced
+        case .translated: .translated   // behind an IOMMU: an IOVA, unmapped at completion
+        case .direct, .zeroCopyRun: .direct
+        }
+        return FragmentMapping(address: mapping.address, length: length, kind: kind)
     }
 
-    /// Undoes a head's mapping, if the slot has one (a bounce releases its slot).
+    /// Undoes a head's mapping, if the slot has one (a bounce releases its
+    /// slot; an IOMMU mapping clears its entries).
     private func unmapHead(_ slot: Int) {
         let head = headMappings[slot]
         guard head.length > 0 else { return }
         headMappings[slot].length = 0
-        guard head.kind == .bounced else { return }
+        guard head.kind == .bounced || head.kind == .translated else { return }
         do {
             try dma.unmapPage(head.address, size: head.length, direction: .toDevice, device: device)
         } catch {
