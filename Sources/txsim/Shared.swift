@@ -68,6 +68,9 @@ struct Shared: ParsableCommand {
 
     func validate() throws {
         let w = try sharedWorkload()
+        do { try SharedSimulation.check(try guest.configuration()) } catch let error as ParameterError {
+            throw ValidationError(error.description)
+        }
         let (p, g) = try kinds()
         for kind in [p, g] {
             do { try Experiment.check([kind], workload: w.transmit, configuration: try guest.configuration()) } catch let error as ExperimentError {

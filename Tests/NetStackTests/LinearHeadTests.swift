@@ -35,6 +35,24 @@ import Testing
         #expect(r.headSlabPeakPages > 0 && r.headObjectsLost == 0 && r.lostPages == 0)
     }
 
+    /// Behind an IOMMU (no encryption) a `kmalloc`'d head is translated, not
+    /// bounced, and its entries are cleared at completion: a leaked entry
+    /// would count as a lost page.
+    @Test func behindAnIOMMUAHeadIsTranslatedAndUnmappedNotBounced() throws {
+        var c = Small.configuration
+        c.platform = .iommu(IOMMUConfiguration(mode: .strict, costs: .free))
+        let r = try Experiment.run(.bounce, workload: workload(headerBytes: 128), configuration: c)
+        #expect(r.passed, "\(r.firstProblem ?? "")")
+        #expect(r.headBytes > 0 && r.headVerifiedBytes == r.headBytes && r.headBytesBounced == 0)
+        #expect(r.lostPages == 0 && r.headObjectsLost == 0)
+    }
+
+    @Test func aSharedRunRefusesAPlatformWithoutEncryption() {
+        var c = Small.configuration
+        c.platform = .iommu(IOMMUConfiguration(costs: .free))
+        #expect(throws: ParameterError.self) { try SharedSimulation.check(c) }
+    }
+
     @Test func withoutHeadsNothingChanges() throws {
         let r = try Experiment.run(.decryptedPool, workload: workload(headerBytes: 0), configuration: Small.configuration)
         #expect(r.passed, "\(r.firstProblem ?? "")")

@@ -168,6 +168,7 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["shared", "--design", "nope"], message: "invalid --design"),
     BadInput(arguments: ["shared", "--general-design", "nope"], message: "invalid --general-design"),
     BadInput(arguments: ["shared", "--rounds", "0"], message: "invalid --rounds: 0 must be in 1...100"),
+    BadInput(arguments: ["shared", "--platform", "iommu"], message: "invalid --platform: txsim shared runs on a confidential guest (coco) only"),
 ]
 
 @Suite struct TXSimBadInputTests {

@@ -158,12 +158,22 @@ public enum SharedSimulation {
         public var passed: Bool { problem == nil }
     }
 
+    /// Refuses a platform without encrypted memory: the run's point is the
+    /// pre-decrypted allocator, whose shared pages exist only in a confidential guest.
+    public static func check(_ configuration: ExperimentConfiguration) throws(ParameterError) {
+        if configuration.platform.iommu != nil {
+            throw .invalid(parameter: "platform", reason: "txsim shared runs on a confidential guest (coco) only: its pre-decrypted "
+                           + "buffers are memory converted to shared, and no memory is encrypted on --platform \(configuration.platform.name)")
+        }
+    }
+
     /// Runs the three users on one guest booted for `kind` (the TX design,
     /// through the same `Experiment.prepare` every run uses), the block and
     /// slab users' buffers from `buffers`.
     public static func run(_ kind: any TransmitDesignKind, buffers: Buffers, workload: Workload,
                            configuration: ExperimentConfiguration = .init()) throws -> Result {
         try workload.validate()
+        try check(configuration)
         let (guest, nic, design) = try Experiment.prepare(kind, workload: workload.transmit, configuration: configuration)
         let disk = try guest.devices.add(name: "blk0")
         let slabDevice = try guest.devices.add(name: "slab0")
@@ -220,7 +230,7 @@ public enum SharedSimulation {
                              until deadline: UInt64) -> SlabResult {
         var result = SlabResult()
         var objects: [SlabCache.Object] = []
-        var mapped: [(address: DMAAddress, size: Int, bounced: Bool, n: Int)] = []
+        var mapped: [(address: DMAAddress, size: Int, throughDMAAPI: Bool, n: Int)] = []
         objects.reserveCapacity(workload.batch)
         mapped.reserveCapacity(workload.batch)
         let start = monotonicNanoseconds()
@@ -243,9 +253,8 @@ public enum SharedSimulation {
                     } else {
                         let m = try guest.dma.map(object.page, offset: object.bytes - object.page.bytes, size: size,
                                                   direction: .toDevice, device: device)
-                        let bounced = m.kind == .bounced
-                        if bounced { result.bytesBounced += size }
-                        mapped.append((m.address, size, bounced, n))
+                        if m.kind == .bounced { result.bytesBounced += size }
+                        mapped.append((m.address, size, true, n))
                     }
                 } catch {
                     fail("slab object map: \(error)")
@@ -268,7 +277,7 @@ public enum SharedSimulation {
                     result.verifiedBytes += m.size
                     result.bytes += m.size
                 }
-                if m.bounced {
+                if m.throughDMAAPI {   // a bounce slot, or IOMMU entries, to release
                     do { try guest.dma.unmapPage(m.address, size: m.size, direction: .toDevice, device: device) } catch { fail("slab object unmap: \(error)") }
                 }
             }
