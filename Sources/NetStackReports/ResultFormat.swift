@@ -103,7 +103,24 @@ package enum ResultFormat {
     /// positions stay as they were.
     static let laterRows: [Row] = [
         Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
+        Row(label: "connections closed (sockets freed)", key: "connections_closed") { .int($0.connectionsClosed) },
+        Row(label: "RT preemptions in TX (modelled)", key: "preemptions") { .int($0.preemptions) },
+        Row(label: "current_tx_socket sets", key: "current_tx_socket_sets") { .int($0.currentTXSocketSets) },
+        Row(label: "misattributed learnings", key: "misattributed_learnings") { .int($0.misattributedLearnings) },
+        Row(label: "socket uses after free", key: "socket_use_after_free") { .int($0.socketUseAfterFree) },
+        Row(label: "learnings missed (NULL pointer)", key: "missed_learnings") { .int($0.missedLearnings) },
     ]
+
+    /// The PREEMPT_RT scheduling of the run (null when not RT), after every
+    /// other field of JSON objects and CSV rows.
+    static func rtFields(_ report: Report) -> [(String, JSONValue)] {
+        let c = report.configuration, rt = c.rtScheduling
+        return [
+            ("rt_tasks_per_cpu", c.preemptRT ? .int(rt.tasksPerCPU) : .null),
+            ("preempt_every", c.preemptRT ? .int(rt.preemptEvery) : .null),
+            ("preempt_seed", c.preemptRT ? .string(String(rt.seed)) : .null),
+        ]
+    }
 
     /// Figures of the invocation, the same for every design, carried in each
     /// JSON object and CSV row.
@@ -197,7 +214,11 @@ package enum ResultFormat {
             lines.append("Guest: " + guest + "; every design on a fresh guest, set up before the clock starts (not timed)")
         }
         if report.configuration.preemptRT {
-            lines.append("Kernel: CONFIG_PREEMPT_RT (modelled: page_pool_napi_local is false, every TX pool recycle takes the ring; not modelled: preemptible transmit sections)")
+            let rt = report.configuration.rtScheduling
+            lines.append("Kernel: CONFIG_PREEMPT_RT (modelled: page_pool_napi_local is false, every TX pool recycle takes the ring; "
+                         + "transmit sections run in \(rt.tasksPerCPU) preemptible tasks per modelled CPU sharing its per-CPU state, "
+                         + "a task preempted at a preemption point with probability 1/\(rt.preemptEvery) (--preempt-every, an assumption; seed \(rt.seed)); "
+                         + "preemptions are modelled events, counted on their own line, not a cost spent)")
         }
         let c = report.comparison
         lines.append("Machine: memcpy of \(c.copyRateBefore.copyBytes) B (the workload's largest copy), cache resident: "
@@ -278,6 +299,7 @@ package enum ResultFormat {
             var fields = rows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += (designFields(r) + run).map { "\"\($0.0)\": \($0.1.json)" }
             fields += laterRows.map { "\"\($0.key)\": \($0.value(r).json)" }
+            fields += rtFields(report).map { "\"\($0.0)\": \($0.1.json)" }
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
@@ -303,10 +325,10 @@ package enum ResultFormat {
 
     static func csv(_ report: Report) -> String {
         let run = runFields(report)
-        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key)
+        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key) + rtFields(report).map(\.0)
         var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
         for r in report.results {
-            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) }
+            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) } + rtFields(report).map(\.1)
             out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json

@@ -38,12 +38,16 @@ struct WorkloadOptions: ParsableArguments {
     @Option(name: .customLong("line-rate-gbps"), parsing: .unconditional,
             help: "Wire speed per queue, 0.001...10000 (default: unlimited).")
     var lineRateGbps: Double?
+    @Option(name: .customLong("connection-bytes"), parsing: .unconditional,
+            help: "Short-lived connections: each flow's socket is closed and freed after sending this many bytes, and a new one opened, \(Workload.connectionBytesRange.lowerBound)...\(Workload.connectionBytesRange.upperBound) (default: one connection per flow).")
+    var connectionBytes: Int?
 
     func workload() throws(ParameterError) -> Workload {
         var w = try Workload(senders: senders, queues: queues, flows: flows, messageBytes: messageBytes,
                              roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
                              zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
         w.zeroCopyMix = zeroCopyMix
+        w.connectionBytes = connectionBytes
         try w.validate()
         return w
     }
@@ -79,8 +83,17 @@ struct GuestOptions: ParsableArguments {
     @Option(help: "resident (the swiotlb and the workload's private working set faulted in when each guest is built, outside the timed window, as in a VM) or on-demand (faulted in on first touch, inside it).")
     var memory: String = "resident"
     @Flag(name: .customLong("preempt-rt"),
-          help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring (the other RT effects are not modelled yet).")
+          help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring, and transmit sections run in preemptible tasks sharing each CPU's per-CPU state.")
     var preemptRT = false
+    @Option(name: .customLong("rt-tasks-per-cpu"), parsing: .unconditional,
+            help: "With --preempt-rt: tasks sharing each modelled CPU in the transmit path, \(RTScheduling.tasksPerCPURange) (default \(RTScheduling().tasksPerCPU)).")
+    var rtTasksPerCPU: Int?
+    @Option(name: .customLong("preempt-every"), parsing: .unconditional,
+            help: "With --preempt-rt: one preemption per this many preemption points on average, \(RTScheduling.preemptEveryRange.lowerBound)...\(RTScheduling.preemptEveryRange.upperBound) (default \(RTScheduling().preemptEvery), an assumption).")
+    var preemptEvery: Int?
+    @Option(name: .customLong("preempt-seed"), parsing: .unconditional,
+            help: "With --preempt-rt: the preemption generator's seed, 0...18446744073709551615 (default \(RTScheduling().seed)).")
+    var preemptSeed: UInt64?
 
     /// Bytes for a MiB count; a count too large for bytes becomes Int.max,
     /// which the library's range check refuses by name.
@@ -107,9 +120,17 @@ struct GuestOptions: ParsableArguments {
             var configuration = try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
                                                             poolProvider: poolProvider, poolRingSize: poolRing)
             configuration.preemptRT = preemptRT
+            if !preemptRT, let option = [rtTasksPerCPU.map { _ in "rt-tasks-per-cpu" }, preemptEvery.map { _ in "preempt-every" },
+                                         preemptSeed.map { _ in "preempt-seed" }].compactMap({ $0 }).first {
+                throw ParameterError.invalid(parameter: option, reason: "applies only with --preempt-rt")
+            }
+            if let rtTasksPerCPU { configuration.rtScheduling.tasksPerCPU = rtTasksPerCPU }
+            if let preemptEvery { configuration.rtScheduling.preemptEvery = preemptEvery }
+            if let preemptSeed { configuration.rtScheduling.seed = preemptSeed }
+            try configuration.validate()
             return configuration
         } catch {
-            throw ValidationError(error.description)
+            throw ValidationError("\(error)")
         }
     }
 

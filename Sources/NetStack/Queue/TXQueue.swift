@@ -29,6 +29,9 @@ public struct TXQueueStatistics: Sendable, Hashable {
     public var firstMapError: String?
     /// NAPI-style completion batches.
     public var completionBatches = 0
+    /// Transmit sections preempted by another task of their CPU (modelled
+    /// RT preemptions, `RTScheduling`).
+    public var preemptions = 0
 
     /// How each field adds up: the one list `+` is made from.
     static var fields: [FieldRule<Self>] {
@@ -36,7 +39,7 @@ public struct TXQueueStatistics: Sendable, Hashable {
          .sum(\.mapFailures), .sum(\.requeues), .sum(\.framesDropped),
          .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone),
          .sum(\.framesAbandoned), .sum(\.bytesAbandoned), .sum(\.unmapFailures),
-         .first(\.firstMapError), .sum(\.completionBatches)]
+         .first(\.firstMapError), .sum(\.completionBatches), .sum(\.preemptions)]
     }
 
     /// Two queues' counters added up (the first map error seen kept).
@@ -85,14 +88,29 @@ public final class TXQueue: @unchecked Sendable {
     private let outcomes: UnsafeMutablePointer<TransmitOutcome>
     /// Written only by the CPU holding `running`; read after the run is over.
     public private(set) var statistics = TXQueueStatistics()
+    /// The modelled CPU running the queue now (`smp_processor_id()` in the
+    /// transmit path): set by the runner when it takes the running bit.
+    public private(set) var cpu = 0
+    /// The patch's per-CPU `current_tx_socket`, shared by every queue, or nil
+    /// when no design sets it.
+    let currentTXSocket: CurrentTXSocket?
+    /// Under PREEMPT_RT, the interleaving of the running CPU's tasks over a
+    /// batch's transmit sections; nil: each section runs to its end.
+    private let scheduler: TransmitScheduler?
 
-    init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket]) {
+    init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket],
+         currentTXSocket: CurrentTXSocket? = nil, rtScheduling: RTScheduling? = nil) {
         self.index = index
         self.device = device
         self.nic = nic
         self.design = design
         self.cache = cache
         self.sockets = sockets
+        self.currentTXSocket = design.setsCurrentTXSocket ? currentTXSocket : nil
+        scheduler = rtScheduling.map { rt in
+            TransmitScheduler(tasks: rt.tasksPerCPU, capacity: Self.budget,
+                              source: PreemptionSource(every: rt.preemptEvery, seed: rt.seed &+ UInt64(index) &* 0x1_0000_0001))
+        }
         batch = .allocate(capacity: Self.budget)
         mappings = .allocate(capacity: Self.budget * FrameData.maxFragments)
         outcomes = .allocate(capacity: Self.budget)
@@ -120,18 +138,18 @@ public final class TXQueue: @unchecked Sendable {
     /// Frames waiting in the qdisc.
     public var backlog: Int { pending.load(ordering: .acquiring) }
 
-    /// `dev_queue_xmit` from a sender: enqueue a clone, then run the qdisc if no
-    /// other CPU is running it.
-    func enqueue(_ clone: Frame) {
+    /// `dev_queue_xmit` from a sender on modelled CPU `cpu`: enqueue a clone,
+    /// then run the qdisc if no other CPU is running it.
+    func enqueue(_ clone: Frame, cpu: Int) {
         qdisc.withLock { $0.append(clone) }
         pending.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        runIfIdle()
+        runIfIdle(cpu: cpu)
     }
 
     /// `__qdisc_run` if the running bit is free: transmits up to `quota` batches.
     /// Returns whether this call ran the queue.
     @discardableResult
-    func runIfIdle() -> Bool {
+    func runIfIdle(cpu: Int) -> Bool {
         var ran = false
         // Re-check after letting go: a frame enqueued while we ran, whose sender
         // found the bit taken, must not be stranded.
@@ -140,12 +158,13 @@ public final class TXQueue: @unchecked Sendable {
                 return ran
             }
             ran = true
+            self.cpu = cpu
             let start = threadCPUNanoseconds()
             var batches = 0
             while batches < Self.quota {
                 let taken = takeBatch()
                 if taken == 0 { break }
-                for i in 0..<taken { transmit(batch[i], slot: i) }
+                transmitSections(taken)
                 complete(taken)
                 batches += 1
             }
@@ -179,6 +198,49 @@ public final class TXQueue: @unchecked Sendable {
         }
         if taken > 0 { pending.wrappingSubtract(taken, ordering: .sequentiallyConsistent) }
         return taken
+    }
+
+    /// `netdev_start_xmit` for each frame of the batch: the patch's set of
+    /// `current_tx_socket` (for a design that sets it), `ndo_start_xmit`,
+    /// the restore. Under PREEMPT_RT the CPU's tasks interleave at the
+    /// preemption points; otherwise each section runs to its end.
+    private func transmitSections(_ count: Int) {
+        guard let scheduler else {
+            for i in 0..<count {
+                let old = enterSection(slot: i)
+                transmit(batch[i], slot: i)
+                exitSection(old)
+            }
+            return
+        }
+        let before = scheduler.preemptions
+        scheduler.run(count: count, task: { cache.flow(of: batch[$0]) },
+                      enter: { enterSection(slot: $0) },
+                      body: { transmit(batch[$0], slot: $0) },
+                      exit: { exitSection($1) })
+        statistics.preemptions += scheduler.preemptions - before
+    }
+
+    private func enterSection(slot: Int) -> UInt64 {
+        guard let currentTXSocket else { return 0 }
+        let socket = sockets[cache.flow(of: batch[slot])]
+        return currentTXSocket.set(flow: socket.flow, generation: socket.generation, cpu: cpu)
+    }
+
+    private func exitSection(_ old: UInt64) {
+        currentTXSocket?.restore(old, cpu: cpu)
+    }
+
+    /// `dma_learn_bounce_device`'s `this_cpu_read(current_tx_socket)`, from a
+    /// design's map of `socket`'s frame: the socket the pointer leads to (the
+    /// frame's own, another live one, or the flow's socket that now occupies
+    /// a freed one's place), or nil for NULL. Counted by kind.
+    public func currentTXSocket(mapping socket: Socket) -> Socket? {
+        guard let currentTXSocket else { return nil }
+        switch currentTXSocket.read(cpu: cpu, mapping: socket.flow) {
+        case .none: return nil
+        case .own(let flow), .other(let flow), .freed(let flow): return sockets[flow]
+        }
     }
 
     /// `ndo_start_xmit`: map every fragment and post the descriptors.
