@@ -249,6 +249,10 @@ package enum ResultFormat {
         for r in results where r.payloadBytes == 0 {
             problems.append("\(r.design): moved no payload bytes in \(fixed(r.seconds, 3)) s: the result means nothing")
         }
+        for r in results where r.misattributedLearnings + r.socketUseAfterFree > 0 {
+            problems.append("\(r.design): preempted inside transmit sections, the per-CPU current_tx_socket led \(r.misattributedLearnings) learnings to another live socket "
+                            + "and \(r.socketUseAfterFree) to a socket already freed (a use after free)")
+        }
         for r in results where r.framesAbandoned > 0 {
             problems.append("\(r.design): \(r.framesAbandoned) frames (\(r.bytesAbandoned) bytes) still queued at the drain limit were abandoned, not sent (their pages came home)")
         }

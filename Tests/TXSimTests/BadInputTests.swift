@@ -142,6 +142,15 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--zerocopy-mix", "2"], message: "invalid --zerocopy-mix: 2.0 must be in 0...1"),
     BadInput(arguments: ["block", "--request-kib", "4,256"], message: "invalid --request-kib: '256' must be a number in 1...128"),
     BadInput(arguments: ["block", "--queue-depth", "0"], message: "invalid --queue-depth: 0 must be in 1...64"),
+    // PREEMPT_RT scheduling and short-lived connections.
+    BadInput(arguments: ["--preempt-rt", "--rt-tasks-per-cpu", "0"], message: "invalid --rt-tasks-per-cpu: 0 must be in 1...64"),
+    BadInput(arguments: ["--preempt-rt", "--rt-tasks-per-cpu", "65"], message: "invalid --rt-tasks-per-cpu: 65 must be in 1...64"),
+    BadInput(arguments: ["--preempt-rt", "--preempt-every", "0"], message: "invalid --preempt-every: 0 must be in 1...1000000"),
+    BadInput(arguments: ["--preempt-rt", "--preempt-every", "-2"], message: "invalid --preempt-every: -2 must be in 1...1000000"),
+    BadInput(arguments: ["--preempt-every", "4"], message: "invalid --preempt-every: applies only with --preempt-rt"),
+    BadInput(arguments: ["--rt-tasks-per-cpu", "4"], message: "invalid --rt-tasks-per-cpu: applies only with --preempt-rt"),
+    BadInput(arguments: ["--preempt-seed", "4"], message: "invalid --preempt-seed: applies only with --preempt-rt"),
+    BadInput(arguments: ["--connection-bytes", "100"], message: "invalid --connection-bytes: 100 must be in 65536...1099511627776"),
 ]
 
 @Suite struct TXSimBadInputTests {
