@@ -119,6 +119,7 @@ package enum ResultFormat {
             ("rt_tasks_per_cpu", c.preemptRT ? .int(rt.tasksPerCPU) : .null),
             ("preempt_every", c.preemptRT ? .int(rt.preemptEvery) : .null),
             ("preempt_seed", c.preemptRT ? .string(String(rt.seed)) : .null),
+            ("tx_socket_pointer", c.preemptRT ? .string(rt.pointer.rawValue) : .null),
         ]
     }
 
@@ -218,6 +219,7 @@ package enum ResultFormat {
             lines.append("Kernel: CONFIG_PREEMPT_RT (modelled: page_pool_napi_local is false, every TX pool recycle takes the ring; "
                          + "transmit sections run in \(rt.tasksPerCPU) preemptible tasks per modelled CPU sharing its per-CPU state, "
                          + "a task preempted at a preemption point with probability 1/\(rt.preemptEvery) (--preempt-every, an assumption; seed \(rt.seed)); "
+                         + "current_tx_socket \(rt.pointer == .perCPU ? "per CPU (the seed patch)" : "per task (the fix)"); "
                          + "preemptions are modelled events, counted on their own line, not a cost spent)")
         }
         let c = report.comparison

@@ -94,6 +94,9 @@ struct GuestOptions: ParsableArguments {
     @Option(name: .customLong("preempt-seed"), parsing: .unconditional,
             help: "With --preempt-rt: the preemption generator's seed, 0...18446744073709551615 (default \(RTScheduling().seed)).")
     var preemptSeed: UInt64?
+    @Option(name: .customLong("tx-socket-pointer"),
+            help: "With --preempt-rt: where frag-refill's current_tx_socket lives, per-cpu (the seed patch) or per-task (the fix, for comparison).")
+    var txSocketPointer: String?
 
     /// Bytes for a MiB count; a count too large for bytes becomes Int.max,
     /// which the library's range check refuses by name.
@@ -121,12 +124,19 @@ struct GuestOptions: ParsableArguments {
                                                             poolProvider: poolProvider, poolRingSize: poolRing)
             configuration.preemptRT = preemptRT
             if !preemptRT, let option = [rtTasksPerCPU.map { _ in "rt-tasks-per-cpu" }, preemptEvery.map { _ in "preempt-every" },
-                                         preemptSeed.map { _ in "preempt-seed" }].compactMap({ $0 }).first {
+                                         preemptSeed.map { _ in "preempt-seed" },
+                                         txSocketPointer.map { _ in "tx-socket-pointer" }].compactMap({ $0 }).first {
                 throw ParameterError.invalid(parameter: option, reason: "applies only with --preempt-rt")
             }
             if let rtTasksPerCPU { configuration.rtScheduling.tasksPerCPU = rtTasksPerCPU }
             if let preemptEvery { configuration.rtScheduling.preemptEvery = preemptEvery }
             if let preemptSeed { configuration.rtScheduling.seed = preemptSeed }
+            if let txSocketPointer {
+                guard let pointer = TXSocketPointer(rawValue: txSocketPointer) else {
+                    throw ParameterError.invalid(parameter: "tx-socket-pointer", reason: "'\(txSocketPointer)' must be per-cpu or per-task")
+                }
+                configuration.rtScheduling.pointer = pointer
+            }
             try configuration.validate()
             return configuration
         } catch {

@@ -150,6 +150,22 @@ func runSections(_ flows: [Int], tasks: Int, script: [Bool], pointer: CurrentTXS
         #expect(patch.connectionsClosed > 0)
     }
 
+    /// The fix: `current_tx_socket` kept per task. Under the same storm every
+    /// map reads its own socket: nothing misattributed, nothing freed read,
+    /// and the run passes the plain judgement.
+    @Test func aPerTaskPointerShowsNoRaceUnderTheSameStorm() throws {
+        var c = Small.configuration
+        c.preemptRT = true
+        c.rtScheduling = RTScheduling(tasksPerCPU: 8, preemptEvery: 2, seed: 3, pointer: .perTask)
+        var w = Small.workload(seconds: 0.3)
+        w.flows = 16
+        w.connectionBytes = 256 << 10
+        let r = try Experiment.run(.fragRefill, workload: w, configuration: c)
+        #expect(r.passed, "\(r.problem(judged: .plain) ?? "")")
+        #expect(r.currentTXSocketSets > 0 && r.connectionsClosed > 0)
+        #expect(r.misattributedLearnings == 0 && r.socketUseAfterFree == 0 && r.missedLearnings == 0)
+    }
+
     /// A use after free fails a run judged plainly, and is tolerated (reported)
     /// only by the storm's judgement.
     @Test func aUseAfterFreeIsAFailureUnlessTheRaceIsExpected() throws {

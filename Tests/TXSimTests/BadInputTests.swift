@@ -150,6 +150,8 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--preempt-every", "4"], message: "invalid --preempt-every: applies only with --preempt-rt"),
     BadInput(arguments: ["--rt-tasks-per-cpu", "4"], message: "invalid --rt-tasks-per-cpu: applies only with --preempt-rt"),
     BadInput(arguments: ["--preempt-seed", "4"], message: "invalid --preempt-seed: applies only with --preempt-rt"),
+    BadInput(arguments: ["--preempt-rt", "--tx-socket-pointer", "global"], message: "invalid --tx-socket-pointer: 'global' must be per-cpu or per-task"),
+    BadInput(arguments: ["--tx-socket-pointer", "per-task"], message: "invalid --tx-socket-pointer: applies only with --preempt-rt"),
     BadInput(arguments: ["--connection-bytes", "100"], message: "invalid --connection-bytes: 100 must be in 65536...1099511627776"),
 ]
 

@@ -97,6 +97,10 @@ public final class TXQueue: @unchecked Sendable {
     /// Under PREEMPT_RT, the interleaving of the running CPU's tasks over a
     /// batch's transmit sections; nil: each section runs to its end.
     private let scheduler: TransmitScheduler?
+    /// `current_tx_socket` per task (`TXSocketPointer.perTask`) rather than per CPU.
+    private let pointerPerTask: Bool
+    /// The slot of `current_tx_socket` the section being run uses.
+    private var pointerSlot = 0
 
     init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket],
          currentTXSocket: CurrentTXSocket? = nil, rtScheduling: RTScheduling? = nil) {
@@ -107,6 +111,7 @@ public final class TXQueue: @unchecked Sendable {
         self.cache = cache
         self.sockets = sockets
         self.currentTXSocket = design.setsCurrentTXSocket ? currentTXSocket : nil
+        pointerPerTask = rtScheduling?.pointer == .perTask
         scheduler = rtScheduling.map { rt in
             TransmitScheduler(tasks: rt.tasksPerCPU, capacity: Self.budget,
                               source: PreemptionSource(every: rt.preemptEvery, seed: rt.seed &+ UInt64(index) &* 0x1_0000_0001))
@@ -209,26 +214,37 @@ public final class TXQueue: @unchecked Sendable {
             for i in 0..<count {
                 let old = enterSection(slot: i)
                 transmit(batch[i], slot: i)
-                exitSection(old)
+                exitSection(slot: i, old)
             }
             return
         }
         let before = scheduler.preemptions
         scheduler.run(count: count, task: { cache.flow(of: batch[$0]) },
                       enter: { enterSection(slot: $0) },
-                      body: { transmit(batch[$0], slot: $0) },
-                      exit: { exitSection($1) })
+                      body: { slot in
+                          pointerSlot = pointerSlot(for: slot, tasks: scheduler.tasks)
+                          transmit(batch[slot], slot: slot)
+                      },
+                      exit: { exitSection(slot: $0, $1) })
         statistics.preemptions += scheduler.preemptions - before
+    }
+
+    /// The `current_tx_socket` slot of batch slot `slot`'s section: its CPU's,
+    /// or, per task, its task's on that CPU (the frame's socket's task).
+    private func pointerSlot(for slot: Int, tasks: Int) -> Int {
+        pointerPerTask ? cpu * tasks + cache.flow(of: batch[slot]) % tasks : cpu
     }
 
     private func enterSection(slot: Int) -> UInt64 {
         guard let currentTXSocket else { return 0 }
         let socket = sockets[cache.flow(of: batch[slot])]
-        return currentTXSocket.set(flow: socket.flow, generation: socket.generation, cpu: cpu)
+        pointerSlot = pointerSlot(for: slot, tasks: scheduler?.tasks ?? 1)
+        return currentTXSocket.set(flow: socket.flow, generation: socket.generation, cpu: pointerSlot)
     }
 
-    private func exitSection(_ old: UInt64) {
-        currentTXSocket?.restore(old, cpu: cpu)
+    private func exitSection(slot: Int, _ old: UInt64) {
+        guard let currentTXSocket else { return }
+        currentTXSocket.restore(old, cpu: pointerSlot(for: slot, tasks: scheduler?.tasks ?? 1))
     }
 
     /// `dma_learn_bounce_device`'s `this_cpu_read(current_tx_socket)`, from a
@@ -237,7 +253,7 @@ public final class TXQueue: @unchecked Sendable {
     /// a freed one's place), or nil for NULL. Counted by kind.
     public func currentTXSocket(mapping socket: Socket) -> Socket? {
         guard let currentTXSocket else { return nil }
-        switch currentTXSocket.read(cpu: cpu, mapping: socket.flow) {
+        switch currentTXSocket.read(cpu: pointerSlot, mapping: socket.flow) {
         case .none: return nil
         case .own(let flow), .other(let flow), .freed(let flow): return sockets[flow]
         }

@@ -24,15 +24,30 @@ public struct RTScheduling: Sendable, Hashable, Codable {
     public var preemptEvery: Int = 8
     /// The preemption generator's seed (`--preempt-seed`, default 1).
     public var seed: UInt64 = 1
+    /// Where the seed patch's `current_tx_socket` lives (`--tx-socket-pointer`):
+    /// per CPU as the patch has it, or per task, the fix this scenario
+    /// compares it with.
+    public var pointer: TXSocketPointer = .perCPU
 
     public static let tasksPerCPURange = 1...64
     public static let preemptEveryRange = 1...1_000_000
 
-    public init(tasksPerCPU: Int = 4, preemptEvery: Int = 8, seed: UInt64 = 1) {
+    public init(tasksPerCPU: Int = 4, preemptEvery: Int = 8, seed: UInt64 = 1, pointer: TXSocketPointer = .perCPU) {
         self.tasksPerCPU = tasksPerCPU
         self.preemptEvery = preemptEvery
         self.seed = seed
+        self.pointer = pointer
     }
+}
+
+/// Where `current_tx_socket` is kept.
+public enum TXSocketPointer: String, Sendable, Hashable, Codable, CaseIterable {
+    /// `DEFINE_PER_CPU`, as the seed patch has it: every task of a CPU shares it.
+    case perCPU = "per-cpu"
+    /// In the task (as `current->` fields are): a task preempted inside its
+    /// transmit section finds its own pointer when it resumes, and no other
+    /// task reads it. The fix, for comparison.
+    case perTask = "per-task"
 }
 
 /// Where a task may be preempted: a seeded generator (the runs), or a
@@ -184,6 +199,7 @@ public final class CurrentTXSocket: @unchecked Sendable {
     /// the flow plus one in the low half.
     typealias Word = UInt64
 
+    /// Slots: one per modelled CPU, or per task of each CPU (`TXSocketPointer.perTask`).
     let cpus: Int
     private let words: UnsafeMutablePointer<Atomic<Word>>
     /// The live generation of a flow's socket.

@@ -94,7 +94,8 @@ public final class TransmitSimulation: @unchecked Sendable {
         self.sockets = sockets
         // One modelled CPU per sender thread, and one for the main thread that
         // runs what is left after the senders finish.
-        let current = CurrentTXSocket(cpus: workload.senders + 1) { [sockets] flow in sockets[flow].generation }
+        let pointerSlots = (workload.senders + 1) * (rtScheduling?.pointer == .perTask ? rtScheduling?.tasksPerCPU ?? 1 : 1)
+        let current = CurrentTXSocket(cpus: pointerSlots) { [sockets] flow in sockets[flow].generation }
         self.currentTXSocket = current
         queues = (0..<workload.queues).map { index in
             TXQueue(index: index, device: device,
