@@ -12,7 +12,12 @@ import NetStack
 ///    (invalidating frag-refill's cached device); a block device mapping its
 ///    own buffers while zero-copy pages fill the bounce pool; the modelled
 ///    conversion failing (every 3rd call under inline decryption, every 2nd
-///    under the pre-decrypted allocator, which converts once per chunk).
+///    under the pre-decrypted allocator, which converts once per chunk);
+///    on PREEMPT_RT, the NIC removed under ring-only pools, and a preemption
+///    storm (8 tasks per CPU, a preemption every 2nd point on average,
+///    sockets closed and freed every 256 KiB) in which every design keeps
+///    every page and byte and frag-refill's `current_tx_socket` race is
+///    counted and reported, not failed.
 ///    Provider failures are in the page_pool fuzzer.
 struct Reliability: ParsableCommand {
     static let configuration = CommandConfiguration(
