@@ -101,9 +101,13 @@ public final class TXQueue: @unchecked Sendable {
     private let pointerPerTask: Bool
     /// The slot of `current_tx_socket` the section being run uses.
     private var pointerSlot = 0
+    /// Sender threads: a socket's task on its CPU is its index among its
+    /// sender's sockets (`flow / senders`), modulo the tasks per CPU.
+    private let senders: Int
 
     init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket],
-         currentTXSocket: CurrentTXSocket? = nil, rtScheduling: RTScheduling? = nil) {
+         currentTXSocket: CurrentTXSocket? = nil, rtScheduling: RTScheduling? = nil, senders: Int = 1) {
+        self.senders = max(1, senders)
         self.index = index
         self.device = device
         self.nic = nic
@@ -219,7 +223,7 @@ public final class TXQueue: @unchecked Sendable {
             return
         }
         let before = scheduler.preemptions
-        scheduler.run(count: count, task: { cache.flow(of: batch[$0]) },
+        scheduler.run(count: count, task: { task(of: $0) },
                       enter: { enterSection(slot: $0) },
                       body: { slot in
                           pointerSlot = pointerSlot(for: slot, tasks: scheduler.tasks)
@@ -232,8 +236,12 @@ public final class TXQueue: @unchecked Sendable {
     /// The `current_tx_socket` slot of batch slot `slot`'s section: its CPU's,
     /// or, per task, its task's on that CPU (the frame's socket's task).
     private func pointerSlot(for slot: Int, tasks: Int) -> Int {
-        pointerPerTask ? cpu * tasks + cache.flow(of: batch[slot]) % tasks : cpu
+        pointerPerTask ? cpu * tasks + task(of: slot) % tasks : cpu
     }
+
+    /// The task that transmits batch slot `slot`'s frame: its socket's
+    /// (the scheduler takes it modulo the tasks per CPU).
+    private func task(of slot: Int) -> Int { cache.flow(of: batch[slot]) / senders }
 
     private func enterSection(slot: Int) -> UInt64 {
         guard let currentTXSocket else { return 0 }

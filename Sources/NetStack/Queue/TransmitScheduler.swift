@@ -17,7 +17,8 @@ import Synchronization
 /// work. Counted (`TransmitResult.preemptions`) and shown on its own line.
 public struct RTScheduling: Sendable, Hashable, Codable {
     /// Tasks sharing one modelled CPU (`--rt-tasks-per-cpu`, default 4): a
-    /// frame is transmitted by its socket's task, `flow % tasksPerCPU`.
+    /// frame is transmitted by its socket's task, the socket's index among
+    /// its sender's sockets (`flow / senders`) modulo this.
     public var tasksPerCPU: Int = 4
     /// One preemption per this many preemption points, on average
     /// (`--preempt-every`, default 8; 1: at every point).

@@ -102,7 +102,7 @@ public final class TransmitSimulation: @unchecked Sendable {
                     nic: NICRing(memory: guest.memory, device: device, verify: workload.verify,
                                  lineRateGbps: workload.lineRateGbps),
                     design: design, cache: cache, sockets: sockets,
-                    currentTXSocket: current, rtScheduling: rtScheduling)
+                    currentTXSocket: current, rtScheduling: rtScheduling, senders: workload.senders)
         }
     }
 
