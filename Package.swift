@@ -52,11 +52,14 @@ let package = Package(
         // `jemallocLinking`).
         .systemLibrary(name: "CJemalloc"),
         .systemLibrary(name: "CSanitizer"),
+        // The calling thread's identity without a call (header only).
+        .systemLibrary(name: "CThread"),
         .target(
             name: "DMAPools",
             dependencies: [
                 "CJemalloc",
                 "CSanitizer",
+                "CThread",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: invariantSettings,

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Prints the Design/ tables from a record of scripts/measure.sh.
+"""Prints the Design/ tables from a record of scripts/measure.sh, or the
+stability table from a record of scripts/stability.sh.
 
     python3 scripts/measure_tables.py Design/records/2026-12-02.json
+    python3 scripts/measure_tables.py Design/records/2026-12-02-stability.json
+    python3 scripts/measure_tables.py VALIDATION.json   (txsim project --validate --json)
 
 Every figure comes from the record; the header says which record, revision,
 machine and load it is from.
@@ -79,12 +82,72 @@ def comparison_table(results, title):
     return "\n".join(lines)
 
 
+def stability_table(record):
+    """One row per run: bounce's Gbps, each design's median paired ratio with
+    its IQR, the copy rates; then each design's largest median over its
+    smallest (the issue's goal: at most 1.10)."""
+    runs = record["runs"]
+    designs = [r["design"] for r in runs[0] if r["design"] != r["baseline"]]
+    busy = record.get("busy_loop_from_halfway", [False] * len(runs))
+    lines = [f"Record `{record['_path']}`: {record['command']}, revision {record['revision']}"
+             f"{'' if record.get('git_tree_clean', True) else ' (uncommitted changes)'}, {record['date_utc']}.", "",
+             "| run | load before | busy loop from halfway | " + " | ".join(f"{d} / bounce (IQR)" for d in designs)
+             + " | bounce Gbps | stolen CPU s (bounce) | 1-thread copy GB/s | working-set copy GB/s |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in designs) + " | --- | --- | --- | --- |"]
+    medians = {d: [] for d in designs}
+    for i, run in enumerate(runs):
+        by = {r["design"]: r for r in run}
+        base = by[run[0]["baseline"]]
+        cells = []
+        for d in designs:
+            r = by[d]
+            medians[d].append(r["ratio_to_baseline"])
+            cells.append(f"{r['ratio_to_baseline']:.3f} ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})")
+        loads = record.get("load_average_before_run", ["-"] * len(runs))
+        lines.append(f"| {i + 1} | {loads[i]} | {'yes' if busy[i] else 'no'} | " + " | ".join(cells)
+                     + f" | {base['gbps']:.1f} | {base.get('stolen_cpu_s', 0):.2f} | {base['copy_gbyte_per_s_1_thread_before']}"
+                     + f" | {base.get('copy_gbyte_per_s_working_set_before', '-')} |")
+    lines.append("")
+    lines.append("Largest median over smallest: " + ", ".join(
+        f"{d} {max(v) / min(v):.3f}" for d, v in medians.items() if min(v) > 0) + " (goal: at most 1.10).")
+    return "\n".join(lines)
+
+
+def validation_table(rows):
+    """`txsim project --validate --json`: one row per design and point."""
+    lines = ["| workload | S | Q | design | CPU share | predicted Gbps | measured Gbps (min..max) | error | predicted bound "
+             "| copies p/m | zero-copy p/m | within goal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['senders']} | {r['queues']} | {r['design']} | {r['cpu_share']:.2f} "
+            f"| {r['predicted_gbps']:.2f} | {r['measured_gbps']:.2f} ({r['measured_gbps_min']:.1f}..{r['measured_gbps_max']:.1f}) "
+            f"| {100 * r['gbps_error']:+.1f}% | {r['predicted_bound']} "
+            f"| {r['predicted_copies_per_byte']:.3f}/{r['measured_copies_per_byte']:.3f} "
+            f"| {r['predicted_zero_copy_fraction']:.3f}/{r['measured_zero_copy_fraction']:.3f} "
+            f"| {'yes' if r['within_goal'] else 'no'} |")
+    errors = sorted(abs(r["gbps_error"]) for r in rows)
+    met = sum(1 for r in rows if r["within_goal"])
+    lines.append("")
+    lines.append(f"{met} of {len(rows)} points meet the goals; median |Gbps error| {100 * errors[len(errors) // 2]:.1f}%, "
+                 f"largest {100 * errors[-1]:.1f}%; largest copies-per-byte error "
+                 f"{max(abs(r['copies_per_byte_error']) for r in rows):.3f}, zero-copy fraction "
+                 f"{max(abs(r['zero_copy_fraction_error']) for r in rows):.3f}.")
+    return "\n".join(lines)
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: measure_tables.py RECORD.json")
     with open(sys.argv[1]) as f:
         record = json.load(f)
+    if isinstance(record, list):
+        print(validation_table(record))
+        return
     record["_path"] = sys.argv[1]
+    if "runs" in record:
+        print(stability_table(record))
+        return
     print(header(record))
     print()
     print(pool_table(record))

@@ -148,6 +148,7 @@ package enum ResultFormat {
             ("copy_working_set_bytes", .int(c.copyRateBefore.workingSetBytes)),
             ("copy_gbyte_per_s_working_set_before", .double(c.copyRateBefore.workingSetGigabytesPerSecond, digits: 2)),
             ("copy_gbyte_per_s_working_set_after", .double(c.copyRateAfter.workingSetGigabytesPerSecond, digits: 2)),
+            ("direct_map_huge_pages", .bool(report.configuration.memory.directMapHugePages)),
         ] + settingFields(report)
     }
 

@@ -46,6 +46,12 @@ struct CalibrationOptions: ParsableArguments {
     @Option(name: .customLong("seconds-per-run"), parsing: .unconditional,
             help: "Seconds of each calibration run, 0.05...10.")
     var secondsPerRun: Double = 0.15
+    @Option(name: .customLong("calibration-flows"), parsing: .unconditional,
+            help: "Flows of the calibration runs (the working set the costs are measured at), 1...\(Workload.maximumFlows).")
+    var flows: Int = 2
+    @Option(name: .customLong("calibration-rtt-us"), parsing: .unconditional,
+            help: "Round trip of the calibration runs in microseconds, \(Workload.roundTripRange) (0: acknowledged at once).")
+    var roundTripMicroseconds: Int = 0
 
     var designsGiven: Bool { designs != ProjectionDesigns.allNames.joined(separator: ",") }
 
@@ -63,8 +69,10 @@ struct CalibrationOptions: ParsableArguments {
     }
 
     func options(configuration: ExperimentConfiguration = .init()) throws -> Calibration.Options {
-        let o = Calibration.Options(designs: try names(), repetitions: repetitions, secondsPerRun: secondsPerRun,
+        var o = Calibration.Options(designs: try names(), repetitions: repetitions, secondsPerRun: secondsPerRun,
                                     configuration: configuration)
+        o.flows = flows
+        o.roundTripMicroseconds = roundTripMicroseconds
         do { try o.check() } catch { throw ValidationError(error.description) }
         return o
     }
@@ -75,7 +83,8 @@ struct Calibrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure each design's TX costs by role (per byte, per frame) and the machine's copy, lock and bandwidth costs.",
         discussion: """
-            Each design runs its own code on one sender and one queue (2 flows, no round trip) at \
+            Each design runs its own code on one sender and one queue (by default 2 flows and no round \
+            trip; --calibration-flows and --calibration-rtt-us set the working set the costs are measured at) at \
             64 KiB and 16 KiB messages, repetitions interleaved; sender and queue CPU time per payload \
             byte at both sizes give the per-byte and per-frame costs. The profile (--profile FILE, JSON) \
             is what `txsim project` reads; each cost has its median, minimum, maximum, repetitions and source.

@@ -82,6 +82,9 @@ struct GuestOptions: ParsableArguments {
     var hypercallCharge: String = HypercallCostModel.Charge.spin.rawValue
     @Option(help: "resident (the swiotlb and the workload's private working set faulted in when each guest is built, outside the timed window, as in a VM) or on-demand (faulted in on first touch, inside it).")
     var memory: String = "resident"
+    @Option(name: .customLong("direct-map"),
+            help: "Page size backing guest memory: 2m (transparent huge pages where the host allows, as a guest kernel's direct map) or 4k.")
+    var directMap: String = "2m"
     @Flag(name: .customLong("preempt-rt"),
           help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring, and transmit sections run in preemptible tasks sharing each CPU's per-CPU state.")
     var preemptRT = false
@@ -119,6 +122,10 @@ struct GuestOptions: ParsableArguments {
         var memory = GuestMemoryConfiguration(guestBytes: Self.bytes(mebibytes: guestMiB),
                                               swiotlbBytes: swiotlbMiB.map { Self.bytes(mebibytes: $0) }, hypercall: model)
         memory.residentAtBoot = self.memory == "resident"
+        guard directMap == "2m" || directMap == "4k" else {
+            throw ValidationError("invalid --direct-map: '\(directMap)' must be 2m or 4k")
+        }
+        memory.directMapHugePages = directMap == "2m"
         do {
             var configuration = try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
                                                             poolProvider: poolProvider, poolRingSize: poolRing)

@@ -21,11 +21,29 @@ import Testing
         var c = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free)
         c.residentAtBoot = false
         c.residentPrivateBytes = 4 << 20
+        c.directMapHugePages = false
         let memory = try GuestMemory(c)
+        #expect(!memory.hugePagesAdvised)
         #expect(memory.residentPrivateBytes == 0)
         #expect(memory.residentPageCount(0..<memory.pageCount) == 0)
         memory.page(at: memory.swiotlbPages.lowerBound + 3).bytes.storeBytes(of: 1, as: UInt8.self)
         #expect(memory.residentPageCount(memory.swiotlbPages) == 1)
+    }
+
+    /// With the direct map on 2 MiB pages a first touch makes at most its
+    /// own 2 MiB resident (all of it when the host granted the huge page,
+    /// only the touched 4 KiB when it fell back), and never anything outside.
+    @Test func aFirstTouchOnHugePagesStaysWithinItsTwoMebibytes() throws {
+        var c = GuestMemoryConfiguration(guestBytes: 64 << 20, swiotlbBytes: 8 << 20, hypercall: .free)
+        c.residentAtBoot = false
+        let memory = try GuestMemory(c)
+        let hugePage = 512
+        let first = memory.swiotlbPages.lowerBound   // 2 MiB aligned: guest memory is
+        memory.page(at: first + 3).bytes.storeBytes(of: 1, as: UInt8.self)
+        let inside = memory.residentPageCount(first..<(first + hugePage))
+        #expect(inside >= 1 && inside <= hugePage)
+        #expect(memory.residentPageCount(0..<first) == 0)
+        #expect(memory.residentPageCount((first + hugePage)..<memory.pageCount) == 0)
     }
 
     @Test func thePrivatePrefixIsAtMostThePrivatePart() throws {

@@ -96,31 +96,68 @@ extension PagePool {
     }
 
     /// One run (at most `bulkPutSize` pages) of `page_pool_put_netmem_bulk`.
+    ///
+    /// One pass drops every page's reference and collects the pages that can
+    /// be recycled (`__page_pool_put_page` without the cache step); then, in
+    /// the owning context, as many as the alloc cache has room for move into
+    /// it with one update of its count (the kernel pushes them one by one, to
+    /// the same effect: the first ones in the run fill the cache), and the
+    /// rest go into the ring under one hold of the producer lock
+    /// (`page_pool_recycle_ring_bulk`).
     func _putBulk(_ pages: UnsafeBufferPointer<Page>, allowDirect: Bool) {
         withUnsafeTemporaryAllocation(of: Page.self, capacity: PagePool.bulkPutSize) { bulk in
-            var count = 0
-            for page in pages {
-                let head = page.head
-                guard _unreference(head) else { continue }
-                // `__page_pool_put_page`: approved pages collect for the ring.
-                if _recycleCandidate(head, dmaSyncSize: -1, allowDirect: allowDirect) {
-                    bulk.initializeElement(at: count, to: head)
-                    count += 1
-                }
+            let collected = _collectRecyclable(pages, into: bulk.baseAddress!)
+            guard collected > 0 else { return }
+            var start = 0
+            if allowDirect {
+                // `page_pool_recycle_in_cache` for the whole run at once.
+                let hot = self.hot
+                let count = hot.pointee.cacheCount
+                let moved = Swift.min(collected, PagePool.allocCacheSize &- count)
+                (cache + count).update(from: bulk.baseAddress!, count: moved)
+                hot.pointee.cacheCount = count &+ moved          // <= allocCacheSize
+                hot.pointee.recycleCached &+= moved               // event counter: cannot overflow in practice
+                hot.pointee.recycleCacheFull &+= collected &- moved
+                start = moved
             }
-            guard count > 0 else { return }
+            guard start < collected else { return }
+            let rest = UnsafeBufferPointer(rebasing: bulk[start..<collected])
             if _slowPath(shared.destroyed.load(ordering: .relaxed)) {
-                for i in 0..<count { _releaseAfterDestroy(bulk[i]) }
+                for page in rest { _releaseAfterDestroy(page) }
                 return
             }
-            // `page_pool_recycle_ring_bulk`.
-            let produced = ring.produce(contentsOf: UnsafeBufferPointer(rebasing: bulk[0..<count]))
-            if _slowPath(produced < count) {
+            let produced = ring.produce(contentsOf: rest)
+            if _slowPath(produced < rest.count) {
                 // Once per bulk, as the kernel counts it; the rest go to the provider.
                 shared.ringFull.wrappingAdd(1, ordering: .relaxed)
-                for i in produced..<count { _returnToProvider(bulk[i]) }
+                for page in rest[produced...] { _returnToProvider(page) }
             }
         }
+    }
+
+    /// The per-page part of a bulk put: each page's reference dropped (the
+    /// pool-signature check and `page_pool_unref_and_test`), and the heads
+    /// that were last and may be recycled (`__page_pool_page_can_be_recycled`,
+    /// then the sync for the device) written to `recyclable`. Returns how
+    /// many. Pages that may not be recycled are released on the way.
+    @inline(__always)
+    func _collectRecyclable(_ pages: UnsafeBufferPointer<Page>, into recyclable: UnsafeMutablePointer<Page>) -> Int {
+        let hot = self.hot
+        let signature = hot.pointee.signature
+        let sync = hot.pointee.dmaSync
+        var count = 0
+        for page in pages {
+            let head = page.head
+            guard _unreference(head, signature: signature) else { continue }
+            guard _fastPath(_canBeRecycled(head)) else {
+                _releaseElevatedReference(head)
+                continue
+            }
+            if _slowPath(sync) { _syncForDeviceUnlessDestroyed(head, size: -1) }
+            (recyclable + count).initialize(to: head)
+            count &+= 1   // at most bulkPutSize
+        }
+        return count
     }
 
     /// Takes a page out of the pool for good and gives it to the provider (the
@@ -148,9 +185,16 @@ extension PagePool {
     /// was the page's last fragment reference.
     @inlinable
     func _unreference(_ head: Page) -> Bool {
+        _unreference(head, signature: hot.pointee.signature)
+    }
+
+    /// `_unreference(_:)` with the pool's signature already loaded (a bulk
+    /// loads it once per run).
+    @inlinable
+    func _unreference(_ head: Page, signature: UInt64) -> Bool {
         let descriptor = head.descriptor
         // The sentinel: every put checks the pool signature (`pp_magic`).
-        if _slowPath(descriptor.pointee.poolSignature != hot.pointee.signature) {
+        if _slowPath(descriptor.pointee.poolSignature != signature) {
             _misuse(_diagnose(head) ?? .foreignPage(page: "\(head)", pool: description, owner: "unknown"))
         }
         // Relaxed: a count of 1 means we are the only holder, and whoever

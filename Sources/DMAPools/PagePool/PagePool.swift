@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import CThread
 
 #if canImport(Glibc)
 import Glibc
@@ -173,11 +174,12 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
 }
 
 /// Whether `thread` is the calling thread. glibc's `pthread_t` is the thread's
-/// descriptor address and `pthread_equal` is `==`, so compare inline and save a call.
+/// descriptor address and `pthread_equal` is `==`, so compare inline, reading
+/// the calling thread's `pthread_t` without a call (`dmapools_current_thread`).
 @inlinable
 func _isCurrentThread(_ thread: pthread_t) -> Bool {
     #if os(Linux)
-    return thread == pthread_self()
+    return thread == dmapools_current_thread()
     #else
     return pthread_equal(thread, pthread_self()) != 0
     #endif

@@ -17,6 +17,13 @@ public enum Calibration {
         public var secondsPerRun: Double = 0.15
         /// Two sizes: per-byte and per-frame costs are solved from both.
         public var messageBytes: [Int] = [65536, 16384]
+        /// The calibration runs' flows and round trip: the working set the
+        /// costs are measured at. The model corrects copy locality from this
+        /// working set to a projected point's, so the nearer the two, the less
+        /// it leans on that correction: `txsim project --validate` calibrates
+        /// each validated workload at its own flows and round trip.
+        public var flows: Int = 2
+        public var roundTripMicroseconds: Int = 0
         public var configuration: ExperimentConfiguration = .init()
 
         public init(designs: [String], repetitions: Int = 3, secondsPerRun: Double = 0.15,
@@ -37,15 +44,26 @@ public enum Calibration {
             guard Self.secondsRange.contains(secondsPerRun) else {
                 throw .invalid(parameter: "seconds-per-run", reason: "\(secondsPerRun) must be in 0.05...10 seconds")
             }
+            guard (1...Workload.maximumFlows).contains(flows) else {
+                throw .invalid(parameter: "calibration-flows", reason: "\(flows) must be in 1...\(Workload.maximumFlows)")
+            }
+            guard Workload.roundTripRange.contains(roundTripMicroseconds) else {
+                throw .invalid(parameter: "calibration-rtt-us",
+                               reason: "\(roundTripMicroseconds) must be in \(Workload.roundTripRange) microseconds")
+            }
         }
     }
 
     /// The calibration workload: one sender doing everything (it runs its
-    /// queue itself, so copy 2 reads bytes its own core just wrote), two
-    /// flows, no round trip (the peer acknowledges at once, so the sender
-    /// never waits and its CPU time is all work).
-    public static func workload(messageBytes: Int, seconds: Double) throws(ParameterError) -> Workload {
-        try Workload(senders: 1, queues: 1, flows: 2, messageBytes: messageBytes, roundTripMicroseconds: 0,
+    /// queue itself, so copy 2 reads bytes its own core just wrote), `flows`
+    /// flows (2 by default), and the round trip given (0 by default: the peer
+    /// acknowledges at once, so the sender never waits). CPU time per byte is
+    /// thread time, so a sender waiting for acknowledgements adds nothing to it;
+    /// what a round trip changes is how many bytes wait in flight, and so how
+    /// cold the copies are.
+    public static func workload(messageBytes: Int, seconds: Double, flows: Int = 2,
+                                roundTripMicroseconds: Int = 0) throws(ParameterError) -> Workload {
+        try Workload(senders: 1, queues: 1, flows: flows, messageBytes: messageBytes, roundTripMicroseconds: roundTripMicroseconds,
                      durationSeconds: seconds)
     }
 
@@ -62,7 +80,8 @@ public enum Calibration {
     }
 
     static func method(_ options: Options) -> CalibrationMethod {
-        CalibrationMethod(senders: 1, queues: 1, flows: 2, roundTripMicroseconds: 0, messageBytes: options.messageBytes,
+        CalibrationMethod(senders: 1, queues: 1, flows: options.flows, roundTripMicroseconds: options.roundTripMicroseconds,
+                          messageBytes: options.messageBytes,
                           secondsPerRun: options.secondsPerRun, repetitions: options.repetitions)
     }
 
@@ -79,7 +98,8 @@ public enum Calibration {
                 progress?("\(options.designs[i]) repetition \(rep + 1)/\(options.repetitions)")
                 var pair: [TransmitResult] = []
                 for size in sizes {
-                    let w = try workload(messageBytes: size, seconds: options.secondsPerRun)
+                    let w = try workload(messageBytes: size, seconds: options.secondsPerRun, flows: options.flows,
+                                         roundTripMicroseconds: options.roundTripMicroseconds)
                     pair.append(try ProjectionDesigns.run(design, workload: w, configuration: options.configuration))
                 }
                 runs[i].append(pair)

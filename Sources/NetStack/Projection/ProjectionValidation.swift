@@ -75,7 +75,13 @@ public enum ProjectionValidation {
                     // Machine costs too, point by point: the cold copy the
                     // pressure workload leans on moves by 2x on this machine.
                     let allMachineCosts = try Calibration.measureMachineCosts(repetitions: max(3, options.calibration.repetitions))
-                    let costs = try Calibration.measureDesigns(options.calibration)
+                    // Calibrated at this workload's own working set (its
+                    // flows and round trip, one sender): the model then
+                    // corrects only for senders and queues.
+                    var calibration = options.calibration
+                    calibration.flows = c.flows
+                    calibration.roundTripMicroseconds = c.roundTripMicroseconds
+                    let costs = try Calibration.measureDesigns(calibration)
                     let scaling = (0..<3).map { _ in Calibration.twoThreadScaling() }
                     var machineCosts = allMachineCosts
                     machineCosts.twoThreadSpeedup = .measured(scaling.map(\.speedup))
@@ -84,7 +90,7 @@ public enum ProjectionValidation {
                     let profile = CalibrationProfile(
                         machine: CalibrationMachine(cores: Calibration.onlineCPUs(), lastLevelCacheBytes: Calibration.lastLevelCacheBytes(),
                                                     date: Calibration.utcNow(), note: "txsim project --validate, before \(label)"),
-                        method: Calibration.method(options.calibration), machineCosts: machineCosts, designs: costs)
+                        method: Calibration.method(calibration), machineCosts: machineCosts, designs: costs)
                     profiles.append(profile)
                     progress?("\(label): real comparison")
                     let workload = try Workload(senders: s, queues: q, flows: max(c.flows, s), roundTripMicroseconds: c.roundTripMicroseconds,

@@ -223,7 +223,8 @@ public final class TransmitSimulation: @unchecked Sendable {
         let resident = c.residentAtBoot
             ? "swiotlb and the first \(guest.memory.residentPrivateBytes >> 20) MiB of private memory faulted in at boot, outside the timed window"
             : "memory faulted in on first touch (inside the timed window)"
-        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, \(resident); hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, an assumption: \(c.hypercall.charge.rawValue))"
+        let directMap = guest.memory.hugePagesAdvised ? "direct map on 2 MiB pages" : "direct map on 4 KiB pages"
+        result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, \(resident), \(directMap); hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, an assumption: \(c.hypercall.charge.rawValue))"
         result.timedWindowPageFaults = faultsInWindow
         result.stolenCPUSeconds = Double(stolenTicks) / MachineTime.ticksPerSecond
         result.modelledTimeSpun = c.hypercall.charge == .spin

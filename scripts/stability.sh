@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# How well the paired ratios repeat: N default `txsim compare --json` runs in
+# a row, one record.
+#
+#   bash scripts/stability.sh [OUT.json]   (default: Design/records/<UTC date>-stability.json)
+#
+# STABILITY_RUNS (default 5) sets N. STABILITY_HOG_RUNS (default none), a
+# comma-separated list of run numbers, starts a busy loop on one CPU halfway
+# through each of those runs and stops it when the run ends: the machine
+# changes speed during the run (the busy loop takes a share of the vCPUs, as
+# another tenant does). `python3 scripts/measure_tables.py OUT.json` prints the
+# table, with each design's largest median ratio over its smallest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+out=${1:-Design/records/$(date -u +%Y-%m-%d)-stability.json}
+runs=${STABILITY_RUNS:-5}
+hogs=",${STABILITY_HOG_RUNS:-},"
+mkdir -p "$(dirname "$out")"
+swift build -c release --product txsim >&2
+txsim=.build/release/txsim
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+clean=true
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || clean=false
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for i in $(seq 1 "$runs"); do
+    hog=false
+    case "$hogs" in *",$i,"*) hog=true ;; esac
+    echo "stability: run $i/$runs$($hog && echo ' (busy loop from halfway)')" >&2
+    cut -d' ' -f1-3 /proc/loadavg > "$tmp/load-$i"
+    if $hog; then
+        "$txsim" compare --json --quiet > "$tmp/run-$i.json" &
+        run=$!
+        # The default run takes about 20 s (10 rounds x 9 runs x 0.2 s, plus guests).
+        sleep 10
+        sh -c 'while :; do :; done' &
+        busy=$!
+        wait "$run"
+        kill "$busy"
+    else
+        "$txsim" compare --json --quiet > "$tmp/run-$i.json"
+    fi
+    echo "$hog" > "$tmp/hog-$i"
+done
+python3 - "$out" "$tmp" "$runs" <<PY
+import json, sys, datetime
+out, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+record = {
+    "command": "txsim compare --json --quiet (default workload), %d invocations in a row (scripts/stability.sh)" % n,
+    "revision": "$revision",
+    "git_tree_clean": $([ "$clean" = true ] && echo True || echo False),
+    "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+    "runs": [json.load(open("%s/run-%d.json" % (tmp, i))) for i in range(1, n + 1)],
+    "load_average_before_run": [open("%s/load-%d" % (tmp, i)).read().strip() for i in range(1, n + 1)],
+    "busy_loop_from_halfway": [open("%s/hog-%d" % (tmp, i)).read().strip() == "true" for i in range(1, n + 1)],
+}
+with open(out, "w") as f:
+    json.dump(record, f, indent=1)
+    f.write("\n")
+print("stability: wrote " + out, file=sys.stderr)
+PY
