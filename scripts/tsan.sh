@@ -13,7 +13,7 @@
 #   sizes under concurrent remote puts, scrub under in-flight pages, NUMA
 #   node changes while pages come back) run here too, and so do the
 #   micro-benchmark loops (one has a second thread putting pages back) and
-#   the PREEMPT_RT pool and design tests.
+#   the PREEMPT_RT pool, design and race tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,7 +23,7 @@ log=$(mktemp)
 status=0
 TSAN_OPTIONS="${TSAN_OPTIONS:-} exitcode=66" \
     swift test --skip-build "${flags[@]}" \
-    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests|MicrobenchLoopTests|PreemptRTDesignTests|PagePoolPreemptRTTests|DecryptedSlabCacheTests' \
+    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests|MicrobenchLoopTests|PreemptRTDesignTests|PreemptRTRaceTests|PagePoolPreemptRTTests|DecryptedSlabCacheTests' \
     --skip 'aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool' 2>&1 | tee "$log" || status=$?
 reports=$(grep -a -c 'WARNING: ThreadSanitizer' "$log" || true)
 rm -f "$log"
