@@ -90,7 +90,7 @@ public final class TXQueue: @unchecked Sendable {
     public private(set) var statistics = TXQueueStatistics()
     /// The modelled CPU running the queue now (`smp_processor_id()` in the
     /// transmit path): set by the runner when it takes the running bit.
-    public private(set) var cpu = 0
+    private(set) var cpu = 0
     /// The patch's per-CPU `current_tx_socket`, shared by every queue, or nil
     /// when no design sets it.
     let currentTXSocket: CurrentTXSocket?

@@ -195,7 +195,7 @@ final class TransmitScheduler: @unchecked Sendable {
 /// (a use after free, which the kernel would not notice: the socket slab
 /// reuses the object). Counted; each slot is written only by the thread
 /// acting as its CPU.
-public final class CurrentTXSocket: @unchecked Sendable {
+final class CurrentTXSocket: @unchecked Sendable {
     /// A slot's value: 0 for NULL, else the generation in the high half and
     /// the flow plus one in the low half.
     typealias Word = UInt64
