@@ -148,16 +148,27 @@ public final class TransmitSimulation: @unchecked Sendable {
                 // fired, then sends a few more messages, so traffic always follows
                 // a fault however slow the machine is.
                 var messagesAfterFault = 0
+                // With short-lived connections, sender 0 keeps going until one
+                // of its connections has been closed and its socket freed: a
+                // slow machine (a sanitizer build) may not close one in a short
+                // run, and a run that frees no socket proves nothing about them.
+                // At most `closeWaitLimitSeconds` past the deadline (a connection
+                // longer than a run can send never closes).
+                var mustClose = sender == 0 && workload.connectionBytes != nil
+                let closeWaitUntil = deadline + UInt64(Self.closeWaitLimitSeconds * 1e9)
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
                 while now < deadline || removeNICAt != nil || removeOtherAt != nil || messagesAfterFault > 0
-                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) {
+                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) || (mustClose && now < closeWaitUntil) {
                     var progressed = false
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
                         let queue = queues[socket.queueIndex]
                         socket.retransmitDropped(cache: cache) { queue.enqueue($0, cpu: sender) }
-                        if socket.connectionFinished && socket.closeIfFinished(design: design) { progressed = true }
+                        if socket.connectionFinished && socket.closeIfFinished(design: design) {
+                            progressed = true
+                            mustClose = false
+                        }
                         if socket.canSend(message) {
                             sent += socket.send(message, design: design, cache: cache) { frame in
                                 queue.enqueue(cache.clone(frame), cpu: sender)
@@ -232,6 +243,10 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.blockDevice = blockStatistics
         return result
     }
+
+    /// How long past its duration sender 0 keeps sending, with short-lived
+    /// connections, until one of its connections has closed.
+    static let closeWaitLimitSeconds = 10.0
 
     /// Messages sender 0 still sends after injecting a fault.
     static let messagesAfterFault = 16
