@@ -103,6 +103,11 @@ package enum ResultFormat {
     /// positions stay as they were.
     static let laterRows: [Row] = [
         Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
+    ]
+
+    /// PREEMPT_RT's and short-lived connections' figures, after every IOMMU
+    /// field in JSON and CSV (columns are only appended); shown in every table.
+    static let rtRows: [Row] = [
         Row(label: "connections closed (sockets freed)", key: "connections_closed") { .int($0.connectionsClosed) },
         Row(label: "RT preemptions in TX (modelled)", key: "preemptions") { .int($0.preemptions) },
         Row(label: "current_tx_socket sets", key: "current_tx_socket_sets") { .int($0.currentTXSocketSets) },
@@ -110,6 +115,70 @@ package enum ResultFormat {
         Row(label: "socket uses after free", key: "socket_use_after_free") { .int($0.socketUseAfterFree) },
         Row(label: "learnings missed (NULL pointer)", key: "missed_learnings") { .int($0.missedLearnings) },
     ]
+
+    /// The IOMMU's figures (`--platform iommu`; all 0 on coco), after
+    /// `laterRows` in JSON and CSV; the table shows them only for an IOMMU run.
+    static let iommuRows: [Row] = [
+        Row(label: "platform", key: "platform") { .string($0.platform) },
+        Row(label: "IOMMU maps (timed)", key: "iommu_maps") { .int($0.iommu.maps) },
+        Row(label: "IOMMU unmaps", key: "iommu_unmaps") { .int($0.iommu.unmaps) },
+        Row(label: "IOMMU PTEs written", key: "iommu_pte_writes") { .int($0.iommu.pteWrites) },
+        Row(label: "IOMMU PTEs cleared", key: "iommu_pte_clears") { .int($0.iommu.pteClears) },
+        Row(label: "IOMMU invalidations (strict)", key: "iommu_invalidations") { .int($0.iommu.invalidations) },
+        Row(label: "IOMMU flushes (lazy)", key: "iommu_flushes") { .int($0.iommu.flushes) },
+        Row(label: "IOMMU translation faults", key: "iommu_dma_faults") { .int($0.iommu.translationFaults) },
+        Row(label: "IOMMU bad unmaps", key: "iommu_bad_unmaps") { .int($0.iommu.badUnmaps) },
+        Row(label: "IOMMU maps per GB", key: "iommu_maps_per_gb") { .double($0.perGB(Double($0.iommu.maps)), digits: 1) },
+        Row(label: "IOMMU operations per GB", key: "iommu_operations_per_gb") { .double($0.perGB(Double($0.iommu.operations)), digits: 1) },
+        Row(label: "modelled IOMMU seconds", key: "iommu_modelled_s") { .double($0.iommuModelledSeconds, digits: 4) },
+        Row(label: "modelled IOMMU s per GB", key: "iommu_modelled_s_per_gb") { .double($0.perGB($0.iommuModelledSeconds), digits: 5) },
+        Row(label: "modelled IOMMU share of CPU time", key: "iommu_modelled_cpu_fraction") { .double($0.iommuModelledShareOfCPU, digits: 3) },
+    ]
+
+    /// The IOMMU's settings, the same for every design, after `iommuRows`.
+    static func iommuRunFields(_ report: Report) -> [(String, JSONValue)] {
+        let c = report.configuration.platform.iommu
+        return [
+            ("iommu_mode", c.map { .string($0.mode.rawValue) } ?? .null),
+            ("iommu_map_ns", c.map { .int($0.costs.mapNanoseconds) } ?? .null),
+            ("iommu_pte_ns", c.map { .int($0.costs.pteNanoseconds) } ?? .null),
+            ("iommu_invalidate_ns", c.map { .int($0.costs.invalidateNanoseconds) } ?? .null),
+            ("iommu_flush_ns", c.map { .int($0.costs.flushNanoseconds) } ?? .null),
+            ("iommu_flush_queue", c.map { .int($0.flushQueueSize) } ?? .null),
+            ("iommu_charge", c.map { .string($0.costs.charge.rawValue) } ?? .null),
+        ]
+    }
+
+    /// For each design against the baseline on an IOMMU: what it saves in
+    /// IOMMU operations and modelled time per GB, and the cost scale below
+    /// which that saving is under `threshold` of the baseline's CPU per GB
+    /// (linear in the modelled costs: the baseline's measured CPU per GB less
+    /// its modelled IOMMU time is taken as fixed).
+    package struct IOMMUSaving: Sendable {
+        package var design: String
+        package var operationsSavedPerGB: Double
+        package var modelledSecondsSavedPerGB: Double
+        /// The scale of every IOMMU cost at which the saving is `threshold`
+        /// of the baseline's CPU per GB; nil when it saves nothing.
+        package var scaleAtThreshold: Double?
+    }
+
+    package static let iommuSavingThreshold = 0.05
+
+    package static func iommuSavings(_ results: [TransmitResult], baseline: String) -> [IOMMUSaving] {
+        guard let b = results.first(where: { $0.design == baseline }), b.platform == "iommu" else { return [] }
+        let bCPU = b.senderCPUSecondsPerGB + b.queueCPUSecondsPerGB
+        let bModelled = b.perGB(b.iommuModelledSeconds)
+        let fixed = max(0, bCPU - (b.iommuTimeSpun ? bModelled : 0))
+        return results.filter { $0.design != baseline }.map { r in
+            let saved = bModelled - r.perGB(r.iommuModelledSeconds)
+            let t = iommuSavingThreshold
+            let denominator = saved - t * bModelled
+            let scale: Double? = saved > 0 && denominator > 0 ? t * fixed / denominator : nil
+            return IOMMUSaving(design: r.design, operationsSavedPerGB: b.perGB(Double(b.iommu.operations)) - r.perGB(Double(r.iommu.operations)),
+                               modelledSecondsSavedPerGB: saved, scaleAtThreshold: scale)
+        }
+    }
 
     /// The PREEMPT_RT scheduling of the run (null when not RT), after every
     /// other field of JSON objects and CSV rows.
@@ -237,7 +306,8 @@ package enum ResultFormat {
                      + (p.invariantChecks ? ", invariant checks on (their cost is in every timed figure)" : ""))
         let labelWidth = 38
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
-        for row in rows + laterRows {
+        let iommuRun = results.contains { $0.platform == "iommu" }
+        for row in rows + laterRows + (iommuRun ? iommuRows : []) + rtRows {
             var line = row.label.padded(labelWidth)
             for r in results { line += row.value(r).text.leftPadded(columnWidth) }
             lines.append(line)
@@ -293,6 +363,20 @@ package enum ResultFormat {
                 lines.append("Break-even: none: \(r.design) stays below \(report.baseline) even with free conversions (its measured work alone takes \(fixed(-b.budgetSecondsPerGB, 4)) s per GB more than \(report.baseline)'s; median of \(r.roundBreakEven.count) rounds).")
             }
         }
+        if let c = report.configuration.platform.iommu {
+            let k = c.costs
+            lines.append("Modelled: IOMMU (\(c.mode.rawValue)) map \(k.mapNanoseconds) ns per call, \(k.pteNanoseconds) ns per PTE written or cleared, "
+                         + "\(k.invalidateNanoseconds) ns per IOTLB invalidation (strict), \(k.flushNanoseconds) ns per flush of \(c.flushQueueSize) queued IOVAs (lazy), "
+                         + "by assumption (no published per-operation figure; vary --iommu-map-ns, --iommu-pte-ns, --iommu-invalidate-ns, --iommu-flush-ns), "
+                         + (k.charge == .spin ? "spun inside the measured figures ('modelled IOMMU share of CPU time')." : "only accounted (account-only)."))
+            for saving in iommuSavings(results, baseline: report.baseline) {
+                let threshold = fixed(iommuSavingThreshold * 100, 0)
+                lines.append("IOMMU: \(saving.design) does \(fixed(saving.operationsSavedPerGB, 0)) fewer IOMMU operations per GB than \(report.baseline) "
+                             + "and saves \(fixed(saving.modelledSecondsSavedPerGB * 1000, 2)) ms of modelled IOMMU time per GB; "
+                             + (saving.scaleAtThreshold.map { "the saving is below \(threshold)% of \(report.baseline)'s CPU per GB once every IOMMU cost is below \(fixed($0, 3))x the modelled ones (map \(fixed(Double(k.mapNanoseconds) * $0, 0)) ns, PTE \(fixed(Double(k.pteNanoseconds) * $0, 1)) ns, invalidation \(fixed(Double(k.invalidateNanoseconds) * $0, 0)) ns)." }
+                                ?? "it saves nothing, or never \(threshold)% of \(report.baseline)'s CPU per GB."))
+            }
+        }
         lines.append("")
         lines.append("What these are: Gbps and GB/s are this machine's rates with copies that mostly hit its caches, not a NIC's or a real guest's. "
                      + "What carries over to a real guest: bytes copied per payload byte, the paired ratios, and CPU per GB by role "
@@ -306,6 +390,14 @@ package enum ResultFormat {
             var fields = rows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += (designFields(r) + run).map { "\"\($0.0)\": \($0.1.json)" }
             fields += laterRows.map { "\"\($0.key)\": \($0.value(r).json)" }
+            fields += iommuRows.map { "\"\($0.key)\": \($0.value(r).json)" }
+            fields += iommuRunFields(report).map { "\"\($0.0)\": \($0.1.json)" }
+            if let saving = iommuSavings(report.results, baseline: report.baseline).first(where: { $0.design == r.design }) {
+                fields.append("\"iommu_operations_saved_per_gb\": \(JSONValue.double(saving.operationsSavedPerGB, digits: 1).json)")
+                fields.append("\"iommu_modelled_s_saved_per_gb\": \(JSONValue.double(saving.modelledSecondsSavedPerGB, digits: 5).json)")
+                fields.append("\"iommu_cost_scale_at_5_percent\": \(optional(saving.scaleAtThreshold, 4).json)")
+            }
+            fields += rtRows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += rtFields(report).map { "\"\($0.0)\": \($0.1.json)" }
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
@@ -332,10 +424,13 @@ package enum ResultFormat {
 
     static func csv(_ report: Report) -> String {
         let run = runFields(report)
-        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key) + rtFields(report).map(\.0)
+        let iommuRun = iommuRunFields(report)
+        let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key)
+            + iommuRows.map(\.key) + iommuRun.map(\.0) + rtRows.map(\.key) + rtFields(report).map(\.0)
         var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
         for r in report.results {
-            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) } + rtFields(report).map(\.1)
+            let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) }
+                + iommuRows.map { $0.value(r) } + iommuRun.map(\.1) + rtRows.map { $0.value(r) } + rtFields(report).map(\.1)
             out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json

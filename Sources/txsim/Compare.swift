@@ -80,8 +80,8 @@ struct Compare: ParsableCommand {
     @OptionGroup var workload: WorkloadOptions
     @OptionGroup var guest: GuestOptions
     @OptionGroup var output: OutputOptions
-    @Option(help: "Comma-separated designs, each at most once (default: all registered: \(DesignRegistry.shared.designNames)).")
-    var designs: String = DesignRegistry.shared.designs.map(\.name).joined(separator: ",")
+    @Option(help: "Comma-separated designs, each at most once (default: all registered that apply to --platform: \(DesignRegistry.shared.designNames)).")
+    var designs: String?
     @Option(parsing: .unconditional,
             help: "Interleaved rounds, 1...100: each design runs duration/rounds seconds per round (at least 0.05 s), the baseline before, between and after the others, whose order rotates each round; Gbps is the median round, ratios the median of per-round paired ratios.")
     var rounds: Int = Compare.defaultRounds
@@ -95,7 +95,18 @@ struct Compare: ParsableCommand {
     static let defaultRounds = 10
 
     func kinds() throws -> [any TransmitDesignKind] {
+        guard let designs else {
+            let platform = try guest.guestPlatform()
+            return DesignRegistry.shared.designs.filter { $0.unsupportedReason(on: platform) == nil }
+        }
         do { return try DesignRegistry.shared.designs(named: designs) } catch { throw ValidationError(error.description) }
+    }
+
+    /// The registered designs the default list leaves out on this platform, with why.
+    func designsLeftOut() throws -> [String] {
+        guard designs == nil else { return [] }
+        let platform = try guest.guestPlatform()
+        return DesignRegistry.shared.designs.compactMap { kind in kind.unsupportedReason(on: platform).map { "\(kind.name): \($0)" } }
     }
 
     func plan() throws -> ComparisonPlan {
@@ -116,6 +127,9 @@ struct Compare: ParsableCommand {
     }
 
     func run() throws {
+        if !output.quiet {
+            for line in try designsLeftOut() { printError("txsim: left out on --platform \(guest.platform): \(line)") }
+        }
         try judge(try runDesigns(try kinds(), workload: try workload.workload(), plan: try plan(),
                                  configuration: try guest.configuration(), output: output))
     }

@@ -67,8 +67,8 @@ struct GuestOptions: ParsableArguments {
     @Option(name: .customLong("zerocopy-percent"), parsing: .unconditional,
             help: "swiotlb zerocopy_tx_percent for frag-refill and page-pool over swiotlb (1...90).")
     var zeroCopyPercent: Int = 90
-    @Option(help: "The page-pool design's page_pool memory provider, one of those registered: \(DesignRegistry.shared.providerNames).")
-    var provider: String = "swiotlb"
+    @Option(help: "The page-pool design's page_pool memory provider, one of those registered: \(DesignRegistry.shared.providerNames) (default: swiotlb; system with --platform iommu).")
+    var provider: String?
     @Option(name: .customLong("pool-ring"), parsing: .unconditional,
             help: "Each TX page_pool's recycle ring size (pool_size): 1...\(PagePoolParameters.maximumRingSize).")
     var poolRing: Int = 1024
@@ -100,6 +100,47 @@ struct GuestOptions: ParsableArguments {
     @Option(name: .customLong("tx-socket-pointer"),
             help: "With --preempt-rt: where frag-refill's current_tx_socket lives, per-cpu (the seed patch) or per-task (the fix, for comparison).")
     var txSocketPointer: String?
+    @Option(help: "coco (a confidential VM: memory encrypted, every device bounces through swiotlb) or iommu (no encryption, devices behind an IOMMU, nothing bounces).")
+    var platform: String = "coco"
+    @Option(name: .customLong("iommu-mode"), help: "With --platform iommu: strict (every unmap invalidates the IOTLB) or lazy (unmapped IOVAs wait on a flush queue).")
+    var iommuMode: String = IOMMUMode.strict.rawValue
+    @Option(name: .customLong("iommu-map-ns"), parsing: .unconditional,
+            help: "Modelled cost of one IOMMU map call (IOVA allocation and call), in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
+    var iommuMapNanoseconds: Int = IOMMUCostModel.default.mapNanoseconds
+    @Option(name: .customLong("iommu-pte-ns"), parsing: .unconditional,
+            help: "Modelled cost of one IOMMU page-table entry written or cleared, in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
+    var iommuPTENanoseconds: Int = IOMMUCostModel.default.pteNanoseconds
+    @Option(name: .customLong("iommu-invalidate-ns"), parsing: .unconditional,
+            help: "Modelled cost of one IOTLB invalidation (strict: one per unmap), in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
+    var iommuInvalidateNanoseconds: Int = IOMMUCostModel.default.invalidateNanoseconds
+    @Option(name: .customLong("iommu-flush-ns"), parsing: .unconditional,
+            help: "Modelled cost of one flush-queue flush (lazy: one per --iommu-flush-queue unmaps), in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
+    var iommuFlushNanoseconds: Int = IOMMUCostModel.default.flushNanoseconds
+    @Option(name: .customLong("iommu-flush-queue"), parsing: .unconditional,
+            help: "Lazy mode: IOVAs queued before one flush frees them, \(IOMMUConfiguration.flushQueueRange.lowerBound)...\(IOMMUConfiguration.flushQueueRange.upperBound) (the kernel's IOVA_FQ_SIZE, 256).")
+    var iommuFlushQueue: Int = 256
+    @Option(name: .customLong("iommu-charge"), help: "spin (busy-wait the modelled IOMMU time) or account-only.")
+    var iommuCharge: String = HypercallCostModel.Charge.spin.rawValue
+
+    /// The platform the options name.
+    func guestPlatform() throws -> Guest.Platform {
+        switch platform {
+        case "coco": return .confidential
+        case "iommu":
+            guard let mode = IOMMUMode(rawValue: iommuMode) else {
+                throw ValidationError("invalid --iommu-mode: '\(iommuMode)' must be strict or lazy")
+            }
+            guard let charge = HypercallCostModel.Charge(rawValue: iommuCharge) else {
+                throw ValidationError("invalid --iommu-charge: '\(iommuCharge)' must be spin or account-only")
+            }
+            let costs = IOMMUCostModel(mapNanoseconds: iommuMapNanoseconds, pteNanoseconds: iommuPTENanoseconds,
+                                       invalidateNanoseconds: iommuInvalidateNanoseconds, flushNanoseconds: iommuFlushNanoseconds,
+                                       charge: charge)
+            return .iommu(IOMMUConfiguration(mode: mode, costs: costs, flushQueueSize: iommuFlushQueue))
+        default:
+            throw ValidationError("invalid --platform: '\(platform)' must be coco or iommu")
+        }
+    }
 
     /// Bytes for a MiB count; a count too large for bytes becomes Int.max,
     /// which the library's range check refuses by name.
@@ -109,8 +150,10 @@ struct GuestOptions: ParsableArguments {
     }
 
     func configuration() throws -> ExperimentConfiguration {
+        let platform = try guestPlatform()
         let poolProvider: any PagePoolProviderKind
-        do { poolProvider = try DesignRegistry.shared.provider(named: provider) } catch { throw ValidationError(error.description) }
+        let providerName = provider ?? (platform.iommu == nil ? "swiotlb" : "system")
+        do { poolProvider = try DesignRegistry.shared.provider(named: providerName) } catch { throw ValidationError(error.description) }
         guard let charge = HypercallCostModel.Charge(rawValue: hypercallCharge) else {
             throw ValidationError("invalid --hypercall-charge: '\(hypercallCharge)' must be spin or account-only")
         }
@@ -130,6 +173,7 @@ struct GuestOptions: ParsableArguments {
             var configuration = try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
                                                             poolProvider: poolProvider, poolRingSize: poolRing)
             configuration.preemptRT = preemptRT
+            configuration.platform = platform
             if !preemptRT, let option = [rtTasksPerCPU.map { _ in "rt-tasks-per-cpu" }, preemptEvery.map { _ in "preempt-every" },
                                          preemptSeed.map { _ in "preempt-seed" },
                                          txSocketPointer.map { _ in "tx-socket-pointer" }].compactMap({ $0 }).first {

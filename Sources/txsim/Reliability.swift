@@ -12,12 +12,13 @@ import NetStack
 ///    (invalidating frag-refill's cached device); a block device mapping its
 ///    own buffers while zero-copy pages fill the bounce pool; the modelled
 ///    conversion failing (every 3rd call under inline decryption, every 2nd
-///    under the pre-decrypted allocator, which converts once per chunk);
-///    on PREEMPT_RT, the NIC removed under ring-only pools, and a preemption
-///    storm (8 tasks per CPU, a preemption every 2nd point on average,
-///    sockets closed and freed every 256 KiB) in which every design keeps
-///    every page and byte and frag-refill's `current_tx_socket` race is
-///    counted and reported, not failed.
+///    under the pre-decrypted allocator, which converts once per chunk); on
+///    `--platform iommu` (strict and lazy) the NIC removed with its IOMMU
+///    domain while pool pages mapped in it are in flight; on PREEMPT_RT, the
+///    NIC removed under ring-only pools, and a preemption storm (8 tasks per
+///    CPU, a preemption every 2nd point on average, sockets closed and freed
+///    every 256 KiB) in which every design keeps every page and byte and
+///    frag-refill's `current_tx_socket` race is counted and reported, not failed.
 ///    Provider failures are in the page_pool fuzzer.
 struct Reliability: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,7 @@ struct Reliability: ParsableCommand {
     var seed: Seed?
     @Option(parsing: .unconditional, help: "Run only this fault scenario, without fuzzing: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")).")
     var scenario: Scenario?
-    @Option(parsing: .unconditional, help: "Run only this design's fault runs, without fuzzing.")
+    @Option(parsing: .unconditional, help: "Run only this design's fault runs, without fuzzing (a registered design).")
     var design: String?
 
     /// The fault scenarios, by the name `--scenario` takes.
@@ -41,6 +42,8 @@ struct Reliability: ParsableCommand {
         case blockDeviceAtCap = "block-device-at-cap"
         case conversionsFailing = "conversions-failing"
         case preemptRTNICRemoved = "preempt-rt-nic-removed"
+        case iommuNICRemoved = "iommu-nic-removed"
+        case iommuEarlyUnmapCaught = "iommu-early-unmap-caught"
         case preemptRTStorm = "preempt-rt-storm"
     }
 
@@ -66,6 +69,10 @@ struct Reliability: ParsableCommand {
         /// conversion is retried): judged by its figures, not by its first
         /// recorded problem (`TransmitResult.Judgement.fallbacksExpected`).
         var fallsBack = false
+        /// A planted defect the model must catch: the run must show DMA
+        /// faults (and lose nothing); its faults are the catch, not a failure,
+        /// and its bytes are not in the campaign's traffic balance.
+        var mustFault = false
         /// A preemption storm: the injected faults are the modelled
         /// preemptions, and the per-CPU pointer's race is reported, not failed,
         /// for a design that sets it (`TransmitResult.Judgement.raceExpected`).
@@ -108,6 +115,26 @@ struct Reliability: ParsableCommand {
             w.connectionBytes = 256 << 10
             c.preemptRT = true
             c.rtScheduling = RTScheduling(tasksPerCPU: 8, preemptEvery: 2, seed: 0x5eed)
+        },
+        // --platform iommu: the NIC goes mid-traffic and its IOMMU domain with
+        // it, tearing down the mappings of pool pages still in flight in
+        // frames; nothing may read or unmap through the removed device, every
+        // entry must be gone and every page home.
+        Fault(scenario: .iommuNICRemoved, name: "IOMMU strict, NIC removed", kinds: [.bounce, .pagePool],
+              plan: FaultPlan(removeNICAfterBytes: 8 << 20)) { _, _, c in
+            c.platform = .iommu(IOMMUConfiguration(mode: .strict, costs: .free))
+            c.poolProvider = .system
+        },
+        Fault(scenario: .iommuNICRemoved, name: "IOMMU lazy, NIC removed", kinds: [.bounce, .pagePool],
+              plan: FaultPlan(removeNICAfterBytes: 8 << 20)) { _, _, c in
+            c.platform = .iommu(IOMMUConfiguration(mode: .lazy, costs: .free))
+            c.poolProvider = .system
+        },
+        // A planted defect: a design that unmaps each fragment before the NIC
+        // reads it. Every such read must be refused as a DMA fault.
+        Fault(scenario: .iommuEarlyUnmapCaught, name: "IOMMU early unmap (planted)", kinds: [EarlyUnmapDesignKind()],
+              plan: .none, mustFault: true) { _, _, c in
+            c.platform = .iommu(IOMMUConfiguration(mode: .lazy, costs: .free))
         },
     ]
 
@@ -153,7 +180,7 @@ struct Reliability: ParsableCommand {
                                                rtScheduling: configuration.preemptRT ? configuration.rtScheduling : nil).run(faults: fault.plan)
                 // Injected: each device removal, the block-device scenario once,
                 // each failed conversion.
-                let injected = (fault.plan.removeNICAfterBytes != nil ? 1 : 0)
+                let injected = (fault.mustFault ? 1 : 0) + (fault.plan.removeNICAfterBytes != nil ? 1 : 0)
                     + (fault.plan.removeOtherDeviceAfterBytes != nil ? 1 : 0)
                     + ((r.blockDevice?.mappings ?? 0) > 0 ? 1 : 0)
                     + guest.memory.conversionStatistics.failures
@@ -162,19 +189,25 @@ struct Reliability: ParsableCommand {
                 operations += r.payloadBytes / max(1, workload.messageBytes)
                 bytesVerified += r.verifiedBytes
                 lostPages += r.lostPages
-                dmaFaults += r.dmaFaults
-                traffic = traffic.map { TransmitResult.aggregate([$0, r]) } ?? r
-                let problem = Self.problem(in: r, fault: fault, injected: injected)
+                if !fault.mustFault {
+                    dmaFaults += r.dmaFaults
+                    traffic = traffic.map { TransmitResult.aggregate([$0, r]) } ?? r
+                }
+                let problem = fault.mustFault
+                    ? (r.dmaFaults == 0 ? "the planted early unmap was not caught: no DMA fault"
+                       : r.lostPages > 0 ? "\(r.lostPages) pages lost" : nil)
+                    : Self.problem(in: r, fault: fault, injected: injected)
                 let outcome = problem.map { "FAILED: \($0)" } ?? "ok"
                 if problem != nil { failures += 1 }
                 let blockMappings = r.blockDevice.map { "  (block device: \($0.mappings) mappings, \($0.failures) failed)" } ?? ""
                 let drops = r.framesDropped > 0 ? "  (\(r.framesDropped) frames dropped, \(r.framesRetransmitted) retransmitted)" : ""
                 let refused = r.refusedDeviceAllocations > 0 ? "  (\(r.refusedDeviceAllocations) requests for the removed NIC refused)" : ""
+                let tornDown = r.platform == "iommu" && fault.plan.removeNICAfterBytes != nil ? "  (IOMMU: \(r.iommu.mappingsTornDown) mappings torn down with the NIC)" : ""
                 let race = fault.preempts
                     ? "  (\(r.connectionsClosed) sockets freed; current_tx_socket: \(r.currentTXSocketSets) sets, \(r.misattributedLearnings) misattributed learnings, \(r.socketUseAfterFree) uses after free\(r.currentTXSocketSets > 0 ? ", expected: the patch's race" : ""))"
                     : ""
                 print("  \(fault.name.padded(34)) \(kind.name.padded(15)) \(String(injected).leftPadded(7)) injected  "
-                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)\(blockMappings)\(drops)\(refused)\(race)")
+                      + "\(String(r.verifiedBytes >> 20).leftPadded(6)) MiB verified  \(r.lostPages) lost  \(r.dmaFaults) DMA faults  \(outcome)\(blockMappings)\(drops)\(refused)\(tornDown)\(race)")
                 if problem != nil {
                     print("  reproduce: txsim reliability --scenario \(fault.scenario.rawValue) --design \(kind.name) --run-seconds \(runSeconds)")
                 }
@@ -190,6 +223,26 @@ struct Reliability: ParsableCommand {
               + "bytes written \(written) \(balance) delivered \(delivered) + discarded with a removed NIC \(discarded), "
               + "failures \(failures)")
         if failures > 0 || lostPages > 0 || dmaFaults > 0 || balance != "=" { throw ExitCode(2) }
+    }
+
+    /// A deliberately wrong design for the planted check: it unmaps each
+    /// fragment right after mapping it, before the NIC reads it.
+    struct EarlyUnmapDesignKind: TransmitDesignKind {
+        var name: String { "early-unmap" }
+        var summary: String { "planted defect: unmaps each fragment before the device reads it" }
+        func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements { GuestRequirements() }
+        func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
+            EarlyUnmapDesign(guest: context.guest, device: context.device)
+        }
+    }
+
+    final class EarlyUnmapDesign: GuestDesign, @unchecked Sendable {
+        override var name: String { "early-unmap" }
+        override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
+            let m = try mapThroughDMAAPI(fragment, queue: queue)
+            try guest.dma.unmapPage(m.address, size: m.length, direction: .toDevice, device: queue.device)
+            return FragmentMapping(address: m.address, length: m.length, kind: .direct)
+        }
     }
 
     /// Operations per fuzz run.

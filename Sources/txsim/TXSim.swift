@@ -12,7 +12,7 @@ struct TXSim: ParsableCommand {
             in any client of DMAPools. To run txsim with jemalloc as its process malloc \
             too, start it with LD_PRELOAD=libjemalloc.so.2.
             """,
-        subcommands: [Compare.self, Run.self, BreakEven.self, ZeroCopyMix.self, Block.self, Designs.self, Layout.self, Microbench.self, Fuzz.self, Reliability.self, Calibrate.self, Project.self],
+        subcommands: [Compare.self, Run.self, BreakEven.self, IOMMUSweep.self, ZeroCopyMix.self, Block.self, Designs.self, Layout.self, Microbench.self, Fuzz.self, Reliability.self, Calibrate.self, Project.self],
         defaultSubcommand: Compare.self
     )
 }

@@ -62,8 +62,8 @@ import Testing
             _ = try registry.designs(named: "bounce,page_pool")
         }
         #expect(try registry.designs(named: "bounce,page-pool").map(\.name) == ["bounce", "page-pool"])
-        expectRefused("provider", "unknown page_pool provider 'system' (registered: swiotlb, decrypted)") {
-            _ = try registry.provider(named: "system")
+        expectRefused("provider", "unknown page_pool provider 'nonesuch' (registered: swiotlb, decrypted, system)") {
+            _ = try registry.provider(named: "nonesuch")
         }
         expectRefused("rounds", "invalid --rounds: 0 must be in 1...100") {
             _ = try Experiment.compare([.bounce], workload: Workload(), rounds: 0, configuration: c)

@@ -36,7 +36,7 @@ struct OneQueueKind: TransmitDesignKind {
     @Test func theBuiltInsAreRegisteredInReportOrder() {
         let registry = DesignRegistry()
         #expect(registry.designs.map(\.name) == ["bounce", "frag-refill", "page-pool", "decrypted-pool", "inline-decrypt"])
-        #expect(registry.providers.map(\.name) == ["swiotlb", "decrypted"])
+        #expect(registry.providers.map(\.name) == ["swiotlb", "decrypted", "system"])
         #expect(registry.designs.allSatisfy { !$0.summary.isEmpty })
         #expect(DesignRegistry(builtIns: false).designs.isEmpty)
     }

@@ -103,6 +103,19 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--hypercall-page-ns", "1000000"], message: "invalid --hypercall-page-ns: 1000000 must be in 0...100000 ns"),
     BadInput(arguments: ["--rtt-us", "2000000"], message: "invalid --rtt-us: 2000000 must be in 0...1000000 microseconds"),
     BadInput(arguments: ["--line-rate-gbps", "0"], message: "invalid --line-rate-gbps: 0.0 must be in 0.001...10000 Gbps"),
+    // --platform iommu and its modelled costs.
+    BadInput(arguments: ["--platform", "tdx"], message: "invalid --platform: 'tdx' must be coco or iommu"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-mode", "eager"], message: "invalid --iommu-mode: 'eager' must be strict or lazy"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-map-ns", "-1"], message: "invalid --iommu-map-ns: -1 must be in 0...1000000 ns (1 ms)"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-pte-ns", "-1"], message: "invalid --iommu-pte-ns: -1 must be in 0...1000000 ns (1 ms)"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-invalidate-ns", "1000001"], message: "invalid --iommu-invalidate-ns: 1000001 must be in 0...1000000 ns (1 ms)"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-flush-ns", "2000000"], message: "invalid --iommu-flush-ns: 2000000 must be in 0...1000000 ns (1 ms)"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-flush-queue", "0"], message: "invalid --iommu-flush-queue: 0 must be in 1...65536"),
+    BadInput(arguments: ["--platform", "iommu", "--iommu-charge", "x"], message: "invalid --iommu-charge: 'x' must be spin or account-only"),
+    BadInput(arguments: ["--platform", "iommu", "--designs", "frag-refill"], message: "invalid --designs: frag-refill does not apply to --platform iommu"),
+    BadInput(arguments: ["--platform", "iommu", "--provider", "swiotlb", "--designs", "page-pool"],
+             message: "invalid --provider: swiotlb does not apply to --platform iommu"),
+    BadInput(arguments: ["--provider", "system", "--designs", "page-pool"], message: "invalid --provider: system does not apply to --platform coco"),
     // Runs that would do nothing useful.
     BadInput(arguments: ["--svg", "/nonexistent/dir/x.svg"],
              message: "invalid --svg: cannot write /nonexistent/dir/x.svg: directory /nonexistent/dir does not exist"),
@@ -123,7 +136,7 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["run", "--design", "page_pool"],
              message: "invalid --design: unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)"),
     BadInput(arguments: ["--designs", "bounce,nope"], message: "invalid --designs: unknown design 'nope' (registered: bounce, frag-refill"),
-    BadInput(arguments: ["--provider", "system"], message: "invalid --provider: unknown page_pool provider 'system' (registered: swiotlb, decrypted)"),
+    BadInput(arguments: ["--provider", "nonesuch"], message: "invalid --provider: unknown page_pool provider 'nonesuch' (registered: swiotlb, decrypted, system)"),
     // Paired comparisons: the baseline must run, the stability cap is a round count.
     BadInput(arguments: ["--baseline", "page_pool"],
              message: "invalid --baseline: unknown design 'page_pool' (registered: bounce, frag-refill, page-pool, decrypted-pool, inline-decrypt)"),

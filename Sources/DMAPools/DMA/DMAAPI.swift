@@ -13,6 +13,10 @@
 /// 3. A device that does not bounce: shared pages map to their unencrypted bus
 ///    address; private pages fail with `.privateMemory`.
 ///
+/// 4. A device behind an IOMMU (a platform without encryption): any guest page
+///    is mapped through the IOMMU (an IOVA, its entries written); unmap clears
+///    them (`IOMMU.unmap`), sync checks the range is mapped and copies nothing.
+///
 /// Unmap and sync take the path their address names, as `dma_direct_unmap_page`
 /// does: an address inside the swiotlb pool is a bounce mapping (or a zero-copy
 /// run), anything else a direct mapping. Direct mappings are not tracked (the
@@ -67,6 +71,15 @@ public final class DMAAPI: @unchecked Sendable {
         }
         // Inside guest memory: offset < runBytes.
         let physical = PhysicalAddress(page.physicalAddress.rawValue &+ UInt64(offset))
+        if let iommu = device.iommu {
+            // No encryption: any guest page may be mapped; the run is contiguous.
+            let address = try iommu.map(physical, size: size, device: device)
+            guard device.canAddress(address, size: size) else {
+                try? iommu.unmap(address, size: size, device: device)
+                throw DMAError.addressNotReachable(device: device.name, address: address, size: size)
+            }
+            return DMAMapping(address: address, kind: .translated)
+        }
         if device.mustBounce {
             if head.owner == .swiotlbZeroCopy && swiotlb.contains(physical) {
                 let address = memory.unencryptedDMAAddress(of: physical)
@@ -134,6 +147,10 @@ public final class DMAAPI: @unchecked Sendable {
     public func unmapPage(_ address: DMAAddress, size: Int, direction: DMADirection,
                           device: Device, skipCPUSync: Bool = false) throws(DMAError) {
         try device.checkPresent()
+        if let iommu = device.iommu {
+            try iommu.unmap(address, size: size, device: device)
+            return
+        }
         let physical = try resolve(address)
         if swiotlb.contains(physical) {
             if isZeroCopyAddress(physical) {
@@ -176,6 +193,11 @@ public final class DMAAPI: @unchecked Sendable {
     func sync(_ address: DMAAddress, size: Int, direction: DMADirection, device: Device,
               forDevice: Bool) throws(DMAError) {
         try device.checkPresent()
+        if let iommu = device.iommu {
+            // Coherent, unencrypted: nothing to copy; the range must be mapped.
+            guard iommu.isMapped(address, length: size, device: device) else { throw DMAError.notMapped(address) }
+            return
+        }
         let physical = try resolve(address)
         if swiotlb.contains(physical) {
             if isZeroCopyAddress(physical) { return }
@@ -238,6 +260,9 @@ public struct DMAMapping: Sendable, Hashable {
         /// Shared memory mapped directly (a device that does not bounce):
         /// nothing to unmap.
         case direct
+        /// Mapped through the device's IOMMU (an IOVA, its page-table entries
+        /// written): `unmapPage` clears them and ends the IOTLB entries.
+        case translated
     }
 
     /// The bus address the device must use.

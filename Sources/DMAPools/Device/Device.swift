@@ -28,6 +28,10 @@ public final class Device: Sendable, CustomStringConvertible {
     public let mustBounce: Bool
     /// `dma_get_min_align_mask`: low address bits a bounce must preserve.
     public let minAlignMask: UInt64
+    /// The IOMMU the device sits behind (`dev->iommu_group`'s DMA domain), or
+    /// nil: its DMA addresses are then bus addresses of guest memory. A device
+    /// behind an IOMMU reaches memory only through its page table.
+    public let iommu: IOMMU?
 
     private let removed = Atomic<Bool>(false)
     private let staleAccesses = Atomic<Int>(0)
@@ -37,7 +41,8 @@ public final class Device: Sendable, CustomStringConvertible {
     private let removalSerial: RemovalSerial
 
     init(id: Int, name: String, dmaMask: UInt64, isCoherent: Bool, mustBounce: Bool,
-         minAlignMask: UInt64, removalSerial: RemovalSerial) {
+         minAlignMask: UInt64, removalSerial: RemovalSerial, iommu: IOMMU? = nil) {
+        self.iommu = iommu
         self.id = id
         self.name = name
         self.dmaMask = dmaMask
@@ -101,14 +106,17 @@ public final class Device: Sendable, CustomStringConvertible {
 
     /// Removes the device (`device_del`): later DMA operations fail, and the
     /// registry's removal serial moves so cached references can be invalidated.
+    /// Behind an IOMMU, its domain goes with it: every mapping it still has
+    /// is torn down (`IOMMU.detach`).
     public func remove() {
         if !removed.exchange(true, ordering: .acquiringAndReleasing) {
             removalSerial.value.wrappingAdd(1, ordering: .releasing)
+            iommu?.detach(self)
         }
     }
 
     public var description: String {
-        "device \(name) (mask 0x\(String(dmaMask, radix: 16))\(mustBounce ? ", bounce" : "")\(isRemoved ? ", removed" : ""))"
+        "device \(name) (mask 0x\(String(dmaMask, radix: 16))\(mustBounce ? ", bounce" : "")\(iommu != nil ? ", behind an IOMMU" : "")\(isRemoved ? ", removed" : ""))"
     }
 }
 
@@ -124,9 +132,13 @@ public final class DeviceRegistry: Sendable {
     private let devices = Lock<[Device]>([])
     /// Whether the guest forces bouncing (a confidential VM does).
     public let forceBounce: Bool
+    /// The IOMMU every device added sits behind (nil: none).
+    public let iommu: IOMMU?
 
-    public init(forceBounce: Bool = true) {
+    public init(forceBounce: Bool = true, iommu: IOMMU? = nil) {
+        precondition(!(forceBounce && iommu != nil), "DeviceRegistry: a platform either bounces (confidential) or translates (IOMMU)")
         self.forceBounce = forceBounce
+        self.iommu = iommu
     }
 
     /// The removal serial (`swiotlb_get_device_serial`): it changes whenever a
@@ -154,7 +166,8 @@ public final class DeviceRegistry: Sendable {
         let mask = dmaMaskBits == 64 ? UInt64.max : (UInt64(1) << dmaMaskBits) - 1
         return devices.withLock { list in
             let device = Device(id: list.count, name: name, dmaMask: mask, isCoherent: isCoherent,
-                                mustBounce: forceBounce, minAlignMask: minAlignMask, removalSerial: serial)
+                                mustBounce: forceBounce, minAlignMask: minAlignMask, removalSerial: serial,
+                                iommu: iommu)
             list.append(device)
             return device
         }
@@ -182,6 +195,8 @@ public enum DMAError: Error, Hashable, CustomStringConvertible {
     case notMapped(DMAAddress)
     /// A modelled private <-> shared conversion failed while mapping.
     case conversionFailed(String)
+    /// The IOMMU's IOVA space has no free range of the size asked for.
+    case iovaExhausted(size: Int, iovaPages: Int)
 
     public var description: String {
         switch self {
@@ -196,6 +211,7 @@ public enum DMAError: Error, Hashable, CustomStringConvertible {
             "swiotlb zero-copy cap reached: zerocopy_tx_percent \(pct), used \(used) of \(total) slots"
         case .notMapped(let a): "\(a) is not a live DMA mapping"
         case .conversionFailed(let why): "in-place conversion failed: \(why)"
+        case .iovaExhausted(let size, let pages): "IOMMU: no free IOVA range for \(size) bytes in a space of \(pages) pages"
         }
     }
 }

@@ -1,5 +1,7 @@
-/// A confidential VM guest: its memory, devices, swiotlb, DMA API and page
-/// allocators, wired the way the kernel wires them at boot.
+/// A guest: its memory, devices, swiotlb, DMA API and page allocators, wired
+/// the way the kernel wires them at boot. By default a confidential VM (every
+/// device bounces through swiotlb); on `.iommu` a guest without memory
+/// encryption whose devices sit behind an IOMMU (nothing bounces).
 ///
 /// Every TX design runs on a guest of its own built from the same
 /// configuration, so designs are compared on equal terms and one design's
@@ -15,7 +17,35 @@ public final class Guest: @unchecked Sendable {
         case swiotlbHook
     }
 
+    /// What the guest runs on: a confidential VM, or devices behind an IOMMU
+    /// and memory that is not encrypted.
+    public enum Platform: Sendable, Hashable {
+        /// A confidential VM (TDX, SEV-SNP, pKVM, CCA): memory is private
+        /// (encrypted), every device bounces through swiotlb (today's default).
+        case confidential
+        /// No memory encryption; devices behind an IOMMU: `dma_map` allocates
+        /// an IOVA and writes page-table entries, nothing bounces.
+        case iommu(IOMMUConfiguration)
+
+        /// The name `txsim --platform` takes.
+        public var name: String {
+            switch self {
+            case .confidential: "coco"
+            case .iommu: "iommu"
+            }
+        }
+
+        /// The IOMMU's configuration, on `.iommu`.
+        public var iommu: IOMMUConfiguration? {
+            if case .iommu(let c) = self { return c }
+            return nil
+        }
+    }
+
     public let memory: GuestMemory
+    public let platform: Platform
+    /// The IOMMU the devices sit behind (`.iommu` only).
+    public let iommu: IOMMU?
     public let devices: DeviceRegistry
     public let swiotlb: SWIOTLB
     public let dma: DMAAPI
@@ -37,13 +67,22 @@ public final class Guest: @unchecked Sendable {
     ///     none, an alloc+free pair measured about 520 µs, two conversions).
     public init(_ configuration: GuestMemoryConfiguration = .init(), swiotlbAreas: Int? = nil,
                 zeroCopyPercent: Int = 0, freePath: FreePath = .plain,
-                decryptedSpareChunks: Int = Guest.defaultDecryptedSpareChunks) throws {
+                decryptedSpareChunks: Int = Guest.defaultDecryptedSpareChunks, platform: Platform = .confidential) throws {
         let memory = try GuestMemory(configuration)
         let swiotlb = try SWIOTLB(memory: memory, areaCount: swiotlbAreas)
         try swiotlb.setZeroCopyPercent(zeroCopyPercent)
         self.memory = memory
         self.swiotlb = swiotlb
-        self.devices = DeviceRegistry(forceBounce: true)
+        self.platform = platform
+        switch platform {
+        case .confidential:
+            iommu = nil
+            devices = DeviceRegistry(forceBounce: true)
+        case .iommu(let c):
+            let iommu = try IOMMU(memory: memory, configuration: c)
+            self.iommu = iommu
+            devices = DeviceRegistry(forceBounce: false, iommu: iommu)
+        }
         self.dma = DMAAPI(memory: memory, swiotlb: swiotlb)
         self.freePath = freePath
         switch freePath {
@@ -94,10 +133,13 @@ public final class Guest: @unchecked Sendable {
     /// Pages that are not back with their owner: after every user of the guest
     /// has released everything, this must be 0. It counts pages still held by an
     /// allocator, pool or provider (every owner whose kind `holdsPages`), swiotlb slots still in use (in pages), and pages
-    /// outside swiotlb still shared (a conversion never undone). Spare chunks of
-    /// the decrypted allocator are released first: holding them is not a leak.
+    /// outside swiotlb still shared (a conversion never undone), and IOMMU
+    /// page-table entries still present (a mapping never unmapped pins its
+    /// page). Spare chunks of the decrypted allocator are released first, and
+    /// the IOMMU's lazy queue flushed: holding them is not a leak.
     public func lostPages() -> Int {
         decrypted.releaseSpareChunks(keeping: 0)
+        iommu?.flush()
         var held = 0
         var sharedOutsideSWIOTLB = 0
         let registry = PageOwnerRegistry.shared
@@ -108,7 +150,7 @@ public final class Guest: @unchecked Sendable {
         }
         let slotsPerPage = PageGeometry.size / SWIOTLB.slotSize
         let swiotlbPages = (swiotlb.usedSlots + slotsPerPage - 1) / slotsPerPage
-        return held + swiotlbPages + sharedOutsideSWIOTLB
+        return held + swiotlbPages + sharedOutsideSWIOTLB + (iommu?.statistics.presentEntries ?? 0)
     }
 }
 

@@ -36,6 +36,9 @@ public final class DecryptedPoolDesign: GuestDesign, @unchecked Sendable {
 public struct DecryptedPoolDesignKind: TransmitDesignKind {
     public init() {}
     public var name: String { "decrypted-pool" }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? {
+        platform.iommu == nil ? nil : "its allocator converts private (encrypted) memory to shared, and no memory is encrypted on this platform (not applicable)"
+    }
     public var summary: String { "socket pages from the generic pre-decrypted allocator (chunks converted once), mapped by their own address" }
     public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
         GuestRequirements(decryptedAllocator: true, bounces: false)
@@ -166,6 +169,9 @@ public final class InlineDecryptDesign: GuestDesign, @unchecked Sendable {
 public struct InlineDecryptDesignKind: TransmitDesignKind {
     public init() {}
     public var name: String { "inline-decrypt" }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? {
+        platform.iommu == nil ? nil : "it converts pages between private and shared per mapping, and no memory is encrypted on this platform (not applicable)"
+    }
     public var summary: String { "general pages converted to shared at map time and back at completion (two modelled hypercalls per mapping)" }
     public var convertsPerMapping: Bool { true }
     public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {

@@ -110,11 +110,18 @@ public protocol TransmitDesignKind: Sendable {
     /// (`TransmitResult.breakEven`). Default false: a design that converts
     /// once at set-up or per chunk has no per-mapping cost to break even on.
     var convertsPerMapping: Bool { get }
+
+    /// Why the design has no meaning on `platform`, or nil when it runs there.
+    /// `Experiment.check` refuses a design that does not apply (naming
+    /// `designs`); `txsim compare` leaves such designs out of its default
+    /// list and says so. The default: every platform.
+    func unsupportedReason(on platform: Guest.Platform) -> String?
 }
 
 extension TransmitDesignKind {
     public func check(workload: Workload, configuration: ExperimentConfiguration) throws(ExperimentError) {}
     public var convertsPerMapping: Bool { false }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? { nil }
 }
 
 /// A kind of page_pool memory provider: what `ExperimentConfiguration.poolProvider`
@@ -137,6 +144,15 @@ public protocol PagePoolProviderKind: Sendable {
 
     /// Builds the provider for the context's guest and device.
     func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider
+
+    /// Why the provider has no meaning on `platform`, or nil when it serves
+    /// there (default: every platform). The page-pool design refuses a
+    /// provider that does not apply, naming `provider`.
+    func unsupportedReason(on platform: Guest.Platform) -> String?
+}
+
+extension PagePoolProviderKind {
+    public func unsupportedReason(on platform: Guest.Platform) -> String? { nil }
 }
 
 extension PagePoolProviderKind {

@@ -6,7 +6,7 @@ import Synchronization
 /// in. `shared` starts with the built-in kinds, each registered by the same
 /// `register` call a user makes, in the order reports list them: designs
 /// `bounce`, `frag-refill`, `page-pool`, `decrypted-pool`, `inline-decrypt`;
-/// providers `swiotlb`, `decrypted`.
+/// providers `swiotlb`, `decrypted`, `system`.
 ///
 /// Names are resolved once, when an experiment is set up; nothing per frame
 /// goes through the registry. Thread-safe.
@@ -129,5 +129,5 @@ enum BuiltInKinds {
     static let designs: [any TransmitDesignKind] = [
         BounceDesignKind(), FragRefillDesignKind(), PagePoolDesignKind(), DecryptedPoolDesignKind(), InlineDecryptDesignKind(),
     ]
-    static let providers: [any PagePoolProviderKind] = [SWIOTLBProviderKind(), DecryptedProviderKind()]
+    static let providers: [any PagePoolProviderKind] = [SWIOTLBProviderKind(), DecryptedProviderKind(), SystemProviderKind()]
 }

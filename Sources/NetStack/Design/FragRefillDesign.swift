@@ -159,6 +159,9 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
 public struct FragRefillDesignKind: TransmitDesignKind {
     public init() {}
     public var name: String { "frag-refill" }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? {
+        platform.iommu == nil ? nil : "its socket pages are swiotlb zero-copy runs, and nothing bounces through swiotlb behind an IOMMU without encryption (not applicable)"
+    }
     public var summary: String { "the seed patch: socket pages are swiotlb runs within zerocopy_tx_percent, freed through a hook in the page allocator" }
     public func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements {
         GuestRequirements(swiotlbZeroCopyRuns: true, freePath: .swiotlbHook)

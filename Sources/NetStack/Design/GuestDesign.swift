@@ -3,7 +3,8 @@ import Synchronization
 
 /// The common ground of the designs: a guest, the NIC's device, page references
 /// kept as the kernel keeps them for ordinary pages (`get_page`/`put_page`), and
-/// mapping through the DMA API (which bounces in a confidential VM).
+/// mapping through the DMA API (which bounces in a confidential VM, and maps
+/// and unmaps an IOVA per fragment behind an IOMMU).
 /// Designs override what they change.
 open class GuestDesign: TransmitDesign, @unchecked Sendable {
     public let guest: Guest
@@ -36,7 +37,7 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
 
     open func unmap(_ mapping: FragmentMapping, fragment: Fragment, queue: TXQueue) throws(DMAError) {
         switch mapping.kind {
-        case .bounced:
+        case .bounced, .translated:
             try guest.dma.unmapPage(mapping.address, size: mapping.length, direction: .toDevice, device: queue.device)
         case .direct, .convertedInPlace:
             // A zero-copy swiotlb run: `dma_unmap_page` would do nothing; a pool
@@ -48,7 +49,11 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
     public final func mapThroughDMAAPI(_ fragment: Fragment, queue: TXQueue) throws(DMAError) -> FragmentMapping {
         let mapping = try guest.dma.map(fragment.page, offset: fragment.offset, size: fragment.length,
                                         direction: .toDevice, device: queue.device)
-        let kind: FragmentMapping.Kind = mapping.kind == .bounced ? .bounced : .direct
+        let kind: FragmentMapping.Kind = switch mapping.kind {
+        case .bounced: .bounced
+        case .translated: .translated
+        case .direct, .zeroCopyRun: .direct
+        }
         return FragmentMapping(address: mapping.address, length: fragment.length, kind: kind)
     }
 

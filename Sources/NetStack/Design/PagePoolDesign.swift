@@ -134,6 +134,12 @@ public struct PagePoolDesignKind: TransmitDesignKind {
             configuration.poolProvider.requirements(pools: workload.senders, order: PageGeometry.socketFragOrder,
                                                     configuration: configuration))
     }
+    public func check(workload: Workload, configuration: ExperimentConfiguration) throws(ExperimentError) {
+        let provider = configuration.poolProvider
+        if let why = provider.unsupportedReason(on: configuration.platform) {
+            throw .invalid(.invalid(parameter: "provider", reason: "\(provider.name) does not apply to --platform \(configuration.platform.name): \(why)"))
+        }
+    }
     public func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
         try PagePoolDesign(guest: context.guest, device: context.device, senders: context.workload.senders,
                            provider: try context.makePoolProvider(), ringSize: context.configuration.poolRingSize,
@@ -152,6 +158,9 @@ extension TransmitDesignKind where Self == PagePoolDesignKind {
 public struct SWIOTLBProviderKind: PagePoolProviderKind {
     public init() {}
     public var name: String { "swiotlb" }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? {
+        platform.iommu == nil ? nil : "zero-copy swiotlb runs exist only where devices bounce; behind an IOMMU use --provider system"
+    }
     public var summary: String { "zero-copy runs taken from swiotlb, under zerocopy_tx_percent (shared from boot)" }
     public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
         // Cached pages are swiotlb's, not private memory.
@@ -168,6 +177,9 @@ public struct SWIOTLBProviderKind: PagePoolProviderKind {
 public struct DecryptedProviderKind: PagePoolProviderKind {
     public init() {}
     public var name: String { "decrypted" }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? {
+        platform.iommu == nil ? nil : "pre-decrypted pages need encrypted memory; behind an IOMMU use --provider system"
+    }
     public var summary: String { "runs of the pre-decrypted allocator (private chunks converted to shared once)" }
     public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
         GuestRequirements(decryptedAllocator: true, privateReserveBytes: Self.cachedBytes(pools: pools, order: order), bounces: false)
@@ -175,6 +187,34 @@ public struct DecryptedProviderKind: PagePoolProviderKind {
     public func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider {
         DecryptedPageProvider(allocator: context.guest.decrypted)
     }
+}
+
+/// The `system` provider kind: the kernel's default page_pool backing,
+/// general pages (`alloc_pages`) mapped through the DMA API when they enter
+/// the pool and unmapped when they leave it (`SystemPageProvider`). Behind an
+/// IOMMU that is one IOVA and its entries per pooled page, kept while the page
+/// recycles. Not in a confidential VM: there the mapping is a bounce slot that
+/// needs a sync copy after every write, which the page-pool design, mapping by
+/// the stored address, does not make.
+public struct SystemProviderKind: PagePoolProviderKind {
+    public init() {}
+    public var name: String { "system" }
+    public var summary: String { "general pages mapped once through the DMA API when they enter the pool (behind an IOMMU: one IOVA per pooled page)" }
+    public func unsupportedReason(on platform: Guest.Platform) -> String? {
+        platform.iommu != nil ? nil
+            : "in a confidential VM a system page's mapping is a bounce slot needing a copy at every sync; use swiotlb or decrypted"
+    }
+    public func requirements(pools: Int, order: Int, configuration: ExperimentConfiguration) -> GuestRequirements {
+        GuestRequirements(privateReserveBytes: Self.cachedBytes(pools: pools, order: order), bounces: false)
+    }
+    public func makeProvider(in context: DesignContext) throws -> any PagePoolMemoryProvider {
+        SystemPageProvider(general: context.guest.allocator, dma: context.guest.dma, device: context.device)
+    }
+}
+
+extension PagePoolProviderKind where Self == SystemProviderKind {
+    /// `system`: general pages mapped when they enter the pool.
+    public static var system: SystemProviderKind { SystemProviderKind() }
 }
 
 extension PagePoolProviderKind where Self == SWIOTLBProviderKind {

@@ -11,6 +11,8 @@ public struct FragmentMapping: Sendable, Hashable {
         case direct
         /// Converted to shared in place by a modelled hypercall; converted back at completion.
         case convertedInPlace
+        /// Mapped through the device's IOMMU (an IOVA, nothing copied); unmapped at completion.
+        case translated
     }
 
     public var address: DMAAddress

@@ -100,7 +100,7 @@ public final class NICRing: @unchecked Sendable {
 
 /// What a device sees at a DMA address: the bytes, if the address is one it
 /// may reach (within its DMA mask, shared, inside guest memory, every page
-/// shared), or the DMA fault. The NIC and the block device check the same way.
+/// shared; behind an IOMMU: every page mapped for it now), or the DMA fault. The NIC and the block device check the same way.
 enum DeviceAccess {
     struct Fault: Error, CustomStringConvertible {
         var description: String
@@ -110,6 +110,13 @@ enum DeviceAccess {
                         device: Device) -> Result<UnsafeMutableRawPointer, Fault> {
         guard device.canAddress(address, size: length) else {
             return .failure(Fault(description: "\(address) +\(length) is beyond \(device.name)'s DMA mask"))
+        }
+        if let iommu = device.iommu {
+            // Behind an IOMMU: only what its page table maps now is reachable.
+            switch iommu.translate(address, length: length, device: device) {
+            case .success(let pointer): return .success(pointer)
+            case .failure(let fault): return .failure(Fault(description: fault.description))
+            }
         }
         guard let physical = memory.physicalAddress(ofShared: address) else {
             return .failure(Fault(description: "\(address) has no shared bit: private memory is not reachable by devices"))

@@ -317,7 +317,7 @@ public final class TXQueue: @unchecked Sendable {
             let m = base[i]
             switch m.kind {
             case .bounced: statistics.bytesBounced += m.length
-            case .direct: statistics.bytesDirect += m.length
+            case .direct, .translated: statistics.bytesDirect += m.length
             case .convertedInPlace: statistics.bytesConvertedInPlace += m.length
             }
             statistics.fragments += 1

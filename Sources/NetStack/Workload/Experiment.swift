@@ -24,6 +24,9 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     /// `rtScheduling.tasksPerCPU` of them sharing each modelled CPU's per-CPU
     /// state, preempted inside their transmit sections (`TransmitScheduler`).
     public var preemptRT: Bool = false
+    /// What the guests run on (`--platform`): a confidential VM (the
+    /// default), or devices behind an IOMMU without memory encryption.
+    public var platform: Guest.Platform = .confidential
     /// How the RT tasks are interleaved (used only with `preemptRT`).
     public var rtScheduling = RTScheduling()
 
@@ -60,6 +63,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     public static func == (a: Self, b: Self) -> Bool {
         a.memory == b.memory && a.zeroCopyPercent == b.zeroCopyPercent && a.poolProvider.name == b.poolProvider.name
             && a.poolRingSize == b.poolRingSize && a.swiotlbAreas == b.swiotlbAreas && a.preemptRT == b.preemptRT
+            && a.platform == b.platform
             && a.rtScheduling == b.rtScheduling
     }
 
@@ -70,6 +74,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
         hasher.combine(poolRingSize)
         hasher.combine(swiotlbAreas)
         hasher.combine(preemptRT)
+        hasher.combine(platform)
         hasher.combine(rtScheduling)
     }
 
@@ -103,6 +108,15 @@ public struct ExperimentConfiguration: Sendable, Hashable {
                   "\(h.perCallNanoseconds) must be in 0...\(HypercallCostModel.maximumPerCallNanoseconds) ns (1 ms)")
         try check((0...HypercallCostModel.maximumPerPageNanoseconds).contains(h.perPageNanoseconds), "hypercall-page-ns",
                   "\(h.perPageNanoseconds) must be in 0...\(HypercallCostModel.maximumPerPageNanoseconds) ns (100 us)")
+        if let iommu = platform.iommu {
+            let c = iommu.costs, range = 0...IOMMUCostModel.maximumNanoseconds
+            for (value, name) in [(c.mapNanoseconds, "iommu-map-ns"), (c.pteNanoseconds, "iommu-pte-ns"),
+                                  (c.invalidateNanoseconds, "iommu-invalidate-ns"), (c.flushNanoseconds, "iommu-flush-ns")] {
+                try check(range.contains(value), name, "\(value) must be in 0...\(IOMMUCostModel.maximumNanoseconds) ns (1 ms)")
+            }
+            try check(IOMMUConfiguration.flushQueueRange.contains(iommu.flushQueueSize), "iommu-flush-queue",
+                      "\(iommu.flushQueueSize) must be in \(IOMMUConfiguration.flushQueueRange) (the kernel's IOVA_FQ_SIZE is 256)")
+        }
     }
 }
 
@@ -185,6 +199,11 @@ public enum Experiment {
             throw .invalid(.invalid(parameter: "until-stable", reason: "\(cap) must be in --rounds (\(rounds))...\(roundsRange.upperBound): "
                            + "the most rounds to run in all"))
         }
+        for kind in kinds {
+            if let why = kind.unsupportedReason(on: configuration.platform) {
+                throw .invalid(.invalid(parameter: "designs", reason: "\(kind.name) does not apply to --platform \(configuration.platform.name): \(why)"))
+            }
+        }
         for kind in kinds { try kind.check(workload: workload, configuration: configuration) }
         try checkFits(kinds, workload: workload, configuration: configuration)
     }
@@ -253,7 +272,8 @@ public enum Experiment {
                               + "\(readableBytes(privateBytes)) private (--guest-mib \(m.guestBytes >> 20) less the \(mebibytes(m.swiotlbBytes)) swiotlb): "
                               + "lower --flows or --send-buffer, raise --guest-mib, or give a smaller --swiotlb-mib")
         }
-        if requirements.contains(where: \.bounces) || w.zeroCopyFraction > 0 {
+        // Behind an IOMMU nothing bounces.
+        if configuration.platform.iommu == nil && (requirements.contains(where: \.bounces) || w.zeroCopyFraction > 0) {
             let running = min(w.queues, w.senders)
             let flowsPerQueue = (w.flows + w.queues - 1) / w.queues
             let batch = min(TXQueue.budget * Socket.maxFrameBytes, flowsPerQueue * w.sendBufferBytes)
@@ -285,7 +305,7 @@ public enum Experiment {
                                           2 * workingSetBytes([kind], workload: workload, configuration: configuration))
         let guest = try Guest(memory, swiotlbAreas: configuration.swiotlbAreas,
                               zeroCopyPercent: needs.swiotlbZeroCopyRuns ? configuration.zeroCopyPercent : 0,
-                              freePath: needs.freePath)
+                              freePath: needs.freePath, platform: configuration.platform)
         let device = try guest.devices.add(name: "nic0", dmaMaskBits: 64)
         let design = try kind.makeDesign(in: DesignContext(guest: guest, device: device, workload: workload,
                                                            configuration: configuration))

@@ -125,6 +125,23 @@ public struct TransmitResult: Sendable {
     /// (first send to last acknowledgement): first touches of memory a real
     /// guest would have resident show up here.
     public var timedWindowPageFaults: Int = 0
+    /// The platform the design ran on (`Guest.Platform.name`: coco, iommu).
+    public var platform: String = "coco"
+    /// What the IOMMU did in the timed window (all zero off `--platform iommu`).
+    public var iommu = IOMMUStatistics()
+    /// Whether the modelled IOMMU time was spun (`--iommu-charge spin`).
+    public var iommuTimeSpun: Bool = true
+    /// Modelled IOMMU seconds in the timed window.
+    public var iommuModelledSeconds: Double { Double(iommu.modelledNanoseconds) / 1e9 }
+    /// Modelled IOMMU time as a share of the CPU time the run's threads used
+    /// (0 when only accounted).
+    public var iommuModelledShareOfCPU: Double {
+        let cpu = senderCPUSeconds + queueCPUSeconds
+        guard iommuTimeSpun, cpu > 0 else { return 0 }
+        return min(1, iommuModelledSeconds / cpu)
+    }
+    /// `count` per 10^9 payload bytes.
+    public func perGB(_ count: Double) -> Double { payloadBytes > 0 ? count / (Double(payloadBytes) / 1e9) : 0 }
     /// CPU time the hypervisor took from this machine's vCPUs during the
     /// timed window (steal, all CPUs), in seconds: a round that stalls while
     /// its neighbours do not shows it here.
@@ -188,6 +205,7 @@ public struct TransmitResult: Sendable {
          .sum(\.connectionsClosed), .sum(\.preemptions), .sum(\.currentTXSocketSets),
          .sum(\.misattributedLearnings), .sum(\.socketUseAfterFree), .sum(\.missedLearnings),
          .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds),
+         .combining(\.iommu) { $0 + $1 },
          .first(\.firstProblem),
          .combining(\.designFigures) { zip($0, $1).map(+) }]
     }
@@ -198,7 +216,7 @@ public struct TransmitResult: Sendable {
     /// `aggregatedFields` it names every stored field (checked by a test).
     static var firstRoundFields: [PartialKeyPath<TransmitResult>] {
         [\.design, \.workload, \.guestDescription, \.roundGbps, \.swiotlbSlots, \.zeroCopyPercent, \.blockDevice,
-         \.modelledTimeSpun, \.baselineDesign, \.roundRatios, \.roundCPURatios, \.roundBreakEven, \.copyRate]
+         \.modelledTimeSpun, \.platform, \.iommuTimeSpun, \.baselineDesign, \.roundRatios, \.roundCPURatios, \.roundBreakEven, \.copyRate]
     }
 
     /// Adds up rounds of one design by `aggregatedFields`: counters are

@@ -123,6 +123,7 @@ public final class TransmitSimulation: @unchecked Sendable {
     public func run(progress: (@Sendable (Double) -> Void)? = nil, faults: FaultPlan = .none) throws -> TransmitResult {
         let faultsAtStart = processPageFaults()
         let stealAtStart = MachineTime.stolenTicks()
+        let iommuAtStart = guest.iommu?.statistics
         let start = monotonicNanoseconds()
         let sendingNanoseconds = UInt64(workload.durationSeconds * 1e9)
         let deadline = start + sendingNanoseconds
@@ -228,6 +229,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         for queue in queues { queue.runIfIdle(cpu: workload.senders) }
         precondition(queues.allSatisfy { $0.backlog == 0 }, "frames left in a qdisc after every sender finished")
         let queueCPU = queues.reduce(UInt64(0)) { $0 + $1.cpuNanoseconds }
+        let iommuInWindow = guest.iommu.flatMap { iommu in iommuAtStart.map { iommu.statistics.since($0) } }
         var result = try finish(seconds: Double(end - start) / 1e9, senderCPU: threadCPU - min(threadCPU, queueCPU),
                                 queueCPU: queueCPU)
         let c = guest.memory.configuration
@@ -241,6 +243,14 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.modelledTimeSpun = c.hypercall.charge == .spin
         result.zeroCopyPercent = guest.swiotlb.zeroCopyPercent
         result.blockDevice = blockStatistics
+        result.platform = guest.platform.name
+        if let iommuInWindow, let c = guest.platform.iommu {
+            result.iommu = iommuInWindow
+            result.iommuTimeSpun = c.costs.charge == .spin
+            let costs = c.costs
+            result.guestDescription += "; IOMMU \(c.mode.rawValue), \(guest.iommu?.iovaPages ?? 0) IOVA pages, flush queue \(c.flushQueueSize), "
+                + "modelled (an assumption): map \(costs.mapNanoseconds) ns, PTE \(costs.pteNanoseconds) ns, invalidation \(costs.invalidateNanoseconds) ns, flush \(costs.flushNanoseconds) ns (\(costs.charge.rawValue)); no memory encryption, nothing bounces"
+        }
         return result
     }
 

@@ -73,6 +73,7 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     /// mapped whole, in one bounce mapping of at most `swiotlb_max_mapping_size`
     /// (256 KiB less the device's `min_align_mask`), so order 6 at most.
     public var maximumMappedOrder: Int {
+        if device.iommu != nil { return min(PageGeometry.maxOrder, IOVAAllocator.maxOrder) }
         let maxBytes = dma.swiotlb.maxMappingSize(for: device)
         var order = -1
         // order < maxOrder (9) inside the loop: the increments cannot overflow.
@@ -90,7 +91,13 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     /// mapped in the pool's `dma_dir` (its rules are `PagePoolParameters.validate`'s).
     public func attach(to pool: PagePool) throws(PagePoolError) {
         try _ProviderAttachChecks.sameDevice(pool, device, provider: name)
-        if pool.mapsDMA {
+        if pool.mapsDMA, device.iommu != nil {
+            // Behind an IOMMU without encryption: each page is mapped whole
+            // through the IOMMU once, when it enters the pool.
+            try _ProviderAttachChecks.present(device, provider: name)
+            try _ProviderAttachChecks.order(pool, supported: 0...maximumMappedOrder, provider: name,
+                                            why: "each page is mapped whole in one IOVA range of at most \(PageGeometry.size << IOVAAllocator.maxOrder) bytes")
+        } else if pool.mapsDMA {
             try _ProviderAttachChecks.present(device, provider: name)
             guard device.mustBounce else {
                 throw .invalidParameter("device", "\(device.name) does not bounce: memory provider \(name) hands out private (encrypted) pages, which only a bounce mapping makes reachable; use DecryptedPageProvider for a device that maps shared memory directly")
@@ -151,7 +158,8 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
             return page
         }
         // dma_map bounces for every direction; at most 64 pages of <= 2 MiB.
-        if maps { accounting.count(.bytesCopiedAtMap, filled &* bytes) }
+        // Behind an IOMMU nothing is copied.
+        if maps && device.mustBounce { accounting.count(.bytesCopiedAtMap, filled &* bytes) }
         return filled
     }
 
@@ -161,12 +169,16 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     public func releasePage(_ page: Page, from pool: PagePool) {
         accounting.count(.releases)
         let address = page.dmaAddress
-        if address != .mappingError {
+        if address != .mappingError && domainGone {
+            // The device's IOMMU domain went with it (`IOMMU.detach`): the
+            // mapping is already gone, and the removed device is not touched.
+            page.dmaAddress = .mappingError
+        } else if address != .mappingError {
             let direction = pool.dmaDirection
             let bytes = page.byteCount
             do {
                 try dma.unmapPage(address, size: bytes, direction: direction, device: device)
-                if direction.copiesFromDevice { accounting.count(.bytesCopiedAtUnmap, bytes) }
+                if direction.copiesFromDevice && device.mustBounce { accounting.count(.bytesCopiedAtUnmap, bytes) }
             } catch {
                 // The slot stays allocated (as a driver bug leaks it in the kernel);
                 // the page itself is still freed below.
@@ -189,7 +201,7 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     public var unmapsInflightPages: Bool { true }
 
     public func unmapInflightPage(_ page: Page, address: DMAAddress, for pool: PagePool) {
-        guard address != .mappingError else { return }
+        guard address != .mappingError, !domainGone else { return }
         do {
             try dma.unmapPage(address, size: PageGeometry.bytes(order: pool.parameters.order),
                               direction: pool.dmaDirection, device: device, skipCPUSync: true)
@@ -214,6 +226,11 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
             accounting.noteDMAFailure("dma_sync_single_for_device of \(length) bytes at \(address) + \(offset)", error, provider: name)
             return
         }
-        if direction.copiesToDevice { accounting.count(.bytesCopiedAtSync, length) }
+        if direction.copiesToDevice && device.mustBounce { accounting.count(.bytesCopiedAtSync, length) }
     }
+
+    /// Whether the device was removed from behind an IOMMU, taking its domain
+    /// and every mapping in it (the kernel's pool unmaps nothing then: its
+    /// device is unbound).
+    private var domainGone: Bool { device.iommu != nil && device.isRemoved }
 }
