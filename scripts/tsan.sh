@@ -13,9 +13,10 @@
 #   sizes under concurrent remote puts, scrub under in-flight pages, NUMA
 #   node changes while pages come back) run here too, and so do the
 #   micro-benchmark loops (one has a second thread putting pages back) and
-#   the PREEMPT_RT pool and design tests, and the shared TX + block + slab
-#   run (three users of one pre-decrypted allocator on their own threads) and
-#   the linear-head tests (heads freed by whichever thread drops the frame).
+#   the PREEMPT_RT pool, design and race tests, and the shared TX + block +
+#   slab run (three users of one pre-decrypted allocator on their own
+#   threads) and the linear-head tests (heads freed by whichever thread drops
+#   the frame).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,7 +26,7 @@ log=$(mktemp)
 status=0
 TSAN_OPTIONS="${TSAN_OPTIONS:-} exitcode=66" \
     swift test --skip-build "${flags[@]}" \
-    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests|MicrobenchLoopTests|PreemptRTDesignTests|PagePoolPreemptRTTests|DecryptedSlabCacheTests|SharedSimulationTests|LinearHeadTests' \
+    --filter 'Stress|Concurrency|concurrent|OtherThreads|DesignFaultTests|framesFreedOnOtherThreads|releasesFromOtherThreads|localCachesPerTask|PagePoolRingSizeProperty|PagePoolScrubTests|PagePoolNUMATests|MicrobenchLoopTests|PreemptRTDesignTests|PreemptRTRaceTests|PagePoolPreemptRTTests|DecryptedSlabCacheTests|SharedSimulationTests|LinearHeadTests' \
     --skip 'aBlockDeviceKeepsItsSlotsWhileZeroCopyPagesFillTheBouncePool' 2>&1 | tee "$log" || status=$?
 reports=$(grep -a -c 'WARNING: ThreadSanitizer' "$log" || true)
 rm -f "$log"

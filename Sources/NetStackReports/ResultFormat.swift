@@ -103,12 +103,29 @@ package enum ResultFormat {
     /// positions stay as they were.
     static let laterRows: [Row] = [
         Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
+    ]
+
+    /// Frames' linear heads (`--header-bytes`; all 0 without heads), after
+    /// every other field in JSON and CSV (columns are only appended); the
+    /// table shows them only when frames carry heads.
+    static let headRows: [Row] = [
         Row(label: "linear head bytes per frame", key: "header_bytes") { .int($0.workload.headerBytes) },
         Row(label: "linear-head bytes read by the NIC", key: "head_bytes") { .int($0.headBytes) },
         Row(label: "linear-head bytes verified", key: "head_verified_bytes") { .int($0.headVerifiedBytes) },
         Row(label: "linear-head bytes bounced", key: "head_bytes_bounced") { .int($0.headBytesBounced) },
         Row(label: "linear-head copies per header byte", key: "head_copies_per_byte") { .double($0.headCopiesPerByte, digits: 3) },
         Row(label: "linear-head slab peak pages", key: "head_slab_peak_pages") { .int($0.headSlabPeakPages) },
+    ]
+
+    /// PREEMPT_RT's and short-lived connections' figures, after every IOMMU
+    /// field in JSON and CSV (columns are only appended); shown in every table.
+    static let rtRows: [Row] = [
+        Row(label: "connections closed (sockets freed)", key: "connections_closed") { .int($0.connectionsClosed) },
+        Row(label: "RT preemptions in TX (modelled)", key: "preemptions") { .int($0.preemptions) },
+        Row(label: "current_tx_socket sets", key: "current_tx_socket_sets") { .int($0.currentTXSocketSets) },
+        Row(label: "misattributed learnings", key: "misattributed_learnings") { .int($0.misattributedLearnings) },
+        Row(label: "socket uses after free", key: "socket_use_after_free") { .int($0.socketUseAfterFree) },
+        Row(label: "learnings missed (NULL pointer)", key: "missed_learnings") { .int($0.missedLearnings) },
     ]
 
     /// The IOMMU's figures (`--platform iommu`; all 0 on coco), after
@@ -173,6 +190,18 @@ package enum ResultFormat {
             return IOMMUSaving(design: r.design, operationsSavedPerGB: b.perGB(Double(b.iommu.operations)) - r.perGB(Double(r.iommu.operations)),
                                modelledSecondsSavedPerGB: saved, scaleAtThreshold: scale)
         }
+    }
+
+    /// The PREEMPT_RT scheduling of the run (null when not RT), after every
+    /// other field of JSON objects and CSV rows.
+    static func rtFields(_ report: Report) -> [(String, JSONValue)] {
+        let c = report.configuration, rt = c.rtScheduling
+        return [
+            ("rt_tasks_per_cpu", c.preemptRT ? .int(rt.tasksPerCPU) : .null),
+            ("preempt_every", c.preemptRT ? .int(rt.preemptEvery) : .null),
+            ("preempt_seed", c.preemptRT ? .string(String(rt.seed)) : .null),
+            ("tx_socket_pointer", c.preemptRT ? .string(rt.pointer.rawValue) : .null),
+        ]
     }
 
     /// Figures of the invocation, the same for every design, carried in each
@@ -268,7 +297,12 @@ package enum ResultFormat {
             lines.append("Guest: " + guest + "; every design on a fresh guest, set up before the clock starts (not timed)")
         }
         if report.configuration.preemptRT {
-            lines.append("Kernel: CONFIG_PREEMPT_RT (modelled: page_pool_napi_local is false, every TX pool recycle takes the ring; not modelled: preemptible transmit sections)")
+            let rt = report.configuration.rtScheduling
+            lines.append("Kernel: CONFIG_PREEMPT_RT (modelled: page_pool_napi_local is false, every TX pool recycle takes the ring; "
+                         + "transmit sections run in \(rt.tasksPerCPU) preemptible tasks per modelled CPU sharing its per-CPU state, "
+                         + "a task preempted at a preemption point with probability 1/\(rt.preemptEvery) (--preempt-every, an assumption; seed \(rt.seed)); "
+                         + "current_tx_socket \(rt.pointer == .perCPU ? "per CPU (the seed patch)" : "per task (the fix)"); "
+                         + "preemptions are modelled events, counted on their own line, not a cost spent)")
         }
         let c = report.comparison
         lines.append("Machine: memcpy of \(c.copyRateBefore.copyBytes) B (the workload's largest copy), cache resident: "
@@ -285,7 +319,8 @@ package enum ResultFormat {
         let labelWidth = 38
         let columnWidth = max(16, results.map { $0.design.count + 2 }.max() ?? 0)
         let iommuRun = results.contains { $0.platform == "iommu" }
-        for row in rows + laterRows + (iommuRun ? iommuRows : []) {
+        let headRun = results.contains { $0.workload.headerBytes > 0 }
+        for row in rows + laterRows + (iommuRun ? iommuRows : []) + rtRows + (headRun ? headRows : []) {
             var line = row.label.padded(labelWidth)
             for r in results { line += row.value(r).text.leftPadded(columnWidth) }
             lines.append(line)
@@ -299,6 +334,10 @@ package enum ResultFormat {
         var problems = results.compactMap { r in r.firstProblem.map { "\(r.design): \($0)" } }
         for r in results where r.payloadBytes == 0 {
             problems.append("\(r.design): moved no payload bytes in \(fixed(r.seconds, 3)) s: the result means nothing")
+        }
+        for r in results where r.misattributedLearnings + r.socketUseAfterFree > 0 {
+            problems.append("\(r.design): preempted inside transmit sections, the per-CPU current_tx_socket led \(r.misattributedLearnings) learnings to another live socket "
+                            + "and \(r.socketUseAfterFree) to a socket already freed (a use after free)")
         }
         for r in results where r.framesAbandoned > 0 {
             problems.append("\(r.design): \(r.framesAbandoned) frames (\(r.bytesAbandoned) bytes) still queued at the drain limit were abandoned, not sent (their pages came home)")
@@ -371,6 +410,9 @@ package enum ResultFormat {
                 fields.append("\"iommu_modelled_s_saved_per_gb\": \(JSONValue.double(saving.modelledSecondsSavedPerGB, digits: 5).json)")
                 fields.append("\"iommu_cost_scale_at_5_percent\": \(optional(saving.scaleAtThreshold, 4).json)")
             }
+            fields += rtRows.map { "\"\($0.key)\": \($0.value(r).json)" }
+            fields += rtFields(report).map { "\"\($0.0)\": \($0.1.json)" }
+            fields += headRows.map { "\"\($0.key)\": \($0.value(r).json)" }
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
@@ -398,11 +440,12 @@ package enum ResultFormat {
         let run = runFields(report)
         let iommuRun = iommuRunFields(report)
         let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key)
-            + iommuRows.map(\.key) + iommuRun.map(\.0)
+            + iommuRows.map(\.key) + iommuRun.map(\.0) + rtRows.map(\.key) + rtFields(report).map(\.0) + headRows.map(\.key)
         var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
         for r in report.results {
             let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) }
-                + iommuRows.map { $0.value(r) } + iommuRun.map(\.1)
+                + iommuRows.map { $0.value(r) } + iommuRun.map(\.1) + rtRows.map { $0.value(r) } + rtFields(report).map(\.1)
+                + headRows.map { $0.value(r) }
             out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json

@@ -38,6 +38,9 @@ struct WorkloadOptions: ParsableArguments {
     @Option(name: .customLong("line-rate-gbps"), parsing: .unconditional,
             help: "Wire speed per queue, 0.001...10000 (default: unlimited).")
     var lineRateGbps: Double?
+    @Option(name: .customLong("connection-bytes"), parsing: .unconditional,
+            help: "Short-lived connections: each flow's socket is closed and freed after sending this many bytes, and a new one opened, \(Workload.connectionBytesRange.lowerBound)...\(Workload.connectionBytesRange.upperBound) (default: one connection per flow).")
+    var connectionBytes: Int?
     @Option(name: .customLong("header-bytes"), parsing: .unconditional,
             help: "Bytes of protocol headers in each frame's linear head, 0...2048 (default 0: no head, as Design/'s tables were measured; txsim shared: 128). kmalloc'd heads bounce at map; decrypted-pool's come from a slab over the pre-decrypted allocator.")
     var headerBytes: Int?
@@ -47,6 +50,7 @@ struct WorkloadOptions: ParsableArguments {
                              roundTripMicroseconds: roundTripMicroseconds, durationSeconds: duration, verify: verify,
                              zeroCopy: msgZeroCopy, sendBufferBytes: sendBufferBytes, lineRateGbps: lineRateGbps)
         w.zeroCopyMix = zeroCopyMix
+        w.connectionBytes = connectionBytes
         w.headerBytes = headerBytes ?? 0
         try w.validate()
         return w
@@ -86,8 +90,20 @@ struct GuestOptions: ParsableArguments {
             help: "Page size backing guest memory: 2m (transparent huge pages where the host allows, as a guest kernel's direct map) or 4k.")
     var directMap: String = "2m"
     @Flag(name: .customLong("preempt-rt"),
-          help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring (the other RT effects are not modelled yet).")
+          help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring, and transmit sections run in preemptible tasks sharing each CPU's per-CPU state.")
     var preemptRT = false
+    @Option(name: .customLong("rt-tasks-per-cpu"), parsing: .unconditional,
+            help: "With --preempt-rt: tasks sharing each modelled CPU in the transmit path, \(RTScheduling.tasksPerCPURange) (default \(RTScheduling().tasksPerCPU)).")
+    var rtTasksPerCPU: Int?
+    @Option(name: .customLong("preempt-every"), parsing: .unconditional,
+            help: "With --preempt-rt: one preemption per this many preemption points on average, \(RTScheduling.preemptEveryRange.lowerBound)...\(RTScheduling.preemptEveryRange.upperBound) (default \(RTScheduling().preemptEvery), an assumption).")
+    var preemptEvery: Int?
+    @Option(name: .customLong("preempt-seed"), parsing: .unconditional,
+            help: "With --preempt-rt: the preemption generator's seed, 0...18446744073709551615 (default \(RTScheduling().seed)).")
+    var preemptSeed: UInt64?
+    @Option(name: .customLong("tx-socket-pointer"),
+            help: "With --preempt-rt: where frag-refill's current_tx_socket lives, per-cpu (the seed patch) or per-task (the fix, for comparison).")
+    var txSocketPointer: String?
     @Option(help: "coco (a confidential VM: memory encrypted, every device bounces through swiotlb) or iommu (no encryption, devices behind an IOMMU, nothing bounces).")
     var platform: String = "coco"
     @Option(name: .customLong("iommu-mode"), help: "With --platform iommu: strict (every unmap invalidates the IOTLB) or lazy (unmapped IOVAs wait on a flush queue).")
@@ -162,10 +178,24 @@ struct GuestOptions: ParsableArguments {
                                                             poolProvider: poolProvider, poolRingSize: poolRing)
             configuration.preemptRT = preemptRT
             configuration.platform = platform
+            if !preemptRT, let option = [rtTasksPerCPU.map { _ in "rt-tasks-per-cpu" }, preemptEvery.map { _ in "preempt-every" },
+                                         preemptSeed.map { _ in "preempt-seed" },
+                                         txSocketPointer.map { _ in "tx-socket-pointer" }].compactMap({ $0 }).first {
+                throw ParameterError.invalid(parameter: option, reason: "applies only with --preempt-rt")
+            }
+            if let rtTasksPerCPU { configuration.rtScheduling.tasksPerCPU = rtTasksPerCPU }
+            if let preemptEvery { configuration.rtScheduling.preemptEvery = preemptEvery }
+            if let preemptSeed { configuration.rtScheduling.seed = preemptSeed }
+            if let txSocketPointer {
+                guard let pointer = TXSocketPointer(rawValue: txSocketPointer) else {
+                    throw ParameterError.invalid(parameter: "tx-socket-pointer", reason: "'\(txSocketPointer)' must be per-cpu or per-task")
+                }
+                configuration.rtScheduling.pointer = pointer
+            }
             try configuration.validate()
             return configuration
         } catch {
-            throw ValidationError(error.description)
+            throw ValidationError("\(error)")
         }
     }
 

@@ -32,6 +32,31 @@ import Glibc
         #expect(!objects[2].contains("\"break_even_hypercall_ns\": null"), "inline-decrypt converts: \(objects[2])")
     }
 
+    /// PREEMPT_RT's keys in every design's object, the race counters 0 where
+    /// the per-CPU pointer is never set (page-pool), and the run's scheduling
+    /// settings; the table names preemptions as modelled, on their own line.
+    @Test func preemptRTKeysAreCarriedPerDesignAndPreemptionsHaveTheirOwnLine() throws {
+        let arguments = ["--designs", "bounce,page-pool", "--duration", "0.1", "--rounds", "1", "--quiet", "--preempt-rt",
+                         "--flows", "8", "--connection-bytes", "262144", "--preempt-every", "4", "--rt-tasks-per-cpu", "3"]
+        let json = try txsim(arguments + ["--json"])
+        #expect(json.status == 0, "\(json.output)")
+        let objects = json.output.split(separator: "\n").filter { $0.contains("\"design\":") }
+        #expect(objects.count == 2)
+        for object in objects {
+            for key in ["\"preemptions\": ", "\"connections_closed\": ", "\"current_tx_socket_sets\": 0,",
+                        "\"misattributed_learnings\": 0,", "\"socket_use_after_free\": 0,", "\"missed_learnings\": 0,",
+                        "\"rt_tasks_per_cpu\": 3", "\"preempt_every\": 4", "\"preempt_seed\": \"1\"", "\"tx_socket_pointer\": \"per-cpu\""] {
+                #expect(object.contains(key), "\(key) missing from \(object)")
+            }
+        }
+        let table = try txsim(arguments)
+        #expect(table.status == 0, "\(table.output)")
+        for text in ["RT preemptions in TX (modelled)", "misattributed learnings", "socket uses after free",
+                     "3 preemptible tasks per modelled CPU", "probability 1/4", "not a cost spent"] {
+            #expect(table.output.contains(text), "'\(text)' missing: \(table.output)")
+        }
+    }
+
     @Test func theTableSaysWhatIsModelledWhatIsMeasuredAndWhatCarriesOver() throws {
         let outcome = try txsim(Self.short)
         #expect(outcome.status == 0, "\(outcome.output)")

@@ -76,12 +76,25 @@ public final class FragRefillDesign: GuestDesign, @unchecked Sendable {
         return try? guest.allocator.allocatePages(order: order)
     }
 
-    /// `swiotlb_map` with `dma_learn_bounce_device`: the transmit path tells the
-    /// socket which device bounces for it.
+    /// The patch sets the per-CPU `current_tx_socket` in `netdev_start_xmit`.
+    public override var setsCurrentTXSocket: Bool { true }
+
+    /// `swiotlb_map` with `dma_learn_bounce_device`: the socket the per-CPU
+    /// `current_tx_socket` points to learns which device bounces for it. That
+    /// is the frame's own socket unless the task was preempted inside its
+    /// transmit section (PREEMPT_RT): then it may be another task's socket, or
+    /// one that has been freed, whose place the flow's next connection took;
+    /// the queue counts both, and the learning happens as in the kernel.
     public override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
         let mapping = try mapThroughDMAAPI(fragment, queue: queue)
-        if !socket.zeroCopy { learn(queue.device, for: socket) }
+        if let learner = queue.currentTXSocket(mapping: socket), !learner.zeroCopy { learn(queue.device, for: learner) }
         return mapping
+    }
+
+    /// The socket is freed: the next connection on the flow starts with an
+    /// empty `sk_swiotlb`.
+    public override func socketClosed(_ socket: Socket) {
+        caches[socket.flow].cache.withLock { $0 = BounceDeviceCache() }
     }
 
     /// The patch's `cmpxchg(&sk->sk_swiotlb.dev, dev, NULL)`: drops the cache if

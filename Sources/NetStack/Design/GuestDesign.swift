@@ -74,6 +74,8 @@ open class GuestDesign: TransmitDesign, @unchecked Sendable {
     open func senderFinished(_ sender: Int) {}
     open func shutdown() throws {}
     open func reportFigures() -> [DesignFigure] { [] }
+    open var setsCurrentTXSocket: Bool { false }
+    open func socketClosed(_ socket: Socket) {}
 }
 
 /// `bounce`: today's kernel. Socket pages come from the general allocator

@@ -97,6 +97,19 @@ public protocol TransmitDesign: AnyObject, Sendable {
     /// Releases the design's own resources (pools) after every frame is freed.
     func shutdown() throws
 
+    /// Whether the transmit path sets the per-CPU `current_tx_socket` around
+    /// each frame's `ndo_start_xmit` for this design (the seed patch's change
+    /// to `netdev_start_xmit`), so that its `map` can read it through
+    /// `TXQueue.currentTXSocket(mapping:)`. Default false.
+    var setsCurrentTXSocket: Bool { get }
+
+    /// Called on the socket's sender thread when its connection is closed
+    /// and its `struct sock` freed (`--connection-bytes`), after every frame
+    /// of it was acknowledged and its page fragment released, before the
+    /// flow's next connection opens: per-socket state of the design starts
+    /// afresh for it.
+    func socketClosed(_ socket: Socket)
+
     /// Design-specific figures for the report (pool counters, fallbacks...),
     /// typed: a name, a unit, a counter or a label.
     func reportFigures() -> [DesignFigure]
@@ -109,4 +122,6 @@ extension TransmitDesign {
     public func senderFinished(_ sender: Int) {}
     public func shutdown() throws {}
     public func reportFigures() -> [DesignFigure] { [] }
+    public var setsCurrentTXSocket: Bool { false }
+    public func socketClosed(_ socket: Socket) {}
 }

@@ -29,6 +29,9 @@ public struct TXQueueStatistics: Sendable, Hashable {
     public var firstMapError: String?
     /// NAPI-style completion batches.
     public var completionBatches = 0
+    /// Transmit sections preempted by another task of their CPU (modelled
+    /// RT preemptions, `RTScheduling`).
+    public var preemptions = 0
     /// Linear-head bytes mapped by a bounce (a `kmalloc`'d head: copied into
     /// a swiotlb slot at map, counted at every map, an attempt undone after a
     /// fragment's failed map included, as swiotlb counts it) and directly (a
@@ -44,7 +47,7 @@ public struct TXQueueStatistics: Sendable, Hashable {
          .sum(\.mapFailures), .sum(\.requeues), .sum(\.framesDropped),
          .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone),
          .sum(\.framesAbandoned), .sum(\.bytesAbandoned), .sum(\.unmapFailures),
-         .first(\.firstMapError), .sum(\.completionBatches),
+         .first(\.firstMapError), .sum(\.completionBatches), .sum(\.preemptions),
          .sum(\.headBytesBounced), .sum(\.headBytesDirect), .sum(\.headMapFailures)]
     }
 
@@ -98,9 +101,26 @@ public final class TXQueue: @unchecked Sendable {
     private let outcomes: UnsafeMutablePointer<TransmitOutcome>
     /// Written only by the CPU holding `running`; read after the run is over.
     public private(set) var statistics = TXQueueStatistics()
+    /// The modelled CPU running the queue now (`smp_processor_id()` in the
+    /// transmit path): set by the runner when it takes the running bit.
+    private(set) var cpu = 0
+    /// The patch's per-CPU `current_tx_socket`, shared by every queue, or nil
+    /// when no design sets it.
+    let currentTXSocket: CurrentTXSocket?
+    /// Under PREEMPT_RT, the interleaving of the running CPU's tasks over a
+    /// batch's transmit sections; nil: each section runs to its end.
+    private let scheduler: TransmitScheduler?
+    /// `current_tx_socket` per task (`TXSocketPointer.perTask`) rather than per CPU.
+    private let pointerPerTask: Bool
+    /// The slot of `current_tx_socket` the section being run uses.
+    private var pointerSlot = 0
+    /// Sender threads: a socket's task on its CPU is its index among its
+    /// sender's sockets (`flow / senders`), modulo the tasks per CPU.
+    private let senders: Int
 
     init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket],
-         dma: DMAAPI) {
+         dma: DMAAPI, currentTXSocket: CurrentTXSocket? = nil, rtScheduling: RTScheduling? = nil, senders: Int = 1) {
+        self.senders = max(1, senders)
         self.index = index
         self.dma = dma
         self.device = device
@@ -108,6 +128,12 @@ public final class TXQueue: @unchecked Sendable {
         self.design = design
         self.cache = cache
         self.sockets = sockets
+        self.currentTXSocket = design.setsCurrentTXSocket ? currentTXSocket : nil
+        pointerPerTask = rtScheduling?.pointer == .perTask
+        scheduler = rtScheduling.map { rt in
+            TransmitScheduler(tasks: rt.tasksPerCPU, capacity: Self.budget,
+                              source: PreemptionSource(every: rt.preemptEvery, seed: rt.seed &+ UInt64(index) &* 0x1_0000_0001))
+        }
         batch = .allocate(capacity: Self.budget)
         mappings = .allocate(capacity: Self.budget * FrameData.maxFragments)
         headMappings = .allocate(capacity: Self.budget)
@@ -138,18 +164,18 @@ public final class TXQueue: @unchecked Sendable {
     /// Frames waiting in the qdisc.
     public var backlog: Int { pending.load(ordering: .acquiring) }
 
-    /// `dev_queue_xmit` from a sender: enqueue a clone, then run the qdisc if no
-    /// other CPU is running it.
-    func enqueue(_ clone: Frame) {
+    /// `dev_queue_xmit` from a sender on modelled CPU `cpu`: enqueue a clone,
+    /// then run the qdisc if no other CPU is running it.
+    func enqueue(_ clone: Frame, cpu: Int) {
         qdisc.withLock { $0.append(clone) }
         pending.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        runIfIdle()
+        runIfIdle(cpu: cpu)
     }
 
     /// `__qdisc_run` if the running bit is free: transmits up to `quota` batches.
     /// Returns whether this call ran the queue.
     @discardableResult
-    func runIfIdle() -> Bool {
+    func runIfIdle(cpu: Int) -> Bool {
         var ran = false
         // Re-check after letting go: a frame enqueued while we ran, whose sender
         // found the bit taken, must not be stranded.
@@ -158,12 +184,13 @@ public final class TXQueue: @unchecked Sendable {
                 return ran
             }
             ran = true
+            self.cpu = cpu
             let start = threadCPUNanoseconds()
             var batches = 0
             while batches < Self.quota {
                 let taken = takeBatch()
                 if taken == 0 { break }
-                for i in 0..<taken { transmit(batch[i], slot: i) }
+                transmitSections(taken)
                 complete(taken)
                 batches += 1
             }
@@ -197,6 +224,64 @@ public final class TXQueue: @unchecked Sendable {
         }
         if taken > 0 { pending.wrappingSubtract(taken, ordering: .sequentiallyConsistent) }
         return taken
+    }
+
+    /// `netdev_start_xmit` for each frame of the batch: the patch's set of
+    /// `current_tx_socket` (for a design that sets it), `ndo_start_xmit`,
+    /// the restore. Under PREEMPT_RT the CPU's tasks interleave at the
+    /// preemption points; otherwise each section runs to its end.
+    private func transmitSections(_ count: Int) {
+        guard let scheduler else {
+            for i in 0..<count {
+                let old = enterSection(slot: i)
+                transmit(batch[i], slot: i)
+                exitSection(slot: i, old)
+            }
+            return
+        }
+        let before = scheduler.preemptions
+        scheduler.run(count: count, task: { task(of: $0) },
+                      enter: { enterSection(slot: $0) },
+                      body: { slot in
+                          pointerSlot = pointerSlot(for: slot, tasks: scheduler.tasks)
+                          transmit(batch[slot], slot: slot)
+                      },
+                      exit: { exitSection(slot: $0, $1) })
+        statistics.preemptions += scheduler.preemptions - before
+    }
+
+    /// The `current_tx_socket` slot of batch slot `slot`'s section: its CPU's,
+    /// or, per task, its task's on that CPU (the frame's socket's task).
+    private func pointerSlot(for slot: Int, tasks: Int) -> Int {
+        pointerPerTask ? cpu * tasks + task(of: slot) % tasks : cpu
+    }
+
+    /// The task that transmits batch slot `slot`'s frame: its socket's
+    /// (the scheduler takes it modulo the tasks per CPU).
+    private func task(of slot: Int) -> Int { cache.flow(of: batch[slot]) / senders }
+
+    private func enterSection(slot: Int) -> UInt64 {
+        guard let currentTXSocket else { return 0 }
+        let socket = sockets[cache.flow(of: batch[slot])]
+        pointerSlot = pointerSlot(for: slot, tasks: scheduler?.tasks ?? 1)
+        return currentTXSocket.set(flow: socket.flow, generation: socket.generation, cpu: pointerSlot)
+    }
+
+    private func exitSection(slot: Int, _ old: UInt64) {
+        guard let currentTXSocket else { return }
+        currentTXSocket.restore(old, cpu: pointerSlot(for: slot, tasks: scheduler?.tasks ?? 1))
+    }
+
+    /// `dma_learn_bounce_device`'s `this_cpu_read(current_tx_socket)`, from a
+    /// design's map of `socket`'s frame: the socket the pointer leads to (the
+    /// frame's own, another live one, or the flow's socket that now occupies
+    /// a freed one's place), or nil for NULL. Counted by kind.
+    public func currentTXSocket(mapping socket: Socket) -> Socket? {
+        guard let currentTXSocket else { return nil }
+        switch currentTXSocket.read(cpu: pointerSlot, mapping: socket.flow) {
+        case .none: return nil
+        case .own(let flow), .other(let flow), .freed(let flow): return sockets[flow]
+        }
     }
 
     /// `ndo_start_xmit`: map every fragment and post the descriptors.

@@ -26,6 +26,9 @@ public struct SocketStatistics: Sendable, Hashable {
     /// written by the sender, never delivered (a failure of the design).
     public var framesGivenUp = 0
     public var bytesGivenUp = 0
+    /// Connections closed (and their sockets freed) during the run
+    /// (`--connection-bytes`).
+    public var connectionsClosed = 0
     /// Header bytes the sender wrote into the linear heads of the frames it
     /// sent (not payload, not copies: the stack builds headers in place), and heads it could not
     /// allocate (a frame then goes without one: counted, a failure).
@@ -37,7 +40,7 @@ public struct SocketStatistics: Sendable, Hashable {
         [.sum(\.bytesSent), .sum(\.bytesCopied), .sum(\.bytesReferenced), .sum(\.framesSent),
          .sum(\.refillsOrder3), .sum(\.refillsOrder0), .sum(\.refillReuses), .sum(\.refillFailures),
          .sum(\.bytesAcknowledged), .sum(\.framesRetransmitted), .sum(\.bytesRetransmitted),
-         .sum(\.framesGivenUp), .sum(\.bytesGivenUp), .sum(\.headerBytesWritten), .sum(\.headAllocationFailures)]
+         .sum(\.framesGivenUp), .sum(\.bytesGivenUp), .sum(\.connectionsClosed), .sum(\.headerBytesWritten), .sum(\.headAllocationFailures)]
     }
 
     /// Two sockets' counters added up.
@@ -97,6 +100,13 @@ public final class Socket: @unchecked Sendable {
     public let zeroCopyFraction: Double
     private var sendCalls = 0
     let user: UserBuffer
+    /// Bytes a connection sends before it is closed (nil: it never is).
+    public let connectionBytes: Int?
+    private var sentInConnection = 0
+    /// The connection open on this flow: moves (releasing) when one is
+    /// closed and its `struct sock` freed, so that a pointer stored with an
+    /// older generation is known to point to a freed socket.
+    private let generationCounter = Atomic<UInt32>(0)
     /// Where frames' linear heads come from and how many header bytes each
     /// carries (nil / 0: frames have no head).
     let heads: SlabCache?
@@ -118,7 +128,8 @@ public final class Socket: @unchecked Sendable {
 
     public init(flow: Int, queueIndex: Int, sender: Int, user: UserBuffer,
                 sendBufferLimit: Int = Socket.defaultSendBufferBytes, zeroCopy: Bool = false,
-                zeroCopyFraction: Double? = nil, heads: SlabCache? = nil, headerBytes: Int = 0) {
+                zeroCopyFraction: Double? = nil, connectionBytes: Int? = nil, heads: SlabCache? = nil, headerBytes: Int = 0) {
+        self.connectionBytes = connectionBytes
         self.flow = flow
         self.heads = headerBytes > 0 ? heads : nil
         self.headerBytes = heads == nil ? 0 : headerBytes
@@ -140,8 +151,33 @@ public final class Socket: @unchecked Sendable {
         return ((n + 1) * zeroCopyFraction).rounded(.down) > (n * zeroCopyFraction).rounded(.down)
     }
 
-    /// Whether a message of `bytes` fits in the send buffer now.
-    public func canSend(_ bytes: Int) -> Bool { inflightBytes + bytes <= sendBufferLimit }
+    /// Whether a message of `bytes` fits in the send buffer now (and the
+    /// connection has not sent all it will before it closes).
+    public func canSend(_ bytes: Int) -> Bool {
+        inflightBytes + bytes <= sendBufferLimit && !connectionFinished
+    }
+
+    /// The generation of the connection open on this flow (0 for the first).
+    public var generation: UInt32 { generationCounter.load(ordering: .acquiring) }
+
+    /// Whether this connection has sent the bytes it sends before it closes.
+    var connectionFinished: Bool { connectionBytes.map { sentInConnection >= $0 } ?? false }
+
+    /// Closes a finished connection once every frame of it is acknowledged and
+    /// none is waiting to be retransmitted: the page fragment goes back to the
+    /// design, the design forgets its per-socket state, the `struct sock` is
+    /// freed (the generation moves) and the flow's next connection opens in
+    /// its place. Returns whether it closed. Sender thread only.
+    @discardableResult
+    func closeIfFinished(design: TransmitDesign) -> Bool {
+        guard connectionFinished, retransmitQueue.count == 0, dropsPending.load(ordering: .acquiring) == 0 else { return false }
+        releaseFragmentPage(design: design)
+        design.socketClosed(self)
+        generationCounter.wrappingAdd(1, ordering: .releasing)
+        sentInConnection = 0
+        statistics.connectionsClosed += 1
+        return true
+    }
 
     /// `sk_page_frag_refill`: makes sure the page fragment has room for at least
     /// `minimum` bytes (the kernel asks for 32). Reuses the page from offset 0
@@ -243,6 +279,7 @@ public final class Socket: @unchecked Sendable {
         }
         let sent = bytes - remaining
         statistics.bytesSent += sent
+        sentInConnection += sent
         return sent
     }
 

@@ -20,12 +20,15 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     /// The guest kernel is built with `CONFIG_PREEMPT_RT` (`--preempt-rt`).
     /// Modelled: page_pool's `page_pool_napi_local` is false, so every TX
     /// pool's recycle goes through its ring (`PagePoolParameters.preemptRT`).
-    /// Not modelled yet: preemptible transmit sections and more tasks than
-    /// CPUs sharing per-CPU state (see Design/review.md).
+    /// Also modelled: the transmit path runs in preemptible tasks,
+    /// `rtScheduling.tasksPerCPU` of them sharing each modelled CPU's per-CPU
+    /// state, preempted inside their transmit sections (`TransmitScheduler`).
     public var preemptRT: Bool = false
     /// What the guests run on (`--platform`): a confidential VM (the
     /// default), or devices behind an IOMMU without memory encryption.
     public var platform: Guest.Platform = .confidential
+    /// How the RT tasks are interleaved (used only with `preemptRT`).
+    public var rtScheduling = RTScheduling()
 
     /// Guest memory: 64 MiB...64 GiB, in whole 2 MiB huge pages.
     public static let guestBytesRange = (64 << 20)...(64 << 30)
@@ -61,6 +64,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
         a.memory == b.memory && a.zeroCopyPercent == b.zeroCopyPercent && a.poolProvider.name == b.poolProvider.name
             && a.poolRingSize == b.poolRingSize && a.swiotlbAreas == b.swiotlbAreas && a.preemptRT == b.preemptRT
             && a.platform == b.platform
+            && a.rtScheduling == b.rtScheduling
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -71,6 +75,7 @@ public struct ExperimentConfiguration: Sendable, Hashable {
         hasher.combine(swiotlbAreas)
         hasher.combine(preemptRT)
         hasher.combine(platform)
+        hasher.combine(rtScheduling)
     }
 
     /// Checks every parameter; the error names the one that is wrong.
@@ -91,6 +96,13 @@ public struct ExperimentConfiguration: Sendable, Hashable {
                   "\(zeroCopyPercent) must be in 1...90 (90 is the patch's maximum)")
         try check(Self.poolRingRange.contains(poolRingSize), "pool-ring",
                   "\(poolRingSize) must be in 1...\(PagePoolParameters.maximumRingSize) (the kernel caps pool_size at \(PagePoolParameters.maximumRingSize))")
+        if preemptRT {
+            let rt = rtScheduling
+            try check(RTScheduling.tasksPerCPURange.contains(rt.tasksPerCPU), "rt-tasks-per-cpu",
+                      "\(rt.tasksPerCPU) must be in \(RTScheduling.tasksPerCPURange) (tasks sharing one modelled CPU)")
+            try check(RTScheduling.preemptEveryRange.contains(rt.preemptEvery), "preempt-every",
+                      "\(rt.preemptEvery) must be in \(RTScheduling.preemptEveryRange) (preemption points per preemption, on average)")
+        }
         let h = memory.hypercall
         try check((0...HypercallCostModel.maximumPerCallNanoseconds).contains(h.perCallNanoseconds), "hypercall-ns",
                   "\(h.perCallNanoseconds) must be in 0...\(HypercallCostModel.maximumPerCallNanoseconds) ns (1 ms)")
@@ -364,7 +376,8 @@ public enum Experiment {
                            progress: (@Sendable (Double) -> Void)? = nil) throws -> TransmitResult {
         let start = ContinuousClock.now
         let (guest, device, design) = try prepare(kind, workload: workload, configuration: configuration)
-        let simulation = try TransmitSimulation(guest: guest, design: design, device: device, workload: workload)
+        let simulation = try TransmitSimulation(guest: guest, design: design, device: device, workload: workload,
+                                                rtScheduling: configuration.preemptRT ? configuration.rtScheduling : nil)
         let setup = ContinuousClock.now - start
         var result = try simulation.run(progress: progress)
         result.setupSeconds = Double(setup.components.seconds) + Double(setup.components.attoseconds) / 1e18

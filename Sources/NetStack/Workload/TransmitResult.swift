@@ -92,6 +92,23 @@ public struct TransmitResult: Sendable {
     /// Requests for new memory for the NIC's device after its removal, refused
     /// before they reached it: at most one per socket (`removedDeviceRule`).
     public var refusedDeviceAllocations: Int = 0
+    /// Connections closed and their sockets freed during the run (`--connection-bytes`).
+    public var connectionsClosed: Int = 0
+    /// Transmit sections preempted by another task of their CPU: modelled
+    /// PREEMPT_RT events (`RTScheduling`), not a cost spent.
+    public var preemptions: Int = 0
+    /// Transmit sections that set the seed patch's per-CPU
+    /// `current_tx_socket` (0 for a design that does not use it).
+    public var currentTXSocketSets: Int = 0
+    /// Learnings through `current_tx_socket` that went to another live socket
+    /// than the one whose frame was mapped (socket A learned through socket
+    /// B's map).
+    public var misattributedLearnings: Int = 0
+    /// Reads of `current_tx_socket` that found a socket freed since it was
+    /// stored: a use after free in the kernel (a failure of the design).
+    public var socketUseAfterFree: Int = 0
+    /// Maps whose `current_tx_socket` read found NULL: their socket learned nothing.
+    public var missedLearnings: Int = 0
     /// Seconds spent setting the run up before the clock started (booting the
     /// guest, the design kind's factory: pools, a provider's region), summed
     /// over rounds. Not part of `seconds` or Gbps.
@@ -203,6 +220,8 @@ public struct TransmitResult: Sendable {
          .sum(\.framesRetransmitted), .sum(\.framesGivenUp), .sum(\.bytesGivenUp), .sum(\.unmapFailures),
          .sum(\.framesDiscardedDeviceGone), .sum(\.bytesDiscardedDeviceGone), .sum(\.framesAbandoned), .sum(\.bytesAbandoned),
          .sum(\.staleDeviceAccesses), .sum(\.refusedDeviceAllocations),
+         .sum(\.connectionsClosed), .sum(\.preemptions), .sum(\.currentTXSocketSets),
+         .sum(\.misattributedLearnings), .sum(\.socketUseAfterFree), .sum(\.missedLearnings),
          .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds),
          .sum(\.headBytes), .sum(\.headVerifiedBytes), .sum(\.headBytesBounced), .sum(\.headBytesDirect),
          .sum(\.headAllocationFailures), .sum(\.headObjectsLost), .maximum(\.headSlabPeakPages),
@@ -246,6 +265,11 @@ public struct TransmitResult: Sendable {
         /// conversions): its figures, except that frames may be dropped and sent
         /// again, and recorded problems are the retried failures.
         case fallbacksExpected
+        /// A preemption storm on PREEMPT_RT: judged as `faultInjected`, except
+        /// that a design that sets the per-CPU `current_tx_socket` is expected
+        /// to show its race (misattributed learnings, uses after free), which
+        /// are reported, not failed; a design that never set it must show none.
+        case raceExpected
     }
 
     /// What went wrong in this run, or nil: the one rule by which `txsim`, the
@@ -264,6 +288,12 @@ public struct TransmitResult: Sendable {
         if let b = blockDevice, b.failures > 0 { return "block device: \(b.firstFailure ?? "\(b.failures) failures")" }
         if unmapFailures > 0 { return "\(unmapFailures) unmaps failed" }
         if let removed = removedDeviceProblem { return removed }
+        if judgement != .raceExpected && socketUseAfterFree > 0 {
+            return "\(socketUseAfterFree) uses of a freed socket through the per-CPU current_tx_socket"
+        }
+        if currentTXSocketSets == 0 && misattributedLearnings + socketUseAfterFree > 0 {
+            return "\(misattributedLearnings) misattributed learnings and \(socketUseAfterFree) uses after free without any current_tx_socket set"
+        }
         if payloadBytes == 0 { return "no payload delivered: a run that moves nothing proves nothing" }
         if framesGivenUp > 0 {
             return "\(bytesGivenUp) bytes in \(framesGivenUp) frames never delivered (dropped \(Socket.maxRetransmits + 1) times)"
@@ -276,7 +306,7 @@ public struct TransmitResult: Sendable {
         switch judgement {
         case .plain:
             if framesDropped > 0 { return "\(framesDropped) frames dropped" }
-        case .faultInjected:
+        case .faultInjected, .raceExpected:
             if framesDropped > 0 { return "\(framesDropped) frames dropped" }
             if let firstProblem { return firstProblem }
         case .fallbacksExpected:

@@ -64,7 +64,10 @@ public final class TransmitSimulation: @unchecked Sendable {
     private let userBuffers: [Page]
 
     /// Builds sockets and queues. `device` is the NIC's device.
-    public init(guest: Guest, design: TransmitDesign, device: Device, workload: Workload) throws {
+    /// - Parameter rtScheduling: under PREEMPT_RT, how the tasks of each
+    ///   modelled CPU interleave in the transmit path (nil: not RT).
+    public init(guest: Guest, design: TransmitDesign, device: Device, workload: Workload,
+                rtScheduling: RTScheduling? = nil) throws {
         try workload.validate()
         self.guest = guest
         self.design = design
@@ -102,17 +105,27 @@ public final class TransmitSimulation: @unchecked Sendable {
             sockets.append(Socket(flow: flow, queueIndex: flow % workload.queues, sender: flow % workload.senders,
                                   user: UserBuffer(head: head, flow: flow, period: PayloadPattern.defaultPeriod),
                                   sendBufferLimit: workload.sendBufferBytes, zeroCopy: workload.socketZeroCopy,
-                                  zeroCopyFraction: workload.zeroCopyFraction, heads: heads, headerBytes: workload.headerBytes))
+                                  zeroCopyFraction: workload.zeroCopyFraction, connectionBytes: workload.connectionBytes,
+                                  heads: heads, headerBytes: workload.headerBytes))
         }
         self.userBuffers = buffers
         self.sockets = sockets
+        // One modelled CPU per sender thread, and one for the main thread that
+        // runs what is left after the senders finish.
+        let pointerSlots = (workload.senders + 1) * (rtScheduling?.pointer == .perTask ? rtScheduling?.tasksPerCPU ?? 1 : 1)
+        let current = CurrentTXSocket(cpus: pointerSlots) { [sockets] flow in sockets[flow].generation }
+        self.currentTXSocket = current
         queues = (0..<workload.queues).map { index in
             TXQueue(index: index, device: device,
                     nic: NICRing(memory: guest.memory, device: device, verify: workload.verify,
                                  lineRateGbps: workload.lineRateGbps),
-                    design: design, cache: cache, sockets: sockets, dma: guest.dma)
+                    design: design, cache: cache, sockets: sockets, dma: guest.dma,
+                    currentTXSocket: current, rtScheduling: rtScheduling, senders: workload.senders)
         }
     }
+
+    /// The patch's per-CPU `current_tx_socket` (read only by designs that set it).
+    let currentTXSocket: CurrentTXSocket
 
     /// `netif_tx_disable` on every queue, then `device_del`: no transmit can be
     /// halfway through a mapping when the device goes; later transmits discard
@@ -163,18 +176,30 @@ public final class TransmitSimulation: @unchecked Sendable {
                 // fired, then sends a few more messages, so traffic always follows
                 // a fault however slow the machine is.
                 var messagesAfterFault = 0
+                // With short-lived connections, sender 0 keeps going until one
+                // of its connections has been closed and its socket freed: a
+                // slow machine (a sanitizer build) may not close one in a short
+                // run, and a run that frees no socket proves nothing about them.
+                // At most `closeWaitLimitSeconds` past the deadline (a connection
+                // longer than a run can send never closes).
+                var mustClose = sender == 0 && workload.connectionBytes != nil
+                let closeWaitUntil = deadline + UInt64(Self.closeWaitLimitSeconds * 1e9)
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
                 while now < deadline || removeNICAt != nil || removeOtherAt != nil || messagesAfterFault > 0
-                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) {
+                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) || (mustClose && now < closeWaitUntil) {
                     var progressed = false
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
                         let queue = queues[socket.queueIndex]
-                        socket.retransmitDropped(cache: cache) { queue.enqueue($0) }
+                        socket.retransmitDropped(cache: cache) { queue.enqueue($0, cpu: sender) }
+                        if socket.connectionFinished && socket.closeIfFinished(design: design) {
+                            progressed = true
+                            mustClose = false
+                        }
                         if socket.canSend(message) {
                             sent += socket.send(message, design: design, cache: cache) { frame in
-                                queue.enqueue(cache.clone(frame))
+                                queue.enqueue(cache.clone(frame), cpu: sender)
                             }
                             if messagesAfterFault > 0 { messagesAfterFault -= 1 }
                             progressed = true
@@ -191,7 +216,7 @@ public final class TransmitSimulation: @unchecked Sendable {
                         messagesAfterFault = Self.messagesAfterFault
                     }
                     now = monotonicNanoseconds()
-                    if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues) }
+                    if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues, cpu: sender) }
                 }
                 // Drain: wait for every frame to be acknowledged, up to the drain
                 // limit; after it the queues abandon what they still hold and
@@ -202,9 +227,9 @@ public final class TransmitSimulation: @unchecked Sendable {
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: wait, cache: cache)
                         let queue = queues[socket.queueIndex]
-                        socket.retransmitDropped(cache: cache) { queue.enqueue($0) }
+                        socket.retransmitDropped(cache: cache) { queue.enqueue($0, cpu: sender) }
                     }
-                    Self.wait(roundTrip: roundTrip, queues: myQueues)
+                    Self.wait(roundTrip: roundTrip, queues: myQueues, cpu: sender)
                 }
                 for socket in mine { socket.releaseFragmentPage(design: design) }
                 design.senderFinished(sender)
@@ -229,7 +254,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         for companion in companions { _ = companion.join() }
         let faultsInWindow = processPageFaults() - faultsAtStart
         let stolenTicks = MachineTime.stolenTicks().map { end in stealAtStart.map { end - $0 } ?? 0 } ?? 0
-        for queue in queues { queue.runIfIdle() }
+        for queue in queues { queue.runIfIdle(cpu: workload.senders) }
         precondition(queues.allSatisfy { $0.backlog == 0 }, "frames left in a qdisc after every sender finished")
         let queueCPU = queues.reduce(UInt64(0)) { $0 + $1.cpuNanoseconds }
         let iommuInWindow = guest.iommu.flatMap { iommu in iommuAtStart.map { iommu.statistics.since($0) } }
@@ -257,14 +282,18 @@ public final class TransmitSimulation: @unchecked Sendable {
         return result
     }
 
+    /// How long past its duration sender 0 keeps sending, with short-lived
+    /// connections, until one of its connections has closed.
+    static let closeWaitLimitSeconds = 10.0
+
     /// Messages sender 0 still sends after injecting a fault.
     static let messagesAfterFault = 16
 
     /// What a sender does while all its sockets wait for acknowledgements: runs
     /// queue work left behind (ksoftirqd), else waits a little.
-    private static func wait(roundTrip: UInt64, queues: [TXQueue]) {
+    private static func wait(roundTrip: UInt64, queues: [TXQueue], cpu: Int) {
         var ran = false
-        for queue in queues where queue.runIfIdle() { ran = true }
+        for queue in queues where queue.runIfIdle(cpu: cpu) { ran = true }
         if ran { return }
         if roundTrip >= 200_000 { sleep(nanoseconds: 50_000) } else { sched_yield() }
     }
@@ -349,6 +378,12 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.unmapFailures = queueStats.unmapFailures
         result.bytesDiscardedDeviceGone = queueStats.bytesDiscardedDeviceGone
         result.refusedDeviceAllocations = device.refusedAllocationCount
+        result.connectionsClosed = socketStats.connectionsClosed
+        result.preemptions = queueStats.preemptions
+        result.currentTXSocketSets = currentTXSocket.sets
+        result.misattributedLearnings = currentTXSocket.misattributedLearnings
+        result.socketUseAfterFree = currentTXSocket.useAfterFree
+        result.missedLearnings = currentTXSocket.missedLearnings
         result.headBytes = nicStats.headBytes
         result.headVerifiedBytes = nicStats.headVerifiedBytes
         result.headBytesBounced = queueStats.headBytesBounced

@@ -38,6 +38,12 @@ public struct Workload: Sendable, Hashable, Codable {
     public var sendBufferBytes: Int = Socket.defaultSendBufferBytes
     /// The wire's speed per queue, or nil for as fast as the model runs.
     public var lineRateGbps: Double? = nil
+    /// Short-lived connections (`--connection-bytes N`): each flow's socket
+    /// is closed once it has sent this many bytes and all of them are
+    /// acknowledged, its `struct sock` freed, and a new connection opened on
+    /// the flow (a new `Socket.generation`, as the socket slab reuses the
+    /// object). nil: one connection per flow for the whole run.
+    public var connectionBytes: Int? = nil
     /// Bytes of each frame's linear head (`skb->head`: the protocol headers
     /// the stack writes in front of the paged payload), allocated where the
     /// design puts heads (`TransmitDesign.linearHeadPlacement`) and DMA'd
@@ -57,6 +63,8 @@ public struct Workload: Sendable, Hashable, Codable {
     /// Below 50 ms a run measures its own start-up, not a design.
     public static let durationRange = 0.05...3600.0
     public static let lineRateRange = 0.001...10_000.0
+    /// `--connection-bytes`: from one 64 KiB frame to 1 TiB.
+    public static let connectionBytesRange = 65536...(1 << 40)
     /// A head is one slab object: at most the largest size class (2 KiB).
     public static let headerBytesRange = 0...SlabCache.objectSizes[SlabCache.objectSizes.count - 1]
     /// How long after its duration (plus one round trip) a run waits for its
@@ -106,6 +114,10 @@ public struct Workload: Sendable, Hashable, Codable {
         if let mix = zeroCopyMix {
             try check((0...1).contains(mix), "zerocopy-mix", "\(mix) must be in 0...1 (the fraction of sendmsg calls with MSG_ZEROCOPY)")
             try check(!zeroCopy, "zerocopy-mix", "cannot be given with --msg-zerocopy, which is --zerocopy-mix 1")
+        }
+        if let bytes = connectionBytes {
+            try check(Self.connectionBytesRange.contains(bytes), "connection-bytes",
+                      "\(bytes) must be in 65536...1099511627776 (bytes a connection sends before it is closed)")
         }
     }
 }
