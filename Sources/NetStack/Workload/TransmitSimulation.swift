@@ -184,10 +184,17 @@ public final class TransmitSimulation: @unchecked Sendable {
                 // longer than a run can send never closes).
                 var mustClose = sender == 0 && workload.connectionBytes != nil
                 let closeWaitUntil = deadline + UInt64(Self.closeWaitLimitSeconds * 1e9)
+                // Every sender sends at least one message, past the deadline if
+                // it must (at most `lateStartLimitSeconds` past it): on a loaded
+                // machine a thread started for a 0.2 s run may first run after
+                // the deadline, and a run in which a sender sent nothing
+                // measures nothing about it (its design's figures read 0).
+                let lateStartUntil = deadline + UInt64(Self.lateStartLimitSeconds * 1e9)
                 design.senderStarted(sender)
                 var now = monotonicNanoseconds()
                 while now < deadline || removeNICAt != nil || removeOtherAt != nil || messagesAfterFault > 0
-                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) || (mustClose && now < closeWaitUntil) {
+                        || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) || (mustClose && now < closeWaitUntil)
+                        || (sent == 0 && !mine.isEmpty && now < lateStartUntil) {
                     var progressed = false
                     for socket in mine {
                         socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
@@ -285,6 +292,11 @@ public final class TransmitSimulation: @unchecked Sendable {
     /// How long past its duration sender 0 keeps sending, with short-lived
     /// connections, until one of its connections has closed.
     static let closeWaitLimitSeconds = 10.0
+
+    /// How long past its duration a sender that has sent nothing yet keeps
+    /// trying to send its first message (a design that can send nothing at all
+    /// stops there, and its run reports no payload).
+    static let lateStartLimitSeconds = 10.0
 
     /// Messages sender 0 still sends after injecting a fault.
     static let messagesAfterFault = 16
