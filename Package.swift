@@ -79,6 +79,13 @@ let package = Package(
             dependencies: ["DMAPools"],
             swiftSettings: invariantSettings
         ),
+        // Test doubles for the network stack (planted wrong designs), for the
+        // tests and txsim's reliability campaign; not in a library product.
+        .target(
+            name: "NetStackTestSupport",
+            dependencies: ["NetStack", "DMAPools"],
+            swiftSettings: invariantSettings
+        ),
         .target(
             name: "NetStackReports",
             dependencies: ["NetStack", "DMAPools"]
@@ -91,6 +98,7 @@ let package = Package(
                 "DMAPoolsTestSupport",
                 "DMAPoolsMicrobench",
                 "NetStack",
+                "NetStackTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -101,7 +109,7 @@ let package = Package(
         ),
         .testTarget(
             name: "NetStackTests",
-            dependencies: ["NetStack", "DMAPools"],
+            dependencies: ["NetStack", "DMAPools", "NetStackTestSupport"],
             swiftSettings: invariantSettings
         ),
         .testTarget(

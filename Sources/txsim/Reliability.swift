@@ -2,6 +2,7 @@ import ArgumentParser
 import NetStackReports
 import DMAPools
 import NetStack
+import NetStackTestSupport
 
 /// `txsim reliability`: the adversarial campaign CI runs on every submission,
 /// summed into one line of figures. Each part fails loudly on its own.
@@ -223,26 +224,6 @@ struct Reliability: ParsableCommand {
               + "bytes written \(written) \(balance) delivered \(delivered) + discarded with a removed NIC \(discarded), "
               + "failures \(failures)")
         if failures > 0 || lostPages > 0 || dmaFaults > 0 || balance != "=" { throw ExitCode(2) }
-    }
-
-    /// A deliberately wrong design for the planted check: it unmaps each
-    /// fragment right after mapping it, before the NIC reads it.
-    struct EarlyUnmapDesignKind: TransmitDesignKind {
-        var name: String { "early-unmap" }
-        var summary: String { "planted defect: unmaps each fragment before the device reads it" }
-        func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements { GuestRequirements() }
-        func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
-            EarlyUnmapDesign(guest: context.guest, device: context.device)
-        }
-    }
-
-    final class EarlyUnmapDesign: GuestDesign, @unchecked Sendable {
-        override var name: String { "early-unmap" }
-        override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
-            let m = try mapThroughDMAAPI(fragment, queue: queue)
-            try guest.dma.unmapPage(m.address, size: m.length, direction: .toDevice, device: queue.device)
-            return FragmentMapping(address: m.address, length: m.length, kind: .direct)
-        }
     }
 
     /// Operations per fuzz run.

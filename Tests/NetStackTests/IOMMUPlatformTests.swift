@@ -1,4 +1,5 @@
 import Testing
+import NetStackTestSupport
 @_spi(DMAPoolsSupport) import DMAPools
 @testable import NetStack
 
@@ -102,25 +103,5 @@ import Testing
         #expect(throws: ParameterError.invalid(parameter: "iommu-map-ns", reason: "-1 must be in 0...1000000 ns (1 ms)")) { try c.validate() }
         c.platform = .iommu(IOMMUConfiguration(flushQueueSize: 0))
         #expect(throws: ParameterError.self) { try c.validate() }
-    }
-}
-
-/// A deliberately wrong design: it unmaps each fragment right after mapping
-/// it, before the NIC reads it (a use of a DMA address after `dma_unmap`).
-final class EarlyUnmapDesign: GuestDesign, @unchecked Sendable {
-    override var name: String { "early-unmap" }
-    override func map(_ fragment: Fragment, socket: Socket, queue: TXQueue) throws(DMAError) -> FragmentMapping {
-        let m = try mapThroughDMAAPI(fragment, queue: queue)
-        try guest.dma.unmapPage(m.address, size: m.length, direction: .toDevice, device: queue.device)
-        return FragmentMapping(address: m.address, length: m.length, kind: .direct)
-    }
-}
-
-struct EarlyUnmapDesignKind: TransmitDesignKind {
-    var name: String { "early-unmap" }
-    var summary: String { "a wrong design: unmaps before the device reads" }
-    func requirements(workload: Workload, configuration: ExperimentConfiguration) -> GuestRequirements { GuestRequirements() }
-    func makeDesign(in context: DesignContext) throws -> any TransmitDesign {
-        EarlyUnmapDesign(guest: context.guest, device: context.device)
     }
 }
