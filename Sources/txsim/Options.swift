@@ -107,40 +107,60 @@ struct GuestOptions: ParsableArguments {
     @Option(help: "coco (a confidential VM: memory encrypted, every device bounces through swiotlb) or iommu (no encryption, devices behind an IOMMU, nothing bounces).")
     var platform: String = "coco"
     @Option(name: .customLong("iommu-mode"), help: "With --platform iommu: strict (every unmap invalidates the IOTLB) or lazy (unmapped IOVAs wait on a flush queue).")
-    var iommuMode: String = IOMMUMode.strict.rawValue
+    var iommuMode: String?
     @Option(name: .customLong("iommu-map-ns"), parsing: .unconditional,
             help: "Modelled cost of one IOMMU map call (IOVA allocation and call), in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
-    var iommuMapNanoseconds: Int = IOMMUCostModel.default.mapNanoseconds
+    var iommuMapNanoseconds: Int?
     @Option(name: .customLong("iommu-pte-ns"), parsing: .unconditional,
             help: "Modelled cost of one IOMMU page-table entry written or cleared, in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
-    var iommuPTENanoseconds: Int = IOMMUCostModel.default.pteNanoseconds
+    var iommuPTENanoseconds: Int?
     @Option(name: .customLong("iommu-invalidate-ns"), parsing: .unconditional,
             help: "Modelled cost of one IOTLB invalidation (strict: one per unmap), in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
-    var iommuInvalidateNanoseconds: Int = IOMMUCostModel.default.invalidateNanoseconds
+    var iommuInvalidateNanoseconds: Int?
     @Option(name: .customLong("iommu-flush-ns"), parsing: .unconditional,
             help: "Modelled cost of one flush-queue flush (lazy: one per --iommu-flush-queue unmaps), in ns: 0...\(IOMMUCostModel.maximumNanoseconds) (an assumption).")
-    var iommuFlushNanoseconds: Int = IOMMUCostModel.default.flushNanoseconds
+    var iommuFlushNanoseconds: Int?
     @Option(name: .customLong("iommu-flush-queue"), parsing: .unconditional,
             help: "Lazy mode: IOVAs queued before one flush frees them, \(IOMMUConfiguration.flushQueueRange.lowerBound)...\(IOMMUConfiguration.flushQueueRange.upperBound) (the kernel's IOVA_FQ_SIZE, 256).")
-    var iommuFlushQueue: Int = 256
+    var iommuFlushQueue: Int?
     @Option(name: .customLong("iommu-charge"), help: "spin (busy-wait the modelled IOMMU time) or account-only.")
-    var iommuCharge: String = HypercallCostModel.Charge.spin.rawValue
+    var iommuCharge: String?
 
-    /// The platform the options name.
-    func guestPlatform() throws -> Guest.Platform {
+    /// The platform the options name. `refusingIOMMUOptions`: whether the
+    /// IOMMU's options given with the coco platform are an error (false only
+    /// while the options alone are checked: a command such as `iommu-sweep`
+    /// sets the platform itself afterwards).
+    func guestPlatform(refusingIOMMUOptions: Bool = true) throws -> Guest.Platform {
         switch platform {
-        case "coco": return .confidential
+        case "coco":
+            guard refusingIOMMUOptions else { return .confidential }
+            // The IOMMU's options mean nothing without one: refused, not ignored.
+            let given: [(String, Bool)] = [
+                ("iommu-mode", iommuMode != nil), ("iommu-map-ns", iommuMapNanoseconds != nil),
+                ("iommu-pte-ns", iommuPTENanoseconds != nil), ("iommu-invalidate-ns", iommuInvalidateNanoseconds != nil),
+                ("iommu-flush-ns", iommuFlushNanoseconds != nil), ("iommu-flush-queue", iommuFlushQueue != nil),
+                ("iommu-charge", iommuCharge != nil),
+            ]
+            if let (name, _) = given.first(where: { $0.1 }) {
+                throw ValidationError("invalid --\(name): applies only with --platform iommu (the platform is coco)")
+            }
+            return .confidential
         case "iommu":
-            guard let mode = IOMMUMode(rawValue: iommuMode) else {
-                throw ValidationError("invalid --iommu-mode: '\(iommuMode)' must be strict or lazy")
+            let modeName = iommuMode ?? IOMMUMode.strict.rawValue
+            guard let mode = IOMMUMode(rawValue: modeName) else {
+                throw ValidationError("invalid --iommu-mode: '\(modeName)' must be strict or lazy")
             }
-            guard let charge = HypercallCostModel.Charge(rawValue: iommuCharge) else {
-                throw ValidationError("invalid --iommu-charge: '\(iommuCharge)' must be spin or account-only")
+            let chargeName = iommuCharge ?? HypercallCostModel.Charge.spin.rawValue
+            guard let charge = HypercallCostModel.Charge(rawValue: chargeName) else {
+                throw ValidationError("invalid --iommu-charge: '\(chargeName)' must be spin or account-only")
             }
-            let costs = IOMMUCostModel(mapNanoseconds: iommuMapNanoseconds, pteNanoseconds: iommuPTENanoseconds,
-                                       invalidateNanoseconds: iommuInvalidateNanoseconds, flushNanoseconds: iommuFlushNanoseconds,
+            let d = IOMMUCostModel.default
+            let costs = IOMMUCostModel(mapNanoseconds: iommuMapNanoseconds ?? d.mapNanoseconds,
+                                       pteNanoseconds: iommuPTENanoseconds ?? d.pteNanoseconds,
+                                       invalidateNanoseconds: iommuInvalidateNanoseconds ?? d.invalidateNanoseconds,
+                                       flushNanoseconds: iommuFlushNanoseconds ?? d.flushNanoseconds,
                                        charge: charge)
-            return .iommu(IOMMUConfiguration(mode: mode, costs: costs, flushQueueSize: iommuFlushQueue))
+            return .iommu(IOMMUConfiguration(mode: mode, costs: costs, flushQueueSize: iommuFlushQueue ?? 256))
         default:
             throw ValidationError("invalid --platform: '\(platform)' must be coco or iommu")
         }
@@ -153,8 +173,8 @@ struct GuestOptions: ParsableArguments {
         return overflow ? (mebibytes < 0 ? Int.min : Int.max) : bytes
     }
 
-    func configuration() throws -> ExperimentConfiguration {
-        let platform = try guestPlatform()
+    func configuration(refusingIOMMUOptions: Bool = true) throws -> ExperimentConfiguration {
+        let platform = try guestPlatform(refusingIOMMUOptions: refusingIOMMUOptions)
         let poolProvider: any PagePoolProviderKind
         let providerName = provider ?? (platform.iommu == nil ? "swiotlb" : "system")
         do { poolProvider = try DesignRegistry.shared.provider(named: providerName) } catch { throw ValidationError(error.description) }
@@ -200,7 +220,7 @@ struct GuestOptions: ParsableArguments {
     }
 
     func validate() throws {
-        _ = try configuration()
+        _ = try configuration(refusingIOMMUOptions: false)
     }
 }
 

@@ -112,6 +112,8 @@ let badInputs: [BadInput] = [
     BadInput(arguments: ["--platform", "iommu", "--iommu-flush-ns", "2000000"], message: "invalid --iommu-flush-ns: 2000000 must be in 0...1000000 ns (1 ms)"),
     BadInput(arguments: ["--platform", "iommu", "--iommu-flush-queue", "0"], message: "invalid --iommu-flush-queue: 0 must be in 1...65536"),
     BadInput(arguments: ["--platform", "iommu", "--iommu-charge", "x"], message: "invalid --iommu-charge: 'x' must be spin or account-only"),
+    BadInput(arguments: ["--iommu-mode", "lazy"], message: "invalid --iommu-mode: applies only with --platform iommu (the platform is coco)"),
+    BadInput(arguments: ["compare", "--iommu-flush-ns", "10"], message: "invalid --iommu-flush-ns: applies only with --platform iommu (the platform is coco)"),
     BadInput(arguments: ["--platform", "iommu", "--designs", "frag-refill"], message: "invalid --designs: frag-refill does not apply to --platform iommu"),
     BadInput(arguments: ["--platform", "iommu", "--provider", "swiotlb", "--designs", "page-pool"],
              message: "invalid --provider: swiotlb does not apply to --platform iommu"),
