@@ -142,18 +142,14 @@ extension PagePool {
     /// many. Pages that may not be recycled are released on the way.
     @inline(__always)
     func _collectRecyclable(_ pages: UnsafeBufferPointer<Page>, into recyclable: UnsafeMutablePointer<Page>) -> Int {
-        let hot = self.hot
         let signature = hot.pointee.signature
-        let sync = hot.pointee.dmaSync
         var count = 0
         for page in pages {
             let head = page.head
             guard _unreference(head, signature: signature) else { continue }
-            guard _fastPath(_canBeRecycled(head)) else {
-                _releaseElevatedReference(head)
-                continue
-            }
-            if _slowPath(sync) { _syncForDeviceUnlessDestroyed(head, size: -1) }
+            // `__page_pool_put_page` without the cache step: the caller moves
+            // the whole run into the cache at once.
+            guard _recycleCandidate(head, dmaSyncSize: -1, allowDirect: false) else { continue }
             (recyclable + count).initialize(to: head)
             count &+= 1   // at most bulkPutSize
         }
