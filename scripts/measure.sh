@@ -11,14 +11,9 @@
 # `python3 scripts/measure_tables.py RECORD` prints the Design/ tables from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 out=${1:-Design/records/$(date -u +%Y-%m-%d).json}
 mkdir -p "$(dirname "$out")"
-swift build -c release --product txsim >&2
-txsim=.build/release/txsim
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-clean=true
-[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || clean=false
+. scripts/record-setup.sh
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "measure: microbench" >&2
 microbench=$("$txsim" microbench --json --iterations "${MEASURE_ITERATIONS:-400000}")

@@ -12,16 +12,11 @@
 # table, with each design's largest median ratio over its smallest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 out=${1:-Design/records/$(date -u +%Y-%m-%d)-stability.json}
 runs=${STABILITY_RUNS:-5}
 hogs=",${STABILITY_HOG_RUNS:-},"
 mkdir -p "$(dirname "$out")"
-swift build -c release --product txsim >&2
-txsim=.build/release/txsim
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-clean=true
-[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || clean=false
+. scripts/record-setup.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for i in $(seq 1 "$runs"); do
