@@ -11,22 +11,14 @@ struct Block: ParsableCommand {
         abstract: "Block I/O (reads and writes, 4-128 KiB) with bounced general buffers against pre-decrypted ones, every byte checked.")
 
     @OptionGroup var guest: GuestOptions
-    @Option(name: .customLong("request-kib"), parsing: .unconditional,
-            help: "Request sizes in KiB, taken in turn, comma-separated, each 1...128 (multiples of 0.5 KiB are not offered here).")
-    var requestKiB: String = "4,8,16,32,64,128"
-    @Option(name: .customLong("read-fraction"), parsing: .unconditional, help: "Share of requests that are reads, 0...1.")
-    var readFraction: Double = 0.5
-    @Option(name: .customLong("queue-depth"), parsing: .unconditional, help: "Requests mapped at once, 1...64.")
-    var queueDepth: Int = 8
+    @OptionGroup var requests: BlockRequestOptions
     @Option(parsing: .unconditional, help: "Seconds each source runs per round, 0.05...3600.")
     var duration: Double = 0.3
     @OptionGroup var sweep: SweepOptions
 
     func workload() throws -> BlockSimulation.Workload {
         var w = BlockSimulation.Workload()
-        w.requestSizes = try sweepList(requestKiB, option: "request-kib", range: 1...128).map { $0 << 10 }
-        w.readFraction = readFraction
-        w.queueDepth = queueDepth
+        try requests.apply(to: &w)
         w.durationSeconds = duration
         do { try w.validate() } catch { throw ValidationError(error.description) }
         return w
@@ -63,7 +55,7 @@ struct Block: ParsableCommand {
             }
             print("[\n" + objects.joined(separator: ",\n") + "\n]")
         } else {
-            print("Block I/O: requests of \(requestKiB) KiB in turn, \(fixed(readFraction * 100, 0))% reads, queue depth \(queueDepth), "
+            print("Block I/O: requests of \(requests.requestKiB) KiB in turn, \(fixed(requests.readFraction * 100, 0))% reads, queue depth \(requests.queueDepth), "
                   + "\(sweep.rounds) round(s) of \(fixed(duration, 2)) s per source, the two alternating; every byte checked")
             print("  " + "buffers".padded(16) + "GB/s".padded(9) + "ratio".padded(9) + "copies/byte".padded(13) + "requests".padded(11)
                   + "bounced".padded(14) + "chunks converted".padded(18) + "corrupt".padded(9) + "faults".padded(8) + "lost")
@@ -77,5 +69,24 @@ struct Block: ParsableCommand {
             }
         }
         if !(general + pooled).allSatisfy(\.passed) { throw ExitCode(2) }
+    }
+}
+
+/// The block requests' options, shared by `txsim block` and `txsim shared`.
+struct BlockRequestOptions: ParsableArguments {
+    @Option(name: .customLong("request-kib"), parsing: .unconditional,
+            help: "Block request sizes in KiB, taken in turn, comma-separated, each 1...128 (multiples of 0.5 KiB are not offered here).")
+    var requestKiB: String = "4,8,16,32,64,128"
+    @Option(name: .customLong("read-fraction"), parsing: .unconditional, help: "Share of block requests that are reads, 0...1.")
+    var readFraction: Double = 0.5
+    @Option(name: .customLong("queue-depth"), parsing: .unconditional, help: "Block requests mapped at once, 1...64.")
+    var queueDepth: Int = 8
+
+    /// Sets `w`'s request sizes, read fraction and queue depth; a bad size list
+    /// is refused by name (`--request-kib`).
+    func apply(to w: inout BlockSimulation.Workload) throws {
+        w.requestSizes = try sweepList(requestKiB, option: "request-kib", range: 1...128).map { $0 << 10 }
+        w.readFraction = readFraction
+        w.queueDepth = queueDepth
     }
 }

@@ -24,13 +24,7 @@ struct Shared: ParsableCommand {
     var design: String = "decrypted-pool"
     @Option(name: .customLong("general-design"), help: "The TX design of the general run, one of \(DesignRegistry.shared.designNames).")
     var generalDesign: String = "frag-refill"
-    @Option(name: .customLong("request-kib"), parsing: .unconditional,
-            help: "Block request sizes in KiB, taken in turn, comma-separated, each 1...128.")
-    var requestKiB: String = "4,8,16,32,64,128"
-    @Option(name: .customLong("read-fraction"), parsing: .unconditional, help: "Share of block requests that are reads, 0...1.")
-    var readFraction: Double = 0.5
-    @Option(name: .customLong("queue-depth"), parsing: .unconditional, help: "Block requests mapped at once, 1...64.")
-    var queueDepth: Int = 8
+    @OptionGroup var requests: BlockRequestOptions
     @Option(name: .customLong("slab-sizes"), parsing: .unconditional,
             help: "Slab users' object sizes in bytes, taken in turn, comma-separated, each 1...2048.")
     var slabSizes: String = "64,256,1024"
@@ -54,9 +48,7 @@ struct Shared: ParsableCommand {
             t.headerBytes = workload.headerBytes ?? SharedSimulation.defaultHeaderBytes
             t.verify = true   // every user's bytes are checked: the NIC's too
             w.transmit = t
-            w.block.requestSizes = try sweepList(requestKiB, option: "request-kib", range: 1...128).map { $0 << 10 }
-            w.block.readFraction = readFraction
-            w.block.queueDepth = queueDepth
+            try requests.apply(to: &w.block)
             w.slab.objectSizes = try sweepList(slabSizes, option: "slab-sizes", range: 1...2048)
             w.slab.batch = slabBatch
             try w.validate()
@@ -176,7 +168,7 @@ struct Shared: ParsableCommand {
         var lines: [String] = []
         let t = w.transmit
         lines.append("Shared run: TX (\(t.senders) senders, \(t.flows) flows, \(t.messageBytes) B messages, \(t.headerBytes) B linear heads), "
-                     + "block I/O (\(requestKiB) KiB, \(fixed(readFraction * 100, 0))% reads, depth \(queueDepth), buffers per request), "
+                     + "block I/O (\(requests.requestKiB) KiB, \(fixed(requests.readFraction * 100, 0))% reads, depth \(requests.queueDepth), buffers per request), "
                      + "slab users (\(slabSizes) B objects, \(slabBatch) at once) on one guest at once; \(sweep.rounds) round(s) of "
                      + "\(fixed(t.durationSeconds, 2)) s per source, alternating; every byte checked")
         let width = 44
