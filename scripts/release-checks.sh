@@ -17,7 +17,9 @@ status=0
 # jemalloc's thread.allocated counter sees plain malloc only when jemalloc is the
 # process allocator, which a client of DMAPools (the test binary) is not unless
 # it opts in: preload it.
-jemalloc=$(ldconfig -p | awk '/libjemalloc\.so\.2 /{print $NF; exit}')
+# awk reads to the end (no early exit): an early exit could kill ldconfig with
+# SIGPIPE mid-write, which pipefail turns into this script's failure (exit 141).
+jemalloc=$(ldconfig -p | awk '/libjemalloc\.so\.2 / && !found {print $NF; found = 1}')
 [ -n "$jemalloc" ] || { echo "release-checks: libjemalloc.so.2 not found (scripts/setup.sh installs libjemalloc-dev)" >&2; exit 1; }
 LD_PRELOAD="$jemalloc" swift test --skip-build "${flags[@]}" --filter "$(IFS='|'; echo "${checks[*]}")" 2>&1 | tee "$log" || status=$?
 missing=0
