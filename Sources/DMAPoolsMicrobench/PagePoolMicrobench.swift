@@ -27,7 +27,14 @@ public enum PagePoolMicrobench {
     /// - `pool_fast_order3_ns`: the fast path of an order-3 pool (32 KiB
     ///   pages), like for like with `jemalloc_order3_ns`;
     /// - `pool_bulk32_ns_per_page`: `allocatePages(into:)` of 32 pages and one
-    ///   `put(contentsOf:)` of them, per page;
+    ///   `put(contentsOf:)` of them, per page, writing nothing into the pages
+    ///   (like for like with DPDK's `rte_mempool` get/put bulk, which moves
+    ///   object pointers only; the checksum sinks the descriptors);
+    ///   `pool_bulk32_touched_ns_per_page`: the same with a byte written into
+    ///   each page, as the other loops do;
+    /// - `cache_line_handover_ns`: one cache line handed between two threads
+    ///   (each waits for the other's write, then writes), per one-way hand-over:
+    ///   the floor under every cross-CPU figure here;
     /// - `pool_ring_remote_ns`: the owner allocates while a second thread puts
     ///   every page back (through the ring, as a remote CPU's free does):
     ///   the cross-CPU shape of the kernel's ptr_ring figure;
@@ -49,6 +56,8 @@ public enum PagePoolMicrobench {
             "pool_fast_1024_ns": try fastPathNanoseconds(iterations: iterations, batches: batches, outstanding: 1024),
             "pool_fast_order3_ns": try fastPathNanoseconds(iterations: iterations, batches: batches, order: 3),
             "pool_bulk32_ns_per_page": try bulkNanosecondsPerPage(iterations: iterations, batches: batches),
+            "pool_bulk32_touched_ns_per_page": try bulkNanosecondsPerPage(iterations: iterations, batches: batches, touching: true),
+            "cache_line_handover_ns": cacheLineHandOverNanoseconds(handOvers: max(1000, iterations / 16), batches: batches),
             "pool_ring_ns": try ringPathNanoseconds(iterations: iterations, batches: batches),
             "pool_ring_remote_ns": try ringRemoteNanoseconds(iterations: iterations, batches: batches),
             "pool_slow_ns": try slowPathNanoseconds(iterations: slowIterations, batches: batches, provider: .system),
@@ -85,12 +94,29 @@ public enum PagePoolMicrobench {
     }
 
     /// 32 pages per call: `allocatePages(into:)` then `put(contentsOf:)`
-    /// (`page_pool_put_netmem_bulk`) on the owning thread; per page.
-    public static func bulkNanosecondsPerPage(iterations: Int, batches: Int = 7) throws -> Double {
+    /// (`page_pool_put_netmem_bulk`) on the owning thread; per page. With
+    /// `touching`, a byte is written into each page between the two.
+    public static func bulkNanosecondsPerPage(iterations: Int, batches: Int = 7, touching: Bool = false) throws -> Double {
         let fixture = try Fixture(bulk: 32)
         return try median(batches: batches, iterations: iterations) { (n) throws(PagePoolError) in
-            try bulk(fixture, operations: n)
+            if touching { try bulkTouched(fixture, operations: n) } else { try bulk(fixture, operations: n) }
         }
+    }
+
+    /// One cache line handed back and forth between the calling thread and a
+    /// second one: each side waits until the line holds the other's last
+    /// value, then writes its own, so every write moves the line to the
+    /// other CPU. Median nanoseconds per one-way hand-over over `batches`
+    /// batches of `handOvers`. What a page_pool's cross-CPU put pays for each
+    /// line both sides write (a page's descriptor: the owner marks it held,
+    /// the putter marks it back in the pool).
+    public static func cacheLineHandOverNanoseconds(handOvers: Int, batches: Int = 7) -> Double {
+        let line = CacheLineHandOver()
+        defer { line.stop() }
+        let rounds = max(1, handOvers / 2)
+        return Measure.nanosecondsPerOperation(batches: batches, operations: rounds, warmUpOperations: min(rounds, 1024)) { n in
+            line.pingPong(rounds: n)
+        } / 2
     }
 
     /// The owner allocates; a second thread puts each page back through the
@@ -193,16 +219,30 @@ public enum PagePoolMicrobench {
     }
 
     /// `operations` pages (rounded up to whole bulks): bulks of the fixture's
-    /// size allocated with `allocatePages(into:)`, a byte written into each,
-    /// and put back with one `put(contentsOf:)`.
+    /// size allocated with `allocatePages(into:)` and put back with one
+    /// `put(contentsOf:)`; nothing is written into the pages (their
+    /// descriptors' addresses go into the sunk checksum).
     public static func bulk(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        try bulk(fixture, operations: operations) { page, _, sum in
+            sum &+= UInt64(UInt(bitPattern: page.descriptor))
+        }
+    }
+
+    /// `bulk(_:operations:)` with a byte written into each page (`touch`).
+    public static func bulkTouched(_ fixture: Fixture, operations: Int) throws(PagePoolError) {
+        try bulk(fixture, operations: operations) { page, i, sum in touch(page, i, &sum) }
+    }
+
+    @inline(__always)
+    static func bulk(_ fixture: Fixture, operations: Int,
+                     _ use: (Page, Int, inout UInt64) -> Void) throws(PagePoolError) {
         guard let pages = fixture.bulkPages else { preconditionFailure("the fixture was made without `bulk:`") }
         let pool = fixture.pool
         var done = 0
         var sum: UInt64 = 0
         while done < operations {
             let n = try pool.allocatePages(into: pages)
-            for i in 0..<n { touch(pages[i], i, &sum) }
+            for i in 0..<n { use(pages[i], i, &sum) }
             pool.put(contentsOf: UnsafeBufferPointer(rebasing: pages[0..<n]))
             done += n
         }
@@ -460,6 +500,63 @@ public enum PagePoolMicrobench {
             slots.deallocate()
             lines.deallocate()
         }
+    }
+
+    /// The second thread of `cacheLineHandOverNanoseconds`: one line (its
+    /// own 128-byte block) that the two threads write in turn, the caller odd
+    /// values, this thread even ones; a negative value stops it.
+    final class CacheLineHandOver: @unchecked Sendable {
+        let block: AlignedAllocation
+        var thread = pthread_t()
+        var value: UnsafePointer<Atomic<Int>> { UnsafePointer(block.pointer.assumingMemoryBound(to: Atomic<Int>.self)) }
+
+        init() {
+            block = AlignedAllocation(byteCount: 128, alignment: 128)
+            block.pointer.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+            let context = Unmanaged.passRetained(self).toOpaque()
+            let status = pthread_create(&thread, nil, { context in
+                let line = Unmanaged<CacheLineHandOver>.fromOpaque(context!).takeRetainedValue()
+                line.answer()
+                return nil
+            }, context)
+            precondition(status == 0, "pthread_create failed: \(status)")
+        }
+
+        /// The other side: turns every odd value into the next even one.
+        func answer() {
+            var spins = 0
+            while true {
+                let v = value.pointee.load(ordering: .acquiring)
+                if v < 0 { return }
+                if v & 1 == 1 {
+                    value.pointee.store(v &+ 1, ordering: .releasing)
+                    spins = 0
+                } else {
+                    spins &+= 1
+                    if spins & 0xffff == 0 { sched_yield() }
+                }
+            }
+        }
+
+        /// `rounds` round trips (two hand-overs each) from the caller's side.
+        func pingPong(rounds: Int) {
+            var spins = 0
+            for _ in 0..<rounds {
+                let v = value.pointee.load(ordering: .acquiring)
+                value.pointee.store(v &+ 1, ordering: .releasing)
+                while value.pointee.load(ordering: .acquiring) == v &+ 1 {
+                    spins &+= 1
+                    if spins & 0xffff == 0 { sched_yield() }
+                }
+            }
+        }
+
+        func stop() {
+            value.pointee.store(-1, ordering: .releasing)
+            pthread_join(thread, nil)
+        }
+
+        deinit { block.deallocate() }
     }
 
     static func median(batches: Int, iterations: Int, _ body: (Int) throws(PagePoolError) -> Void) throws(PagePoolError) -> Double {

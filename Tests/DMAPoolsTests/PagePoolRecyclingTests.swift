@@ -366,7 +366,8 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
         let results = try PagePoolMicrobench.run(iterations: 2000, batches: 1)
         #expect(Set(results.keys) == ["pool_fast_ns", "pool_ring_ns", "pool_slow_ns", "pool_frag_ns",
                                       "pool_fast_64_ns", "pool_fast_1024_ns", "pool_fast_order3_ns",
-                                      "pool_bulk32_ns_per_page", "pool_ring_remote_ns",
+                                      "pool_bulk32_ns_per_page", "pool_bulk32_touched_ns_per_page", "pool_ring_remote_ns",
+                                      "cache_line_handover_ns",
                                       "pool_slow_test_provider_ns", "pool_slow_swiotlb_ns", "pool_slow_decrypted_ns",
                                       "pool_fast_sync_system_ns", "pool_fast_sync_swiotlb_ns"])
         #expect(results.values.allSatisfy { $0 > 0 })

@@ -118,6 +118,7 @@ let benchmarks: @Sendable () -> Void = {
         ("pool_fast_1024", .mega, { try Fixture(outstanding: 1024) }, PagePoolMicrobench.fastPath),
         ("pool_fast_order3", .mega, { try Fixture(order: 3) }, PagePoolMicrobench.fastPath),
         ("pool_bulk32_per_page", .mega, { try Fixture(bulk: 32) }, PagePoolMicrobench.bulk),
+        ("pool_bulk32_touched_per_page", .mega, { try Fixture(bulk: 32) }, PagePoolMicrobench.bulkTouched),
         ("pool_ring", .mega, { try Fixture(directRecycling: false) }, PagePoolMicrobench.ringPath),
         ("pool_ring_remote", .mega, { try Fixture(remotePutter: true) }, PagePoolMicrobench.ringRemote),
         ("pool_slow_test_provider", .kilo, { try Fixture() }, PagePoolMicrobench.slowPath),
@@ -146,6 +147,7 @@ let benchmarks: @Sendable () -> Void = {
         ("pool_ring_mallocs_per_1M_ops", { try Fixture(directRecycling: false) }, PagePoolMicrobench.ringPath),
         ("pool_fast_1024_mallocs_per_1M_ops", { try Fixture(outstanding: 1024) }, PagePoolMicrobench.fastPath),
         ("pool_bulk32_mallocs_per_1M_pages", { try Fixture(bulk: 32) }, PagePoolMicrobench.bulk),
+        ("pool_bulk32_touched_mallocs_per_1M_pages", { try Fixture(bulk: 32) }, PagePoolMicrobench.bulkTouched),
         ("pool_ring_remote_mallocs_per_1M_ops", { try Fixture(remotePutter: true) }, PagePoolMicrobench.ringRemote),
     ] as [(String, () throws -> Fixture, Loop)] {
         Benchmark(name, configuration: .init(
