@@ -106,7 +106,9 @@ def stability_table(record):
             medians[d].append(r["ratio_to_baseline"])
             cells.append(f"{r['ratio_to_baseline']:.3f} ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})")
         loads = record.get("load_average_before_run", ["-"] * len(runs))
-        lines.append(f"| {i + 1} | {loads[i]} | {'yes' if busy[i] else 'no'} | " + " | ".join(cells)
+        threads = record.get("busy_loop_threads", 1)
+        hog = f"yes ({threads} loop{'s' if threads > 1 else ''})" if busy[i] else "no"
+        lines.append(f"| {i + 1} | {loads[i]} | {hog} | " + " | ".join(cells)
                      + f" | {base['gbps']:.1f} | {base.get('stolen_cpu_s', 0):.2f} | {base['copy_gbyte_per_s_1_thread_before']}"
                      + f" | {base.get('copy_gbyte_per_s_working_set_before', '-')} |")
     lines.append("")

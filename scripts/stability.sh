@@ -8,13 +8,18 @@
 # comma-separated list of run numbers, starts a busy loop on one CPU halfway
 # through each of those runs and stops it when the run ends: the machine
 # changes speed during the run (the busy loop takes a share of the vCPUs, as
-# another tenant does). `python3 scripts/measure_tables.py OUT.json` prints the
+# another tenant does). STABILITY_HOG_THREADS (default 1) sets how many busy
+# loops start: 1 takes a share of one vCPU (the run loses parallelism), 2 one
+# per vCPU (every thread of the run slows alike, closer to a machine whose
+# speed changes). `python3 scripts/measure_tables.py OUT.json` prints the
 # table, with each design's largest median ratio over its smallest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-Design/records/$(date -u +%Y-%m-%d)-stability.json}
 runs=${STABILITY_RUNS:-5}
 hogs=",${STABILITY_HOG_RUNS:-},"
+hog_threads=${STABILITY_HOG_THREADS:-1}
+case "$hog_threads" in 1|2|3|4) ;; *) echo "stability: invalid STABILITY_HOG_THREADS: $hog_threads (1...4)" >&2; exit 64 ;; esac
 mkdir -p "$(dirname "$out")"
 . scripts/record-setup.sh
 tmp=$(mktemp -d)
@@ -29,10 +34,13 @@ for i in $(seq 1 "$runs"); do
         run=$!
         # The default run takes about 20 s (10 rounds x 9 runs x 0.2 s, plus guests).
         sleep 10
-        sh -c 'while :; do :; done' &
-        busy=$!
+        busy=""
+        for _ in $(seq 1 "$hog_threads"); do
+            sh -c 'while :; do :; done' &
+            busy="$busy $!"
+        done
         wait "$run"
-        kill "$busy"
+        kill $busy
     else
         "$txsim" compare --json --quiet > "$tmp/run-$i.json"
     fi
@@ -43,6 +51,7 @@ import json, sys, datetime
 out, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 record = {
     "command": "txsim compare --json --quiet (default workload), %d invocations in a row (scripts/stability.sh)" % n,
+    "busy_loop_threads": $hog_threads,
     "revision": "$revision",
     "git_tree_clean": $([ "$clean" = true ] && echo True || echo False),
     "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
