@@ -138,6 +138,10 @@ enum CalibrationReport {
             ("copy 32 KiB, source hot on this core, ns/byte", m.copySameCoreHotNsPerByte),
             ("copy 32 KiB, source written by the other core, ns/byte", m.copyOtherCoreNsPerByte),
             ("copy 32 KiB, cold (beyond the LLC), ns/byte", m.copyColdNsPerByte),
+        ] + [
+            ("copy 2 shape: 32 KiB into cold bounce slots, source from this core, ns/byte", m.copyToBounceSameCoreNsPerByte),
+            ("copy 2 shape: 32 KiB into cold bounce slots, source from the other core, ns/byte", m.copyToBounceOtherCoreNsPerByte),
+        ].compactMap { label, c in c.map { (label, $0) } } + [
             ("swiotlb map+unmap 32 KiB, one area, alone, ns", m.swiotlbMapUnmapNs),
             ("swiotlb map+unmap 32 KiB, other core on the same area, ns", m.swiotlbMapUnmapContendedNs),
             ("page_pool alloc + recycle into its cache, ns/page", m.poolCacheRecycleNs),
@@ -145,7 +149,7 @@ enum CalibrationReport {
             ("cold copy bandwidth, 1 thread, GB/s", m.copyBandwidthOneThreadGBps),
             ("cold copy bandwidth, 2 threads, GB/s", m.copyBandwidthTwoThreadsGBps),
         ]
-        for (label, c) in rows { lines.append("  " + label.padded(80) + cost(c)) }
+        for (label, c) in rows { lines.append("  " + label.padded(84) + cost(c)) }
         for d in p.designs {
             lines.append("")
             lines.append("\(d.design) (pages: \(d.pageSource.rawValue))")

@@ -164,13 +164,19 @@ public enum Calibration {
         let cache = max(lastLevelCacheBytes(), 8 << 20)
         let region = min(max(4 * cache, 32 << 20), 128 << 20)
         var hot: [Double] = [], other: [Double] = [], cold: [Double] = [], one: [Double] = [], two: [Double] = []
+        var bounceSame: [Double] = [], bounceOther: [Double] = []
         var speedup: [Double] = [], perCPU: [Double] = []
         var lock: [Double] = [], lockContended: [Double] = [], cacheRecycle: [Double] = [], ring: [Double] = []
         // 32 KiB copies walking regions larger than the last-level cache.
         let coldLoops = [CopyRegion(chunk: copyBytes, span: region), CopyRegion(chunk: copyBytes, span: region)]
         let swiotlb = try SWIOTLBBench()
+        // Copy 2 as it runs: into bounce slots walking a pool beyond the LLC
+        // (resident, like a guest's), from a source one core or the other wrote.
+        let bounce = BounceDestination(span: region)
         for _ in 0..<repetitions {
             hot.append(sameCoreHot())
+            bounceSame.append(bounce.copyNanosecondsPerByte(sourceWrittenByOtherCore: false))
+            bounceOther.append(bounce.copyNanosecondsPerByte(sourceWrittenByOtherCore: true))
             let scaling = twoThreadScaling()
             speedup.append(scaling.speedup)
             perCPU.append(scaling.perCPUSecond)
@@ -190,7 +196,9 @@ public enum Calibration {
                             swiotlbMapUnmapContendedNs: .measured(lockContended), poolCacheRecycleNs: .measured(cacheRecycle),
                             poolRingRecycleContendedNs: .measured(ring), copyBandwidthOneThreadGBps: .measured(one),
                             copyBandwidthTwoThreadsGBps: .measured(two), twoThreadSpeedup: .measured(speedup),
-                            twoThreadWorkPerCPUSecond: .measured(perCPU))
+                            twoThreadWorkPerCPUSecond: .measured(perCPU),
+                            copyToBounceSameCoreNsPerByte: .measured(bounceSame),
+                            copyToBounceOtherCoreNsPerByte: .measured(bounceOther))
     }
 
     /// A hot 32 KiB copy loop on one thread, then on two at once (each its
@@ -370,6 +378,68 @@ public enum Calibration {
         gmtime_r(&now, &parts)
         func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
         return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    }
+}
+
+/// Copy 2's shape: 32 KiB copies into a destination that walks `span`
+/// bytes (a bounce pool larger than the last-level cache, faulted in up
+/// front), from a 32 KiB source written just before the copy by this thread
+/// or by another one (the threads take turns; only the copy is timed).
+final class BounceDestination: @unchecked Sendable {
+    let span: Int
+    let slots: UnsafeMutableRawPointer
+    let source: UnsafeMutableRawPointer
+    private var offset = 0
+
+    init(span: Int) {
+        self.span = span / Calibration.copyBytes * Calibration.copyBytes
+        slots = .allocate(byteCount: self.span, alignment: 4096)
+        source = .allocate(byteCount: Calibration.copyBytes, alignment: 4096)
+        memset(slots, 0, self.span)
+        memset(source, 0, Calibration.copyBytes)
+    }
+
+    deinit { slots.deallocate(); source.deallocate() }
+
+    private func nextSlot() -> UnsafeMutableRawPointer {
+        let slot = slots + offset
+        offset += Calibration.copyBytes
+        if offset == span { offset = 0 }
+        return slot
+    }
+
+    func copyNanosecondsPerByte(sourceWrittenByOtherCore: Bool, copies: Int = 400) -> Double {
+        let bytes = Calibration.copyBytes
+        var total: UInt64 = 0
+        guard sourceWrittenByOtherCore else {
+            for i in 0..<copies {
+                memset(source, Int32(i & 0xff), bytes)
+                let slot = nextSlot()
+                let t0 = monotonicNanoseconds()
+                memcpy(slot, source, bytes)
+                total += monotonicNanoseconds() - t0
+            }
+            return Double(total) / Double(copies * bytes)
+        }
+        let buffers = SendablePointers(src: source, dst: source)
+        let turn = Atomic<Int>(0)   // even: the writer's turn; odd: the copier's
+        let writer = ModelThread.start(name: "calibrate-writer") {
+            for i in 0..<copies {
+                while turn.load(ordering: .acquiring) != 2 * i { sched_yield() }
+                memset(buffers.src, Int32(i & 0xff), bytes)
+                turn.store(2 * i + 1, ordering: .releasing)
+            }
+        }
+        for i in 0..<copies {
+            while turn.load(ordering: .acquiring) != 2 * i + 1 { sched_yield() }
+            let slot = nextSlot()
+            let t0 = monotonicNanoseconds()
+            memcpy(slot, source, bytes)
+            total += monotonicNanoseconds() - t0
+            turn.store(2 * i + 2, ordering: .releasing)
+        }
+        writer.join()
+        return Double(total) / Double(copies * bytes)
     }
 }
 

@@ -183,11 +183,19 @@ public struct MachineCosts: Sendable, Hashable, Codable {
     /// Work per CPU second of a thread while another runs, over one running
     /// alone (below 1 on hyperthread siblings). Optional.
     public var twoThreadWorkPerCPUSecond: Cost?
+    /// Copy 2 as it runs: 32 KiB copies into bounce slots walking a pool
+    /// beyond the last-level cache, source written just before by this core,
+    /// ns/byte. Optional (older and hand-written profiles may omit it; the
+    /// model then uses the hot and other-core copies).
+    public var copyToBounceSameCoreNsPerByte: Cost?
+    /// The same with the source written by the other core. Optional.
+    public var copyToBounceOtherCoreNsPerByte: Cost?
 
     public init(copySameCoreHotNsPerByte: Cost, copyOtherCoreNsPerByte: Cost, copyColdNsPerByte: Cost,
                 swiotlbMapUnmapNs: Cost, swiotlbMapUnmapContendedNs: Cost, poolCacheRecycleNs: Cost,
                 poolRingRecycleContendedNs: Cost, copyBandwidthOneThreadGBps: Cost, copyBandwidthTwoThreadsGBps: Cost,
-                twoThreadSpeedup: Cost? = nil, twoThreadWorkPerCPUSecond: Cost? = nil) {
+                twoThreadSpeedup: Cost? = nil, twoThreadWorkPerCPUSecond: Cost? = nil,
+                copyToBounceSameCoreNsPerByte: Cost? = nil, copyToBounceOtherCoreNsPerByte: Cost? = nil) {
         self.copySameCoreHotNsPerByte = copySameCoreHotNsPerByte
         self.copyOtherCoreNsPerByte = copyOtherCoreNsPerByte
         self.copyColdNsPerByte = copyColdNsPerByte
@@ -199,6 +207,8 @@ public struct MachineCosts: Sendable, Hashable, Codable {
         self.copyBandwidthTwoThreadsGBps = copyBandwidthTwoThreadsGBps
         self.twoThreadSpeedup = twoThreadSpeedup
         self.twoThreadWorkPerCPUSecond = twoThreadWorkPerCPUSecond
+        self.copyToBounceSameCoreNsPerByte = copyToBounceSameCoreNsPerByte
+        self.copyToBounceOtherCoreNsPerByte = copyToBounceOtherCoreNsPerByte
     }
 
     enum CodingKeys: String, CodingKey {
@@ -213,6 +223,8 @@ public struct MachineCosts: Sendable, Hashable, Codable {
         case copyBandwidthTwoThreadsGBps = "copy_bandwidth_2_threads_gbytes_per_s"
         case twoThreadSpeedup = "two_thread_speedup"
         case twoThreadWorkPerCPUSecond = "two_thread_work_per_cpu_second"
+        case copyToBounceSameCoreNsPerByte = "copy_to_bounce_same_core_ns_per_byte"
+        case copyToBounceOtherCoreNsPerByte = "copy_to_bounce_other_core_ns_per_byte"
     }
 
     var all: [(String, Cost)] {
@@ -224,6 +236,8 @@ public struct MachineCosts: Sendable, Hashable, Codable {
          ("copy_bandwidth_2_threads_gbytes_per_s", copyBandwidthTwoThreadsGBps)]
             + (twoThreadSpeedup.map { [("two_thread_speedup", $0)] } ?? [])
             + (twoThreadWorkPerCPUSecond.map { [("two_thread_work_per_cpu_second", $0)] } ?? [])
+            + (copyToBounceSameCoreNsPerByte.map { [("copy_to_bounce_same_core_ns_per_byte", $0)] } ?? [])
+            + (copyToBounceOtherCoreNsPerByte.map { [("copy_to_bounce_other_core_ns_per_byte", $0)] } ?? [])
     }
 }
 

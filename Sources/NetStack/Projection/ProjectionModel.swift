@@ -170,6 +170,11 @@ public enum ProjectionModel {
     /// 1 and copy 2 exceed the last-level cache).
     static func copyTwoCost(_ m: MachineCosts, otherCore: Double, cold: Double) -> Double {
         let warm = 1 - cold
+        // Measured as copy 2 runs (its destination a bounce slot, cold):
+        // a cold source makes both sides cold, the cold copy.
+        if let same = m.copyToBounceSameCoreNsPerByte?.value, let other = m.copyToBounceOtherCoreNsPerByte?.value {
+            return warm * ((1 - otherCore) * same + otherCore * other) + cold * m.copyColdNsPerByte.value
+        }
         let hot = m.copySameCoreHotNsPerByte.value
         // A cold source is one side of the copy: half the cold copy's extra cost.
         return warm * ((1 - otherCore) * hot + otherCore * m.copyOtherCoreNsPerByte.value)
