@@ -159,8 +159,8 @@ enum CalibrationReport {
                 ("copies per byte", d.copiesPerByte), ("zero-copy fraction", d.zeroCopyFraction),
                 ("pool recycles per byte", d.poolRecyclesPerByte), ("pool recycles through the ring", d.poolRingFraction),
                 ("CPU share the runs got", d.cpuShare),
-            ]
-            for (label, c) in rows { lines.append("  " + label.padded(32) + cost(c, label.contains("frame") ? 1 : label.contains("recycles per") ? 8 : 4)) }
+            ] + (d.twoSenderWorkPerCPUSecond.map { [("work per CPU s, 2 senders at once", $0)] } ?? [])
+            for (label, c) in rows { lines.append("  " + label.padded(36) + cost(c, label.contains("frame") ? 1 : label.contains("recycles per") ? 8 : 4)) }
         }
         return lines.joined(separator: "\n")
     }

@@ -93,6 +93,10 @@ public enum Calibration {
         let resolved = try options.designs.map { try ProjectionDesigns.resolve($0) }
         // samples[d][rep][size]
         var runs = [[[TransmitResult]]](repeating: [], count: resolved.count)
+        // samples[d][rep]: two senders, each on its own queue (`twoSenderWork`).
+        var twoSenderRuns = [[TransmitResult]](repeating: [], count: resolved.count)
+        let twoSenders = try twoSenderWorkload(messageBytes: sizes[0], seconds: options.secondsPerRun, flows: options.flows,
+                                               roundTripMicroseconds: options.roundTripMicroseconds)
         for rep in 0..<options.repetitions {
             for (i, design) in resolved.enumerated() {
                 progress?("\(options.designs[i]) repetition \(rep + 1)/\(options.repetitions)")
@@ -103,9 +107,36 @@ public enum Calibration {
                     pair.append(try ProjectionDesigns.run(design, workload: w, configuration: options.configuration))
                 }
                 runs[i].append(pair)
+                twoSenderRuns[i].append(try ProjectionDesigns.run(design, workload: twoSenders, configuration: options.configuration))
             }
         }
-        return resolved.indices.map { i in costs(options.designs[i], runs: runs[i], sizes: sizes) }
+        return resolved.indices.map { i in
+            var c = costs(options.designs[i], runs: runs[i], sizes: sizes)
+            c.twoSenderWorkPerCPUSecond = twoSenderWork(single: runs[i].map { $0[0] }, twoSenders: twoSenderRuns[i])
+            return c
+        }
+    }
+
+    /// Two senders of the design at once, each with the calibration's flows
+    /// (twice as many in all, at most `Workload.maximumFlows`) and its own
+    /// queue, so that each does what the one sender does and nothing but the
+    /// machine is shared (caches, memory, the other tenants); at the
+    /// calibration's first message size.
+    public static func twoSenderWorkload(messageBytes: Int, seconds: Double, flows: Int = 2,
+                                         roundTripMicroseconds: Int = 0) throws(ParameterError) -> Workload {
+        try Workload(senders: 2, queues: 2, flows: min(2 * flows, Workload.maximumFlows), messageBytes: messageBytes,
+                     roundTripMicroseconds: roundTripMicroseconds, durationSeconds: seconds)
+    }
+
+    /// Per repetition, the design's CPU per GB with one sender over its CPU
+    /// per GB with two senders running at once: the work a CPU second buys
+    /// when the other core runs the same design (below 1 when the two
+    /// threads slow each other down through the caches, memory or the host).
+    static func twoSenderWork(single: [TransmitResult], twoSenders: [TransmitResult]) -> Cost {
+        func cpuPerGB(_ r: TransmitResult) -> Double { r.senderCPUSecondsPerGB + r.queueCPUSecondsPerGB }
+        return .measured(zip(single, twoSenders).map { one, two in
+            cpuPerGB(two) > 0 ? cpuPerGB(one) / cpuPerGB(two) : 1
+        })
     }
 
     /// Solves cost/byte = perByte + perFrame x frames/byte at the two sizes,

@@ -274,6 +274,12 @@ public struct DesignCosts: Sendable, Hashable, Codable {
     /// Inferred from the calibration runs (zero-copy fraction and whether
     /// the guest ran with a `zerocopy_tx_percent` cap), or given.
     public var pageSource: PageSource
+    /// The design's CPU per GB with one sender over that with two senders
+    /// of it running at once, each on its own queue: what a CPU second buys
+    /// when the other core runs the same design (`txsim project --validate`
+    /// uses it for its 2-sender points). Optional (older and hand-written
+    /// profiles may omit it).
+    public var twoSenderWorkPerCPUSecond: Cost?
 
     public init(design: String, senderNsPerByte: Cost, senderNsPerFrame: Cost, queueNsPerByte: Cost, queueNsPerFrame: Cost,
                 copiesPerByte: Cost, zeroCopyFraction: Cost, poolRecyclesPerByte: Cost, poolRingFraction: Cost,
@@ -293,6 +299,7 @@ public struct DesignCosts: Sendable, Hashable, Codable {
         case copiesPerByte = "copies_per_byte", zeroCopyFraction = "zero_copy_fraction"
         case poolRecyclesPerByte = "pool_recycles_per_byte", poolRingFraction = "pool_ring_fraction"
         case cpuShare = "cpu_share", pageSource = "page_source"
+        case twoSenderWorkPerCPUSecond = "two_sender_work_per_cpu_second"
     }
 
     var all: [(String, Cost)] {
@@ -301,5 +308,6 @@ public struct DesignCosts: Sendable, Hashable, Codable {
          ("copies_per_byte", copiesPerByte), ("zero_copy_fraction", zeroCopyFraction),
          ("pool_recycles_per_byte", poolRecyclesPerByte), ("pool_ring_fraction", poolRingFraction),
          ("cpu_share", cpuShare)]
+            + (twoSenderWorkPerCPUSecond.map { [("two_sender_work_per_cpu_second", $0)] } ?? [])
     }
 }

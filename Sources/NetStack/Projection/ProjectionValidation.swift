@@ -108,8 +108,13 @@ public enum ProjectionValidation {
                         // per CPU second with the other core busy is the
                         // calibrated two-thread factor.
                         let share = result.seconds > 0 ? (result.senderCPUSeconds + result.queueCPUSeconds) / result.seconds / Double(s) : 1
+                        // With 2 senders, a CPU second buys what it bought
+                        // when the calibration ran two senders of this
+                        // design at once (the copy loop's factor when the
+                        // profile lacks it).
+                        let perCPU = profile.costs(of: name)?.twoSenderWorkPerCPUSecond?.value ?? perCPUSecond
                         let machine = MachineParameters(cores: Calibration.onlineCPUs(), cpuShare: max(0.01, min(1, share)),
-                                                        parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPUSecond) : 1,
+                                                        parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPU) : 1,
                                                         nicReadsMemory: false)
                         let predicted = try ProjectionModel.project(name, at: point, profile: profile, machine: machine)
                         rows.append(Row(design: name, senders: s, queues: q, workload: c.name, predicted: predicted,
