@@ -107,7 +107,13 @@ public enum ProjectionValidation {
                         // input, measured in the run; how fast a thread works
                         // per CPU second with the other core busy is the
                         // calibrated two-thread factor.
-                        let share = result.seconds > 0 ? (result.senderCPUSeconds + result.queueCPUSeconds) / result.seconds / Double(s) : 1
+                        // The CPUs the tenants left (hypervisor steal and
+                        // other processes), shared by the senders: not the
+                        // CPU the run's threads used, which falls when they
+                        // wait on a bound queue, as they must.
+                        let cpus = Double(Calibration.onlineCPUs())
+                        let taken = result.seconds > 0 ? (result.stolenCPUSeconds + result.othersCPUSeconds) / result.seconds : 0
+                        let share = min(1, max(0, cpus - taken) / Double(s))
                         // With 2 senders, a CPU second buys what it bought
                         // when the calibration ran two senders of this
                         // design at once (the copy loop's factor when the

@@ -146,6 +146,10 @@ public struct TransmitResult: Sendable {
     /// timed window (steal, all CPUs), in seconds: a round that stalls while
     /// its neighbours do not shows it here.
     public var stolenCPUSeconds: Double = 0
+    /// CPU time other processes of this machine took during the timed
+    /// window (all CPUs' busy time in /proc/stat less this process's CPU
+    /// time; clock-tick resolution), in seconds.
+    public var othersCPUSeconds: Double = 0
     /// Linear heads (`Workload.headerBytes`; all 0 without heads). Header
     /// bytes the NIC read and checked, those that reached it through a bounce
     /// (a `kmalloc`'d head copied into a swiotlb slot at map: counted here, not
@@ -222,7 +226,7 @@ public struct TransmitResult: Sendable {
          .sum(\.staleDeviceAccesses), .sum(\.refusedDeviceAllocations),
          .sum(\.connectionsClosed), .sum(\.preemptions), .sum(\.currentTXSocketSets),
          .sum(\.misattributedLearnings), .sum(\.socketUseAfterFree), .sum(\.missedLearnings),
-         .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds),
+         .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds), .sum(\.othersCPUSeconds),
          .sum(\.headBytes), .sum(\.headVerifiedBytes), .sum(\.headBytesBounced), .sum(\.headBytesDirect),
          .sum(\.headAllocationFailures), .sum(\.headObjectsLost), .maximum(\.headSlabPeakPages),
          .combining(\.iommu) { $0 + $1 },
