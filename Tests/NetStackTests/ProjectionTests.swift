@@ -59,6 +59,23 @@ import Testing
         #expect(abs(shared.queueSecondsPerGB - alone.queueSecondsPerGB - extra) < 1e-9)
     }
 
+    @Test func copyTwoIsPricedInItsOwnShapeWhenTheProfileHasIt() throws {
+        // Copies into bounce slots: 0.09 ns/byte from this core, 0.10 from the other.
+        var shaped = profile
+        shaped.machineCosts.copyToBounceSameCoreNsPerByte = .given(0.09, "test")
+        shaped.machineCosts.copyToBounceOtherCoreNsPerByte = .given(0.10, "test")
+        let machine = MachineParameters(memoryBandwidthGBps: 10_000, lastLevelCacheBytes: 1 << 40)
+        func bounce(_ senders: Int) throws -> Projection {
+            try ProjectionModel.project("bounce", at: ProjectionPoint(senders: senders, queues: 1, flows: senders),
+                                        profile: shaped, machine: machine)
+        }
+        // 4 senders per queue: 3/4 of copy 2 at the other core's bounce-slot cost,
+        // not the hot-destination copies' (0.05 - 0.03).
+        #expect(abs(try bounce(4).queueSecondsPerGB - bounce(1).queueSecondsPerGB - 0.75 * (0.10 - 0.09)) < 1e-9)
+        // A cold source makes both sides cold: the cold copy's cost.
+        #expect(abs(ProjectionModel.copyTwoCost(shaped.machineCosts, otherCore: 0.5, cold: 1) - 0.12) < 1e-12)
+    }
+
     @Test func zeroCopyFractionFallsWhenFlowsTimesSendBuffersOutgrowThePool() throws {
         let machine = MachineParameters(memoryBandwidthGBps: 10_000, lineRateGbps: 200)
         // Line-rate bound: senders outrun the NIC and every 4 MiB send buffer fills.
