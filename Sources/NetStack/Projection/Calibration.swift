@@ -280,14 +280,7 @@ public enum Calibration {
         let dst = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
         defer { src.deallocate(); dst.deallocate() }
         memset(dst, 0, copyBytes)
-        var total: UInt64 = 0
-        for i in 0..<copies {
-            memset(src, Int32(i & 0xff), copyBytes)
-            let t0 = monotonicNanoseconds()
-            memcpy(dst, src, copyBytes)
-            total += monotonicNanoseconds() - t0
-        }
-        return Double(total) / Double(copies * copyBytes)
+        return timedCopies(copies, source: src, writtenByOtherCore: false) { dst }
     }
 
     /// 32 KiB copies whose source the other thread wrote just before: the
@@ -297,7 +290,30 @@ public enum Calibration {
         let dst = UnsafeMutableRawPointer.allocate(byteCount: copyBytes, alignment: 4096)
         defer { src.deallocate(); dst.deallocate() }
         memset(dst, 0, copyBytes)
-        let buffers = SendablePointers(src: src, dst: dst)
+        return timedCopies(copies, source: src, writtenByOtherCore: true) { dst }
+    }
+
+    /// `copies` copies of `copyBytes` from `source` into `destination()`,
+    /// each after the source was written again, by this thread or by another
+    /// one (the threads take turns: writer, then copier); only the copies
+    /// are timed. Nanoseconds per byte.
+    static func timedCopies(_ copies: Int, source: UnsafeMutableRawPointer, writtenByOtherCore: Bool,
+                            destination: () -> UnsafeMutableRawPointer) -> Double {
+        var total: UInt64 = 0
+        func copy() {
+            let dst = destination()
+            let t0 = monotonicNanoseconds()
+            memcpy(dst, source, copyBytes)
+            total += monotonicNanoseconds() - t0
+        }
+        guard writtenByOtherCore else {
+            for i in 0..<copies {
+                memset(source, Int32(i & 0xff), copyBytes)
+                copy()
+            }
+            return Double(total) / Double(copies * copyBytes)
+        }
+        let buffers = SendablePointers(src: source, dst: source)
         let turn = Atomic<Int>(0)   // even: the writer's turn; odd: the copier's
         let writer = ModelThread.start(name: "calibrate-writer") {
             for i in 0..<copies {
@@ -306,12 +322,9 @@ public enum Calibration {
                 turn.store(2 * i + 1, ordering: .releasing)
             }
         }
-        var total: UInt64 = 0
         for i in 0..<copies {
             while turn.load(ordering: .acquiring) != 2 * i + 1 { sched_yield() }
-            let t0 = monotonicNanoseconds()
-            memcpy(buffers.dst, buffers.src, copyBytes)
-            total += monotonicNanoseconds() - t0
+            copy()
             turn.store(2 * i + 2, ordering: .releasing)
         }
         writer.join()
@@ -440,37 +453,7 @@ final class BounceDestination: @unchecked Sendable {
     }
 
     func copyNanosecondsPerByte(sourceWrittenByOtherCore: Bool, copies: Int = 400) -> Double {
-        let bytes = Calibration.copyBytes
-        var total: UInt64 = 0
-        guard sourceWrittenByOtherCore else {
-            for i in 0..<copies {
-                memset(source, Int32(i & 0xff), bytes)
-                let slot = nextSlot()
-                let t0 = monotonicNanoseconds()
-                memcpy(slot, source, bytes)
-                total += monotonicNanoseconds() - t0
-            }
-            return Double(total) / Double(copies * bytes)
-        }
-        let buffers = SendablePointers(src: source, dst: source)
-        let turn = Atomic<Int>(0)   // even: the writer's turn; odd: the copier's
-        let writer = ModelThread.start(name: "calibrate-writer") {
-            for i in 0..<copies {
-                while turn.load(ordering: .acquiring) != 2 * i { sched_yield() }
-                memset(buffers.src, Int32(i & 0xff), bytes)
-                turn.store(2 * i + 1, ordering: .releasing)
-            }
-        }
-        for i in 0..<copies {
-            while turn.load(ordering: .acquiring) != 2 * i + 1 { sched_yield() }
-            let slot = nextSlot()
-            let t0 = monotonicNanoseconds()
-            memcpy(slot, source, bytes)
-            total += monotonicNanoseconds() - t0
-            turn.store(2 * i + 2, ordering: .releasing)
-        }
-        writer.join()
-        return Double(total) / Double(copies * bytes)
+        Calibration.timedCopies(copies, source: source, writtenByOtherCore: sourceWrittenByOtherCore) { nextSlot() }
     }
 }
 
