@@ -66,7 +66,7 @@ struct Project: ParsableCommand {
     var swiotlbAreas: Int?
     @Flag(name: .customLong("validate"), help: "Run the real comparison at the points this machine can run and print predicted against measured.")
     var validation = false
-    @Option(parsing: .unconditional, help: "With --validate: interleaved rounds of each real comparison, 1...100.")
+    @Option(parsing: .unconditional, help: "With --validate: rounds per point, 1...100: each calibrates every design (--repetitions / rounds repetitions, at least 1), then runs one round of the real comparison; the error is the median of the per-round paired errors.")
     var rounds: Int = 3
     @Option(name: .customLong("duration"), parsing: .unconditional,
             help: "With --validate: seconds each design runs per point, in --rounds rounds (at least 0.05 s per round), up to 3600.")

@@ -82,7 +82,9 @@ enum ProjectionFormat {
          ("measured_copies_per_byte", .double(r.measuredCopiesPerByte, digits: 3)), ("copies_per_byte_error", .double(r.copiesError, digits: 3)),
          ("predicted_zero_copy_fraction", .double(r.predicted.zeroCopyFraction, digits: 3)),
          ("measured_zero_copy_fraction", .double(r.measuredZeroCopyFraction, digits: 3)),
-         ("zero_copy_fraction_error", .double(r.zeroCopyError, digits: 3)), ("within_goal", .bool(r.withinGoal))]
+         ("zero_copy_fraction_error", .double(r.zeroCopyError, digits: 3)), ("within_goal", .bool(r.withinGoal)),
+         ("gbps_error_min", .double(r.roundErrors.min() ?? r.gbpsError, digits: 3)),
+         ("gbps_error_max", .double(r.roundErrors.max() ?? r.gbpsError, digits: 3)), ("rounds", .int(r.roundErrors.count))]
     }
 
     static func validationJSON(_ rows: [ProjectionValidation.Row]) -> String {
@@ -98,7 +100,7 @@ enum ProjectionFormat {
 
     static func validationTable(_ rows: [ProjectionValidation.Row], profiles: [CalibrationProfile]) -> String {
         var lines: [String] = []
-        lines.append("Predicted (model, calibrated just before each point) against measured (paired comparison, median round).")
+        lines.append("Predicted (model, calibrated just before each round) against measured (that round's real run); Gbps: median rounds; error: median of the per-round paired errors.")
         lines.append("Goal: Gbps within \(Int(ProjectionValidation.gbpsGoal * 100))%, copies per byte and zero-copy fraction within \(ProjectionValidation.fractionGoal).")
         let header = ["workload", "S", "Q", "design", "CPU share", "pred Gbps", "meas Gbps", "(min..max)", "error", "bound", "copies p/m", "zero-copy p/m", "ok"]
         let widths = [9, 2, 2, 15, 9, 9, 9, 14, 7, 20, 12, 14, 3]

@@ -24,10 +24,18 @@ public enum ProjectionValidation {
         public var measuredGbpsMax: Double
         public var measuredCopiesPerByte: Double
         public var measuredZeroCopyFraction: Double
-        /// The CPU share per sender the real run's threads got, which the prediction used.
+        /// The CPUs per sender the other tenants left during the real run,
+        /// which the prediction used (the median round's).
         public var cpuShare: Double
-        /// (predicted - measured) / measured.
-        public var gbpsError: Double { measuredGbps > 0 ? (predicted.gbps - measuredGbps) / measuredGbps : .nan }
+        /// Per round, (predicted - measured) / measured, the prediction from
+        /// the calibration taken just before that round's real run.
+        public var roundErrors: [Double] = []
+        /// The median of the per-round paired errors (without rounds:
+        /// (predicted - measured) / measured).
+        public var gbpsError: Double {
+            if !roundErrors.isEmpty { return roundErrors.sorted()[roundErrors.count / 2] }
+            return measuredGbps > 0 ? (predicted.gbps - measuredGbps) / measuredGbps : .nan
+        }
         public var copiesError: Double { predicted.copiesPerByte - measuredCopiesPerByte }
         public var zeroCopyError: Double { predicted.zeroCopyFraction - measuredZeroCopyFraction }
         public var withinGoal: Bool {
@@ -57,21 +65,26 @@ public enum ProjectionValidation {
         }
     }
 
-    /// Per point: measures the machine costs, calibrates every design, runs
-    /// the real comparison, and projects the point from the
-    /// calibration just taken (cores: this machine's; CPU share: what the
-    /// calibration's threads got).
+    /// Per point: measures the machine costs, then in each of `rounds`
+    /// rounds calibrates every design (a share of the calibration's
+    /// repetitions), runs one round of the real comparison, and projects
+    /// the point from the calibration just taken (cores: this machine's; CPU
+    /// share: what the other tenants left that round). Each round's
+    /// prediction is paired with its own real run, as the comparison pairs
+    /// each design with its baseline, so that the machine's changes of
+    /// speed, which last seconds, fall on both.
     public static func run(_ options: Options, progress: (@Sendable (String) -> Void)? = nil) throws -> (rows: [Row], profiles: [CalibrationProfile]) {
         try options.calibration.check()
         let designs = try options.designs.map { try ProjectionDesigns.resolve($0) }
         var rows: [Row] = []
         var profiles: [CalibrationProfile] = []
         let configuration = options.calibration.configuration
+        let rounds = max(1, options.rounds)
         for c in options.cases {
             for s in options.senders {
                 for q in options.queues {
                     let label = "\(c.name) \(s) sender(s) \(q) queue(s)"
-                    progress?("\(label): calibrating")
+                    progress?("\(label): machine costs")
                     // Machine costs too, point by point: the cold copy the
                     // pressure workload leans on moves by 2x on this machine.
                     let allMachineCosts = try Calibration.measureMachineCosts(repetitions: max(3, options.calibration.repetitions))
@@ -81,53 +94,62 @@ public enum ProjectionValidation {
                     var calibration = options.calibration
                     calibration.flows = c.flows
                     calibration.roundTripMicroseconds = c.roundTripMicroseconds
-                    let costs = try Calibration.measureDesigns(calibration)
-                    let scaling = (0..<3).map { _ in Calibration.twoThreadScaling() }
-                    var machineCosts = allMachineCosts
-                    machineCosts.twoThreadSpeedup = .measured(scaling.map(\.speedup))
-                    machineCosts.twoThreadWorkPerCPUSecond = .measured(scaling.map(\.perCPUSecond))
-                    let perCPUSecond = machineCosts.twoThreadWorkPerCPUSecond?.value ?? 1
-                    let profile = CalibrationProfile(
-                        machine: CalibrationMachine(cores: Calibration.onlineCPUs(), lastLevelCacheBytes: Calibration.lastLevelCacheBytes(),
-                                                    date: Calibration.utcNow(), note: "txsim project --validate, before \(label)"),
-                        method: Calibration.method(calibration), machineCosts: machineCosts, designs: costs)
-                    profiles.append(profile)
-                    progress?("\(label): real comparison")
+                    calibration.repetitions = max(1, options.calibration.repetitions / rounds)
                     let workload = try Workload(senders: s, queues: q, flows: max(c.flows, s), roundTripMicroseconds: c.roundTripMicroseconds,
-                                                durationSeconds: options.seconds)
-                    let results = try ProjectionDesigns.comparison(designs, workload: workload, rounds: options.rounds,
-                                                                   configuration: configuration)
+                                                durationSeconds: max(0.05, options.seconds / Double(rounds)))
                     let point = ProjectionPoint(senders: s, queues: q, flows: workload.flows, messageBytes: workload.messageBytes,
                                                 roundTripMicroseconds: workload.roundTripMicroseconds,
                                                 sendBufferBytes: workload.sendBufferBytes, swiotlbBytes: configuration.memory.swiotlbBytes,
                                                 zeroCopyPercent: configuration.zeroCopyPercent, poolRingSize: configuration.poolRingSize)
-                    for (name, result) in zip(options.designs, results) {
-                        // The CPU this machine's other tenants left the run's
-                        // threads (CPU time over wall time, per sender) is an
-                        // input, measured in the run; how fast a thread works
-                        // per CPU second with the other core busy is the
-                        // calibrated two-thread factor.
-                        // The CPUs the tenants left (hypervisor steal and
-                        // other processes), shared by the senders: not the
-                        // CPU the run's threads used, which falls when they
-                        // wait on a bound queue, as they must.
-                        let cpus = Double(Calibration.onlineCPUs())
-                        let taken = result.seconds > 0 ? (result.stolenCPUSeconds + result.othersCPUSeconds) / result.seconds : 0
-                        let share = min(1, max(0, cpus - taken) / Double(s))
-                        // With 2 senders, a CPU second buys what it bought
-                        // when the calibration ran two senders of this
-                        // design at once (the copy loop's factor when the
-                        // profile lacks it).
-                        let perCPU = profile.costs(of: name)?.twoSenderWorkPerCPUSecond?.value ?? perCPUSecond
-                        let machine = MachineParameters(cores: Calibration.onlineCPUs(), cpuShare: max(0.01, min(1, share)),
-                                                        parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPU) : 1,
-                                                        nicReadsMemory: false)
-                        let predicted = try ProjectionModel.project(name, at: point, profile: profile, machine: machine)
-                        rows.append(Row(design: name, senders: s, queues: q, workload: c.name, predicted: predicted,
-                                        measuredGbps: result.gbps, measuredGbpsMin: result.gbpsRange.lowerBound,
-                                        measuredGbpsMax: result.gbpsRange.upperBound,
-                                        measuredCopiesPerByte: result.copiesPerByte, measuredZeroCopyFraction: result.zeroCopyFraction,
-                                        cpuShare: machine.cpuShare))
+                    // [design][round]
+                    var paired = [[(predicted: Projection, measured: TransmitResult, share: Double)]](repeating: [], count: designs.count)
+                    for round in 0..<rounds {
+                        progress?("\(label): round \(round + 1)/\(rounds), calibrating")
+                        let costs = try Calibration.measureDesigns(calibration)
+                        let scaling = (0..<3).map { _ in Calibration.twoThreadScaling() }
+                        var machineCosts = allMachineCosts
+                        machineCosts.twoThreadSpeedup = .measured(scaling.map(\.speedup))
+                        machineCosts.twoThreadWorkPerCPUSecond = .measured(scaling.map(\.perCPUSecond))
+                        let perCPUSecond = machineCosts.twoThreadWorkPerCPUSecond?.value ?? 1
+                        let profile = CalibrationProfile(
+                            machine: CalibrationMachine(cores: Calibration.onlineCPUs(), lastLevelCacheBytes: Calibration.lastLevelCacheBytes(),
+                                                        date: Calibration.utcNow(), note: "txsim project --validate, before \(label), round \(round + 1)"),
+                            method: Calibration.method(calibration), machineCosts: machineCosts, designs: costs)
+                        profiles.append(profile)
+                        progress?("\(label): round \(round + 1)/\(rounds), real comparison")
+                        let results = try ProjectionDesigns.comparison(designs, workload: workload, rounds: 1, configuration: configuration)
+                        for (i, (name, result)) in zip(options.designs, results).enumerated() {
+                            // The CPUs the tenants left (hypervisor steal and
+                            // other processes), shared by the senders: not the
+                            // CPU the run's threads used, which falls when they
+                            // wait on a bound queue, as they must.
+                            let cpus = Double(Calibration.onlineCPUs())
+                            let taken = result.seconds > 0 ? (result.stolenCPUSeconds + result.othersCPUSeconds) / result.seconds : 0
+                            let share = min(1, max(0, cpus - taken) / Double(s))
+                            // With 2 senders, a CPU second buys what it bought
+                            // when the calibration ran two senders of this
+                            // design at once (the copy loop's factor when the
+                            // profile lacks it).
+                            let perCPU = profile.costs(of: name)?.twoSenderWorkPerCPUSecond?.value ?? perCPUSecond
+                            let machine = MachineParameters(cores: Calibration.onlineCPUs(), cpuShare: max(0.01, share),
+                                                            parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPU) : 1,
+                                                            nicReadsMemory: false)
+                            let predicted = try ProjectionModel.project(name, at: point, profile: profile, machine: machine)
+                            paired[i].append((predicted, result, machine.cpuShare))
+                        }
+                    }
+                    for (i, name) in options.designs.enumerated() {
+                        let byMeasured = paired[i].sorted { $0.measured.gbps < $1.measured.gbps }
+                        let byPredicted = paired[i].sorted { $0.predicted.gbps < $1.predicted.gbps }
+                        let middle = paired[i].count / 2
+                        let measured = byMeasured[middle].measured
+                        var row = Row(design: name, senders: s, queues: q, workload: c.name, predicted: byPredicted[middle].predicted,
+                                      measuredGbps: measured.gbps, measuredGbpsMin: byMeasured.first!.measured.gbps,
+                                      measuredGbpsMax: byMeasured.last!.measured.gbps,
+                                      measuredCopiesPerByte: measured.copiesPerByte, measuredZeroCopyFraction: measured.zeroCopyFraction,
+                                      cpuShare: byMeasured[middle].share)
+                        row.roundErrors = paired[i].map { $0.measured.gbps > 0 ? ($0.predicted.gbps - $0.measured.gbps) / $0.measured.gbps : .nan }
+                        rows.append(row)
                     }
                 }
             }
