@@ -313,12 +313,12 @@ public enum Calibration {
             }
             return Double(total) / Double(copies * copyBytes)
         }
-        let buffers = SendablePointers(src: source, dst: source)
+        let shared = SendablePointer(source)
         let turn = Atomic<Int>(0)   // even: the writer's turn; odd: the copier's
         let writer = ModelThread.start(name: "calibrate-writer") {
             for i in 0..<copies {
                 while turn.load(ordering: .acquiring) != 2 * i { sched_yield() }
-                memset(buffers.src, Int32(i & 0xff), copyBytes)
+                memset(shared.pointer, Int32(i & 0xff), copyBytes)
                 turn.store(2 * i + 1, ordering: .releasing)
             }
         }
@@ -457,9 +457,9 @@ final class BounceDestination: @unchecked Sendable {
     }
 }
 
-private struct SendablePointers: @unchecked Sendable {
-    let src: UnsafeMutableRawPointer
-    let dst: UnsafeMutableRawPointer
+private struct SendablePointer: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    init(_ pointer: UnsafeMutableRawPointer) { self.pointer = pointer }
 }
 
 private struct SendablePool: @unchecked Sendable { let pool: PagePool }

@@ -53,7 +53,8 @@ public enum ProjectionValidation {
         public var queues: [Int] = [1, 2]
         public var cases: [Case] = [.standard, .pressure]
         public var calibration: Calibration.Options
-        /// Rounds and seconds per design of each real comparison.
+        /// Rounds per point (each a calibration, then one real round) and
+        /// the seconds each design runs per point, over all its rounds.
         public var rounds: Int = 3
         public var seconds: Double = 0.6
 
@@ -80,6 +81,7 @@ public enum ProjectionValidation {
         var profiles: [CalibrationProfile] = []
         let configuration = options.calibration.configuration
         let rounds = max(1, options.rounds)
+        let cores = Calibration.onlineCPUs(), lastLevelCache = Calibration.lastLevelCacheBytes()
         for c in options.cases {
             for s in options.senders {
                 for q in options.queues {
@@ -112,7 +114,7 @@ public enum ProjectionValidation {
                         machineCosts.twoThreadWorkPerCPUSecond = .measured(scaling.map(\.perCPUSecond))
                         let perCPUSecond = machineCosts.twoThreadWorkPerCPUSecond?.value ?? 1
                         let profile = CalibrationProfile(
-                            machine: CalibrationMachine(cores: Calibration.onlineCPUs(), lastLevelCacheBytes: Calibration.lastLevelCacheBytes(),
+                            machine: CalibrationMachine(cores: cores, lastLevelCacheBytes: lastLevelCache,
                                                         date: Calibration.utcNow(), note: "txsim project --validate, before \(label), round \(round + 1)"),
                             method: Calibration.method(calibration), machineCosts: machineCosts, designs: costs)
                         profiles.append(profile)
@@ -123,15 +125,14 @@ public enum ProjectionValidation {
                             // other processes), shared by the senders: not the
                             // CPU the run's threads used, which falls when they
                             // wait on a bound queue, as they must.
-                            let cpus = Double(Calibration.onlineCPUs())
                             let taken = result.seconds > 0 ? (result.stolenCPUSeconds + result.othersCPUSeconds) / result.seconds : 0
-                            let share = min(1, max(0, cpus - taken) / Double(s))
+                            let share = min(1, max(0, Double(cores) - taken) / Double(s))
                             // With 2 senders, a CPU second buys what it bought
                             // when the calibration ran two senders of this
                             // design at once (the copy loop's factor when the
                             // profile lacks it).
                             let perCPU = profile.costs(of: name)?.twoSenderWorkPerCPUSecond?.value ?? perCPUSecond
-                            let machine = MachineParameters(cores: Calibration.onlineCPUs(), cpuShare: max(0.01, share),
+                            let machine = MachineParameters(cores: cores, cpuShare: max(0.01, share),
                                                             parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPU) : 1,
                                                             nicReadsMemory: false)
                             let predicted = try ProjectionModel.project(name, at: point, profile: profile, machine: machine)

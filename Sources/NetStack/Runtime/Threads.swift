@@ -53,9 +53,14 @@ package final class ModelThread: @unchecked Sendable {
 }
 
 /// CPU time used by the calling thread (`CLOCK_THREAD_CPUTIME_ID`), in nanoseconds.
-public func threadCPUNanoseconds() -> UInt64 {
+public func threadCPUNanoseconds() -> UInt64 { cpuNanoseconds(CLOCK_THREAD_CPUTIME_ID) }
+
+/// CPU time used by every thread of this process (`CLOCK_PROCESS_CPUTIME_ID`), in nanoseconds.
+package func processCPUNanoseconds() -> UInt64 { cpuNanoseconds(CLOCK_PROCESS_CPUTIME_ID) }
+
+private func cpuNanoseconds(_ clock: clockid_t) -> UInt64 {
     var ts = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    clock_gettime(clock, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 

@@ -147,7 +147,7 @@ public final class TransmitSimulation: @unchecked Sendable {
                     alongside: [@Sendable (_ deadline: UInt64) -> Void] = []) throws -> TransmitResult {
         let faultsAtStart = processPageFaults()
         let ticksAtStart = MachineTime.ticks()
-        let processCPUAtStart = MachineTime.processCPUNanoseconds()
+        let processCPUAtStart = processCPUNanoseconds()
         let iommuAtStart = guest.iommu?.statistics
         let start = monotonicNanoseconds()
         let sendingNanoseconds = UInt64(workload.durationSeconds * 1e9)
@@ -262,7 +262,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         for companion in companions { _ = companion.join() }
         let faultsInWindow = processPageFaults() - faultsAtStart
         let ticksAtEnd = MachineTime.ticks()
-        let processCPU = Double(MachineTime.processCPUNanoseconds() - processCPUAtStart) / 1e9
+        let processCPU = Double(processCPUNanoseconds() - processCPUAtStart) / 1e9
         let stolenTicks = ticksAtEnd.map { end in ticksAtStart.map { end.steal - $0.steal } ?? 0 } ?? 0
         let busyTicks = ticksAtEnd.map { end in ticksAtStart.map { end.busy - $0.busy } ?? 0 } ?? 0
         for queue in queues { queue.runIfIdle(cpu: workload.senders) }
@@ -279,7 +279,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, \(resident), \(directMap); hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, an assumption: \(c.hypercall.charge.rawValue))"
         result.timedWindowPageFaults = faultsInWindow
         result.stolenCPUSeconds = Double(stolenTicks) / MachineTime.ticksPerSecond
-        result.othersCPUSeconds = ticksAtEnd == nil ? 0 : max(0, Double(busyTicks) / MachineTime.ticksPerSecond - processCPU)
+        result.othersCPUSeconds = max(0, Double(busyTicks) / MachineTime.ticksPerSecond - processCPU)
         result.modelledTimeSpun = c.hypercall.charge == .spin
         result.zeroCopyPercent = guest.swiotlb.zeroCopyPercent
         result.blockDevice = blockStatistics
@@ -418,12 +418,9 @@ public final class TransmitSimulation: @unchecked Sendable {
 enum MachineTime {
     static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
-    /// Steal ticks of all CPUs so far, or nil where /proc/stat cannot be read.
-    static func stolenTicks() -> Int? { ticks()?.steal }
-
-    /// All CPUs' busy ticks (user, nice, system, irq, softirq: the second,
-    /// third, fourth, seventh and eighth figures) and steal ticks so far,
-    /// or nil where /proc/stat cannot be read.
+    /// All CPUs' busy ticks (user, nice, system, irq and softirq: the
+    /// first, second, third, sixth and seventh figures) and steal ticks
+    /// (the eighth) so far, or nil where /proc/stat cannot be read.
     static func ticks() -> (busy: Int, steal: Int)? {
         guard let file = fopen("/proc/stat", "r") else { return nil }
         defer { fclose(file) }
@@ -435,13 +432,6 @@ enum MachineTime {
         let numbers = fields.dropFirst().prefix(8).compactMap { Int($0) }
         guard numbers.count == 8 else { return nil }
         return (numbers[0] + numbers[1] + numbers[2] + numbers[5] + numbers[6], numbers[7])
-    }
-
-    /// CPU time of every thread of this process so far, nanoseconds.
-    static func processCPUNanoseconds() -> UInt64 {
-        var t = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
-        return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
     }
 }
 
