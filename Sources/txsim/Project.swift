@@ -123,7 +123,7 @@ struct Project: ParsableCommand {
             guard Experiment.roundsRange.contains(rounds) else {
                 throw ValidationError("invalid --rounds: \(rounds) must be in \(Experiment.roundsRange)")
             }
-            guard duration <= 3600, duration / Double(rounds) >= Workload.durationRange.lowerBound else {
+            guard duration <= 3600, Experiment.roundSeconds(duration: duration, rounds: rounds) >= Workload.durationRange.lowerBound else {
                 throw ValidationError("invalid --duration: \(duration) must be in \(fixed(Workload.durationRange.lowerBound * Double(rounds), 2))...3600 seconds (0.05 s per round of --rounds \(rounds))")
             }
             if svg != nil { throw ValidationError("invalid --svg: --validate writes no chart") }

@@ -71,6 +71,13 @@ import Testing
         expectRefused("rounds", "100 rounds of --duration 1.0 s leave 0.01 s per round") {
             _ = try Experiment.compare([.bounce], workload: Workload(), rounds: 100, configuration: c)
         }
+        // The shortest rounds are taken at the nanosecond: 0.15 s in 3 rounds is
+        // 0.05 s a round (0.15 / 3 is 0.049999999999999996 in binary floating point).
+        #expect(Experiment.roundSeconds(duration: 0.15, rounds: 3) == Workload.durationRange.lowerBound)
+        #expect(throws: Never.self) { try Experiment.check([.bounce], workload: Workload(durationSeconds: 0.15), rounds: 3, configuration: c) }
+        expectRefused("rounds", "raise --duration to at least 0.15") {
+            try Experiment.check([.bounce], workload: Workload(durationSeconds: 0.149), rounds: 3, configuration: c)
+        }
         // Too many flows for private memory, and a bounce pool too small for a batch.
         expectRefused("fit", "4096 flows need up to 24 GiB of private guest memory") {
             var w = Workload()

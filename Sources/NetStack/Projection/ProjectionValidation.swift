@@ -98,7 +98,7 @@ public enum ProjectionValidation {
                     calibration.roundTripMicroseconds = c.roundTripMicroseconds
                     calibration.repetitions = max(1, options.calibration.repetitions / rounds)
                     let workload = try Workload(senders: s, queues: q, flows: max(c.flows, s), roundTripMicroseconds: c.roundTripMicroseconds,
-                                                durationSeconds: max(0.05, options.seconds / Double(rounds)))
+                                                durationSeconds: max(0.05, Experiment.roundSeconds(duration: options.seconds, rounds: rounds)))
                     let point = ProjectionPoint(senders: s, queues: q, flows: workload.flows, messageBytes: workload.messageBytes,
                                                 roundTripMicroseconds: workload.roundTripMicroseconds,
                                                 sendBufferBytes: workload.sendBufferBytes, swiotlbBytes: configuration.memory.swiotlbBytes,

@@ -160,6 +160,14 @@ public enum Experiment {
     /// Rounds of `compare`.
     public static let roundsRange = 1...100
 
+    /// Seconds each design runs per round when `duration` is split into
+    /// `rounds`, to the nanosecond the runs are timed in: so that 0.15 s in
+    /// 3 rounds is 0.05 s a round, not the 0.049999999999999996 binary
+    /// floating point makes of 0.15 / 3.
+    public static func roundSeconds(duration: Double, rounds: Int) -> Double {
+        (duration * 1e9 / Double(rounds)).rounded() / 1e9
+    }
+
     /// Checks everything an experiment needs before anything is allocated:
     /// each parameter's range, the designs (each named once, each kind's own
     /// `check`), the rounds (each at least `Workload.durationRange.lowerBound`
@@ -184,12 +192,12 @@ public enum Experiment {
         guard roundsRange.contains(rounds) else {
             throw .invalid(.invalid(parameter: "rounds", reason: "\(rounds) must be in \(roundsRange)"))
         }
-        let perRound = workload.durationSeconds / Double(rounds)
+        let perRound = roundSeconds(duration: workload.durationSeconds, rounds: rounds)
         let minimum = Workload.durationRange.lowerBound
         guard perRound >= minimum else {
             throw .invalid(.invalid(parameter: "rounds", reason: "\(rounds) rounds of --duration \(workload.durationSeconds) s leave "
                            + "\(perRound) s per round, less than the \(minimum) s a round needs to measure anything: "
-                           + "lower --rounds or raise --duration to at least \(minimum * Double(rounds))"))
+                           + "lower --rounds or raise --duration to at least \((minimum * Double(rounds) * 1e9).rounded() / 1e9)"))
         }
         if !kinds.isEmpty && !kinds.contains(where: { $0.name == plan.baseline.name }) {
             throw .invalid(.invalid(parameter: "baseline", reason: "\(plan.baseline.name) is not among the designs run "
@@ -345,7 +353,7 @@ public enum Experiment {
         let workingSet = MachineCopyRate.workingSetBytes(for: workload)
         let before = MachineCopyRate.measure(copyBytes: copyBytes, workingSetBytes: workingSet)
         var slice = workload
-        slice.durationSeconds = workload.durationSeconds / Double(plan.rounds)
+        slice.durationSeconds = roundSeconds(duration: workload.durationSeconds, rounds: plan.rounds)
         var rounds: [[RoundRun]] = []
         func stable() -> Bool {
             Comparison.isStable(Comparison.pairedRatios(rounds, kinds: kinds, baseline: plan.baseline).enumerated()
