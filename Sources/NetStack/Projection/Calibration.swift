@@ -333,18 +333,8 @@ public enum Calibration {
 
     /// GB/s copied by two threads at once, each walking its own cold region.
     static func twoThreadsGBps(_ loops: [CopyRegion]) -> Double {
-        let ready = Atomic<Int>(0)
-        let start = monotonicNanoseconds()
-        let threads = loops.map { loop in
-            ModelThread.start(name: "calibrate-bandwidth") {
-                ready.add(1, ordering: .acquiringAndReleasing)
-                while ready.load(ordering: .acquiring) < 2 { sched_yield() }
-                loop.pass()
-            }
-        }
-        for thread in threads { thread.join() }
-        let elapsed = Double(monotonicNanoseconds() - start)
-        return elapsed > 0 ? Double(loops.reduce(0) { $0 + $1.span }) / elapsed : 0
+        CopyRegion.concurrentGigabytesPerSecond(loops, name: "calibrate-bandwidth",
+                                                bytes: loops.reduce(0) { $0 + $1.span }) { $0.pass() }
     }
 
     /// page_pool over swiotlb pages: alloc + direct recycle on the owner; and

@@ -63,18 +63,8 @@ public struct MachineCopyRate: Sendable, Hashable {
         let two = [CopyRegion(chunk: copyBytes), CopyRegion(chunk: copyBytes)]
         var pairSamples: [Double] = []
         for _ in 0..<batches {
-            let ready = Atomic<Int>(0)
-            let start = monotonicNanoseconds()
-            let threads = two.map { loop in
-                ModelThread.start(name: "copy-rate") { [loop] in
-                    ready.add(1, ordering: .acquiringAndReleasing)
-                    while ready.load(ordering: .acquiring) < 2 { sched_yield() }
-                    loop.copy(copiesPerBatch)
-                }
-            }
-            for thread in threads { thread.join() }
-            let elapsed = Double(monotonicNanoseconds() - start)
-            pairSamples.append(elapsed > 0 ? Double(2 * copiesPerBatch * copyBytes) / elapsed : 0)
+            pairSamples.append(CopyRegion.concurrentGigabytesPerSecond(two, name: "copy-rate",
+                                                                        bytes: 2 * copiesPerBatch * copyBytes) { $0.copy(copiesPerBatch) })
         }
         var workingSetRate = 0.0
         if workingSetBytes >= copyBytes {
@@ -151,6 +141,30 @@ final class CopyRegion: @unchecked Sendable {
         copy(chunks)
         let elapsed = Double(monotonicNanoseconds() - start)
         return elapsed > 0 ? Double(chunks * chunk) / elapsed : 0
+    }
+
+    /// GB/s copied by one thread per region at once, each running `work` on
+    /// its region, `bytes` in all. The clock starts once every thread is
+    /// running (they meet at a barrier first) and stops when the last one is
+    /// done: the threads' creation and start-up, which the main thread's
+    /// clock around `join` used to include, are not timed.
+    static func concurrentGigabytesPerSecond(_ regions: [CopyRegion], name: String, bytes: Int,
+                                             _ work: @escaping @Sendable (CopyRegion) -> Void) -> Double {
+        let arrived = Atomic<Int>(0)
+        let spans = Lock<(start: UInt64, end: UInt64)>((.max, 0))
+        let threads = regions.map { region in
+            ModelThread.start(name: name) { [region] in
+                arrived.add(1, ordering: .acquiringAndReleasing)
+                while arrived.load(ordering: .acquiring) < regions.count { sched_yield() }
+                let start = monotonicNanoseconds()
+                work(region)
+                let end = monotonicNanoseconds()
+                spans.withLock { $0 = (min($0.start, start), max($0.end, end)) }
+            }
+        }
+        for thread in threads { thread.join() }
+        let (start, end) = spans.withLock { $0 }
+        return end > start ? Double(bytes) / Double(end - start) : 0
     }
 
     /// Nanoseconds per byte of one timed pass.
