@@ -146,8 +146,7 @@ final class CopyRegion: @unchecked Sendable {
     /// GB/s copied by one thread per region at once, each running `work` on
     /// its region, `bytes` in all. The clock starts once every thread is
     /// running (they meet at a barrier first) and stops when the last one is
-    /// done: the threads' creation and start-up, which the main thread's
-    /// clock around `join` used to include, are not timed.
+    /// done, so the threads' creation and start-up are not timed.
     static func concurrentGigabytesPerSecond(_ regions: [CopyRegion], name: String, bytes: Int,
                                              _ work: @escaping @Sendable (CopyRegion) -> Void) -> Double {
         let arrived = Atomic<Int>(0)
