@@ -1,3 +1,7 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Synchronization
 import Testing
@@ -83,6 +87,38 @@ struct CapturingLogHandler: LogHandler {
         #expect(f.provider.detachCount == 1)
         f.expectEveryPageHome()
         #expect(pool.leakReport(scanning: f.memory).pages.isEmpty)
+    }
+
+    /// The global concurrent queue runs only as many blocks as there are CPUs;
+    /// blocks that keep them all busy must not hold back a pool's release
+    /// retry (CI once timed out a 1 ms shutdown that way). The spinners stop
+    /// when the shutdown completes, or after 10 s, so a retry that waited
+    /// behind them would miss the 5 s deadline.
+    @Test func aReleaseRetryRunsWhileTheGlobalQueueIsBusy() throws {
+        let f = try PagePoolFixture(.init(flags: .dmaMap, releaseRetryInterval: .milliseconds(1)))
+        let pool = f.pool
+        let page = try pool.allocatePage()
+        pool.destroy()
+        let done = Atomic<Bool>(false)
+        let spinners = 4 * max(2, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let stop = monotonicNanoseconds() + 10_000_000_000
+        let started = Atomic<Int>(0)
+        for _ in 0..<spinners {
+            DispatchQueue.global().async {
+                started.wrappingAdd(1, ordering: .relaxed)
+                while !done.load(ordering: .acquiring) && monotonicNanoseconds() < stop {}
+            }
+        }
+        while started.load(ordering: .relaxed) == 0 { usleep(100) }
+        // Home the page through the ring, as a put that raced with destroy would.
+        page.descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
+        let produced = pool.ring.produce(page)
+        #expect(produced)
+        let completed = pool.waitForShutdown(timeout: .seconds(5))
+        done.store(true, ordering: .releasing)
+        #expect(completed)
+        #expect(pool.inflight == 0)
+        f.expectEveryPageHome()
     }
 
     @Test func pagesLeftInTheRingAfterDestroyAreDrainedByTheRetry() throws {

@@ -178,10 +178,21 @@ extension PagePool {
         }
         if _checkShutdownComplete() { return }
         let interval = Self.nanoseconds(parameters.releaseRetryInterval)
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(interval)) { [self] in
+        Self.releaseRetryQueue.asyncAfter(deadline: .now() + .nanoseconds(interval)) { [self] in
             _releaseRetry()
         }
     }
+
+    /// Where release retries run. The kernel queues `page_pool_release_retry`
+    /// as delayed work on the system workqueue, whose kworkers the scheduler
+    /// runs like any other thread. The global concurrent queue is no such
+    /// place: it runs as many blocks as there are CPUs, so work that keeps its
+    /// threads busy (a `concurrentPerform`, a test run on two CPUs) held a
+    /// retry back for seconds, and a shutdown that needed 1 ms timed out. A
+    /// serial queue of its own gets a thread when it has work (libdispatch's
+    /// overcommit), whatever the global queue is doing; retries of every pool
+    /// run on it one at a time.
+    static let releaseRetryQueue = DispatchQueue(label: "page_pool_release_retry")
 
     /// `page_pool_release_retry`.
     func _releaseRetry() {
