@@ -103,19 +103,21 @@ final class ReleaseLog: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for t in 0..<4 {
                 group.addTask {
+                    var frees: [Task<Void, Never>] = []
                     for i in 0..<perTask {
                         let frame = cache.allocate(flow: t, streamOffset: UInt64(i))
                         try? cache.append(Fragment(page: page, offset: 0, length: 8), to: frame)
                         let clone = cache.clone(frame)
                         // Free the original here and the clone from another task.
                         cache.free(frame)
-                        Task.detached { cache.free(clone) }
+                        frees.append(Task.detached { cache.free(clone) })
                     }
+                    for free in frees { await free.value }
                 }
             }
         }
-        // Detached frees finish shortly; wait bounded.
-        for _ in 0..<200 where cache.statistics.liveFrames != 0 { try await Task.sleep(for: .milliseconds(10)) }
+        // Every detached free was awaited: no timed wait, which a busy test run
+        // (the cooperative pool's threads held by other tests) could outlast.
         #expect(cache.statistics.liveFrames == 0)
         #expect(log.count == 4 * perTask)
     }
