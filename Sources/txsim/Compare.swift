@@ -13,7 +13,7 @@ import Glibc
 func runDesigns(_ kinds: [any TransmitDesignKind], workload: Workload, plan: ComparisonPlan, configuration: ExperimentConfiguration,
                 output: OutputOptions) throws -> [TransmitResult] {
     if !output.quiet {
-        printError("txsim: \(kinds.map(\.name).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s each in \(plan.rounds) interleaved round(s)\(plan.untilStableCap.map { ", more up to \($0) until stable" } ?? "")")
+        printError("txsim: \(kinds.map(\.name).joined(separator: ", ")): \(workload.senders) senders, \(workload.queues) queues, \(workload.flows) flows, \(workload.messageBytes) B messages, rtt \(workload.roundTripMicroseconds) us, \(fixed(workload.durationSeconds, 2)) s per design, split over \(plan.rounds) interleaved round(s) of \(fixed(workload.durationSeconds / Double(plan.rounds), 3)) s\(plan.untilStableCap.map { ", more up to \($0) until stable" } ?? "")")
     }
     let counter = Mutex(0)
     let quiet = output.quiet
