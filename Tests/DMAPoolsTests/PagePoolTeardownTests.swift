@@ -89,50 +89,48 @@ struct CapturingLogHandler: LogHandler {
         #expect(pool.leakReport(scanning: f.memory).pages.isEmpty)
     }
 
+    /// A pool destroyed with one page out, that page then left in its ring by a
+    /// producer that raced with destroy (missed the flag): only a release
+    /// retry can bring it home.
+    private func poolWithAPageLeftInTheRingAfterDestroy() throws -> PagePoolFixture {
+        let f = try PagePoolFixture(.init(flags: .dmaMap, releaseRetryInterval: .milliseconds(1)))
+        let page = try f.pool.allocatePage()
+        f.pool.destroy()
+        #expect(!f.pool.isShutdownComplete)
+        page.descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
+        let produced = f.pool.ring.produce(page)
+        #expect(produced)
+        return f
+    }
+
+    @Test func pagesLeftInTheRingAfterDestroyAreDrainedByTheRetry() throws {
+        let f = try poolWithAPageLeftInTheRingAfterDestroy()
+        #expect(f.pool.waitForShutdown(timeout: .seconds(2)))
+        #expect(f.pool.inflight == 0)
+        f.expectEveryPageHome()
+    }
+
     /// The global concurrent queue runs only as many blocks as there are CPUs;
     /// blocks that keep them all busy must not hold back a pool's release
     /// retry (CI once timed out a 1 ms shutdown that way). The spinners stop
     /// when the shutdown completes, or after 10 s, so a retry that waited
     /// behind them would miss the 5 s deadline.
     @Test func aReleaseRetryRunsWhileTheGlobalQueueIsBusy() throws {
-        let f = try PagePoolFixture(.init(flags: .dmaMap, releaseRetryInterval: .milliseconds(1)))
-        let pool = f.pool
-        let page = try pool.allocatePage()
-        pool.destroy()
         let done = Atomic<Bool>(false)
-        let spinners = 4 * max(2, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        let stop = monotonicNanoseconds() + 10_000_000_000
         let started = Atomic<Int>(0)
-        for _ in 0..<spinners {
+        let stop = monotonicNanoseconds() + 10_000_000_000
+        for _ in 0..<4 * max(2, CPUIdentity.onlineCount()) {
             DispatchQueue.global().async {
                 started.wrappingAdd(1, ordering: .relaxed)
                 while !done.load(ordering: .acquiring) && monotonicNanoseconds() < stop {}
             }
         }
         while started.load(ordering: .relaxed) == 0 { usleep(100) }
-        // Home the page through the ring, as a put that raced with destroy would.
-        page.descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
-        let produced = pool.ring.produce(page)
-        #expect(produced)
-        let completed = pool.waitForShutdown(timeout: .seconds(5))
+        let f = try poolWithAPageLeftInTheRingAfterDestroy()
+        let completed = f.pool.waitForShutdown(timeout: .seconds(5))
         done.store(true, ordering: .releasing)
         #expect(completed)
-        #expect(pool.inflight == 0)
-        f.expectEveryPageHome()
-    }
-
-    @Test func pagesLeftInTheRingAfterDestroyAreDrainedByTheRetry() throws {
-        let f = try PagePoolFixture(.init(flags: .dmaMap, releaseRetryInterval: .milliseconds(1)))
-        let pool = f.pool
-        let page = try pool.allocatePage()
-        pool.destroy()
-        #expect(!pool.isShutdownComplete)
-        // A producer that raced with destroy (missed the flag) left a page in the ring.
-        page.descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
-        let produced = pool.ring.produce(page)
-        #expect(produced)
-        #expect(pool.waitForShutdown(timeout: .seconds(2)))
-        #expect(pool.inflight == 0)
+        #expect(f.pool.inflight == 0)
         f.expectEveryPageHome()
     }
 }
