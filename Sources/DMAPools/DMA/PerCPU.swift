@@ -18,7 +18,7 @@ struct CPUIdentity: Sendable {
     let getcpu: GetCPU?
 
     /// Resolved once per process.
-    static let shared = CPUIdentity()
+    @usableFromInline static let shared = CPUIdentity()
 
     private init() {
         if let symbol = dlsym(nil, "sched_getcpu") {
@@ -43,6 +43,21 @@ struct CPUIdentity: Sendable {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 }
+
+/// The CPU the calling thread runs on now (`raw_smp_processor_id`), 0 when
+/// unknown, for picking a per-CPU stripe in the package's other targets (the
+/// frame cache's per-CPU free lists). The thread may migrate right after: use
+/// it to choose a stripe, never for correctness.
+/// Not public API (`@_spi(DMAPoolsSupport)`).
+@_spi(DMAPoolsSupport)
+@inlinable
+public func currentCPUIndex() -> Int { CPUIdentity.shared.current() }
+
+/// Per-CPU stripes for the online CPUs: their count rounded up to a power of
+/// two, so that `currentCPUIndex() & (stripes - 1)` picks one.
+/// Not public API (`@_spi(DMAPoolsSupport)`).
+@_spi(DMAPoolsSupport)
+public func perCPUStripeCount() -> Int { roundUpToPowerOfTwo(CPUIdentity.onlineCount()) }
 
 /// The smallest power of two >= `value` (`roundup_pow_of_two`), for `value >= 1`.
 @inlinable

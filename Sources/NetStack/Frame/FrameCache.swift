@@ -47,6 +47,24 @@ struct SlotStack: ~Copyable {
     }
 }
 
+/// Free header and data slots, and the counters of the CPU that holds them.
+struct FrameSlots: ~Copyable {
+    var headers = SlotStack(capacity: FrameCache.refillBatch * 4)
+    var data = SlotStack(capacity: FrameCache.refillBatch * 4)
+    var statistics = FrameCacheStatistics()
+}
+
+/// One CPU's share of a frame cache, padded on both sides so that two
+/// stripes (or a stripe and a neighbouring heap object) never share a cache
+/// line pair: the adjacent-line prefetcher moves lines two at a time.
+final class FrameSlotStripe: @unchecked Sendable {
+    private let paddingBefore: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    let slots = Lock(FrameSlots())
+    private let paddingAfter: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                               UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+}
+
 /// Statistics of a frame cache.
 public struct FrameCacheStatistics: Sendable, Hashable {
     public var framesAllocated = 0
@@ -63,8 +81,21 @@ public struct FrameCacheStatistics: Sendable, Hashable {
 /// free path that hands fragment pages back to their owners.
 ///
 /// Slots come in chunks of 4096 allocated on demand (a counted slow path) and are
-/// never returned, like a slab cache; the hot path takes and gives back slot
-/// numbers under a lock and allocates nothing.
+/// never returned, like a slab cache. As in SLUB, each CPU keeps free slots
+/// and counters of its own (a stripe, under a lock only that CPU's threads
+/// take in practice): a frame freed on a CPU is reused there, and allocating
+/// or freeing writes no line another CPU writes. A stripe that runs dry
+/// takes a batch from a shared depot; one that holds too many gives half
+/// back (frames allocated by one CPU and freed by another, such as a clone
+/// freed by the queue's runner, drift that way). The hot path allocates
+/// nothing.
+///
+/// One lock and one counter set shared by every CPU, as this cache had
+/// before, made a two-sender run bimodal: its lines moved between the CPUs
+/// on every allocation and free, and the senders settled into either a
+/// pattern where that traffic was rare or one where it doubled their CPU
+/// per byte (decrypted-pool at 2 senders on 2 queues: 77-87 Gbps in some
+/// runs, 143-165 in others, back to back; see Design/netstack.md).
 public final class FrameCache: @unchecked Sendable {
     public typealias FragmentRelease = @Sendable (_ fragment: Fragment, _ ppRecycle: Bool) -> Void
     public typealias HeadRelease = @Sendable (_ head: SlabCache.Object) -> Void
@@ -73,12 +104,21 @@ public final class FrameCache: @unchecked Sendable {
     @usableFromInline static let chunkSize = 1 << chunkShift
     static let maxChunks = 4096
 
+    /// Free slots a CPU keeps before it hands half back to the depot, and
+    /// what it takes from the depot when it runs out (SLUB's per-CPU
+    /// partial lists, in miniature).
+    static let stripeHighWater = 256
+    static let refillBatch = 64
+
     @usableFromInline let headerChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameHeader>?>
     @usableFromInline let dataChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameData>?>
-    private let freeHeaders: Lock<SlotStack>
-    private let freeData: Lock<SlotStack>
+    /// Per-CPU free slots and counters (`kmem_cache_cpu`): a frame allocated
+    /// and freed on one CPU never touches another CPU's lines.
+    private let stripes: [FrameSlotStripe]
+    private let stripeMask: Int
+    /// Free slots no CPU holds: new chunks, and what a CPU with too many gives back.
+    private let depot = Lock(FrameSlots())
     private let chunkCount = Lock(0)
-    private let counters = Lock(FrameCacheStatistics())
     /// Called for each fragment when the last reference to a frame's data goes.
     public let releaseFragment: FragmentRelease
     /// Called for the linear head, if any, when the last reference goes
@@ -97,8 +137,9 @@ public final class FrameCache: @unchecked Sendable {
         headerChunks.initialize(repeating: nil, count: Self.maxChunks)
         dataChunks = .allocate(capacity: Self.maxChunks)
         dataChunks.initialize(repeating: nil, count: Self.maxChunks)
-        freeHeaders = Lock(SlotStack(capacity: Self.chunkSize))
-        freeData = Lock(SlotStack(capacity: Self.chunkSize))
+        let stripeCount = perCPUStripeCount()
+        stripes = (0..<stripeCount).map { _ in FrameSlotStripe() }
+        stripeMask = stripeCount - 1
     }
 
     deinit {
@@ -147,28 +188,60 @@ public final class FrameCache: @unchecked Sendable {
             headerChunks[chunks] = headers
             dataChunks[chunks] = data
             let first = Int32(chunks * Self.chunkSize)
-            freeHeaders.withLock { stack in
-                for i in (0..<Int32(Self.chunkSize)).reversed() { stack.push(first + i) }
-            }
-            freeData.withLock { stack in
-                for i in (0..<Int32(Self.chunkSize)).reversed() { stack.push(first + i) }
+            depot.withLock { free in
+                for i in (0..<Int32(Self.chunkSize)).reversed() {
+                    free.headers.push(first + i)
+                    free.data.push(first + i)
+                }
             }
             chunks += 1
         }
-        counters.withLock { $0.chunksAdded += 1 }
     }
 
-    private func takeHeader() -> Int32 {
+    /// The calling CPU's stripe.
+    private func localStripe() -> FrameSlotStripe {
+        stripes[currentCPUIndex() & stripeMask]
+    }
+
+    /// A header slot and, with `withData`, a data slot from the calling CPU's
+    /// stripe, refilled from the depot (and the depot from a new chunk) when
+    /// it runs dry; counted as an allocation, or as a clone without data.
+    private func takeSlots(withData: Bool) -> (header: Int32, data: Int32) {
+        let stripe = localStripe()
         while true {
-            if let slot = freeHeaders.withLock({ $0.pop() }) { return slot }
+            let taken = stripe.slots.withLock { local -> (header: Int32, data: Int32)? in
+                if local.headers.count == 0 || (withData && local.data.count == 0) { refill(&local) }
+                guard local.headers.count > 0, !withData || local.data.count > 0 else { return nil }
+                // Both stacks were just checked non-empty.
+                let h = local.headers.pop().unsafelyUnwrapped
+                let d = withData ? local.data.pop().unsafelyUnwrapped : -1
+                if withData { local.statistics.framesAllocated += 1 } else { local.statistics.clones += 1 }
+                return (h, d)
+            }
+            if let taken { return taken }
             addChunk()
         }
     }
 
-    private func takeData() -> Int32 {
-        while true {
-            if let slot = freeData.withLock({ $0.pop() }) { return slot }
-            addChunk()
+    /// Moves up to `refillBatch` slots of each kind the stripe lacks from the depot.
+    private func refill(_ local: inout FrameSlots) {
+        depot.withLock { free in
+            if local.headers.count == 0 {
+                for _ in 0..<Self.refillBatch { guard let h = free.headers.pop() else { break }; local.headers.push(h) }
+            }
+            if local.data.count == 0 {
+                for _ in 0..<Self.refillBatch { guard let d = free.data.pop() else { break }; local.data.push(d) }
+            }
+        }
+    }
+
+    /// Hands half of a stripe's slots back to the depot once it holds more
+    /// than `stripeHighWater` of a kind (frames freed on another CPU than
+    /// the one that allocated them pile up there).
+    private func flush(_ local: inout FrameSlots) {
+        depot.withLock { free in
+            while local.headers.count > Self.stripeHighWater / 2, let h = local.headers.pop() { free.headers.push(h) }
+            while local.data.count > Self.stripeHighWater / 2, let d = local.data.pop() { free.data.push(d) }
         }
     }
 
@@ -177,8 +250,7 @@ public final class FrameCache: @unchecked Sendable {
     /// `alloc_skb`: a new frame with no fragments, carrying bytes of `flow`'s
     /// stream from `streamOffset`.
     public func allocate(flow: Int, streamOffset: UInt64) -> Frame {
-        let d = takeData()
-        let h = takeHeader()
+        let (h, d) = takeSlots(withData: true)
         let data = self.data(d)
         data.pointee.dataReference.store(1, ordering: .relaxed)
         data.pointee.fragmentCount = 0
@@ -190,7 +262,6 @@ public final class FrameCache: @unchecked Sendable {
         data.pointee.head = nil
         data.pointee.headLength = 0
         header(h).pointee = FrameHeader(dataSlot: d, isLive: true, isClone: false)
-        counters.withLock { $0.framesAllocated += 1 }
         return Frame(slot: h)
     }
 
@@ -257,9 +328,8 @@ public final class FrameCache: @unchecked Sendable {
         if !hdr.pointee.isLive { Self.deadFrame(frame, "cloned") }
         let d = data(hdr.pointee.dataSlot)
         d.pointee.dataReference.wrappingAdd(1, ordering: .relaxed)  // the caller holds one
-        let h = takeHeader()
+        let h = takeSlots(withData: false).header
         header(h).pointee = FrameHeader(dataSlot: hdr.pointee.dataSlot, isLive: true, isClone: true)
-        counters.withLock { $0.clones += 1 }
         return Frame(slot: h)
     }
 
@@ -271,7 +341,6 @@ public final class FrameCache: @unchecked Sendable {
         let dataSlot = hdr.pointee.dataSlot
         hdr.pointee.isLive = false
         hdr.pointee.dataSlot = -1
-        freeHeaders.withLock { $0.push(frame.slot) }
         let d = data(dataSlot)
         let last = d.pointee.dataReference.wrappingSubtract(1, ordering: .acquiringAndReleasing).oldValue == 1
         var released = 0
@@ -287,11 +356,16 @@ public final class FrameCache: @unchecked Sendable {
                 d.pointee.headLength = 0
                 releaseHead?(head)
             }
-            freeData.withLock { $0.push(dataSlot) }
         }
-        counters.withLock {
-            $0.framesFreed += 1
-            if last { $0.dataReleased += 1; $0.fragmentsReleased += released }
+        localStripe().slots.withLock { local in
+            local.headers.push(frame.slot)
+            local.statistics.framesFreed += 1
+            if last {
+                local.data.push(dataSlot)
+                local.statistics.dataReleased += 1
+                local.statistics.fragmentsReleased += released
+            }
+            if local.headers.count > Self.stripeHighWater || local.data.count > Self.stripeHighWater { flush(&local) }
         }
     }
 
@@ -354,7 +428,20 @@ public final class FrameCache: @unchecked Sendable {
         Int(data(of: frame).pointee.dataReference.load(ordering: .acquiring))
     }
 
-    public var statistics: FrameCacheStatistics { counters.withLock { $0 } }
+    /// The sum over every CPU's counters (a snapshot when no frame moves).
+    public var statistics: FrameCacheStatistics {
+        var total = FrameCacheStatistics()
+        for stripe in stripes {
+            let local = stripe.slots.withLock { $0.statistics }
+            total.framesAllocated += local.framesAllocated
+            total.clones += local.clones
+            total.framesFreed += local.framesFreed
+            total.dataReleased += local.dataReleased
+            total.fragmentsReleased += local.fragmentsReleased
+        }
+        total.chunksAdded = chunkCount.withLock { $0 }
+        return total
+    }
 
     @inline(never)
     @usableFromInline
