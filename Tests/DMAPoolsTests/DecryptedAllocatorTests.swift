@@ -9,8 +9,12 @@ import Testing
         return try DecryptedAllocator(general: try GeneralAllocator(memory: memory), configuration: configuration)
     }
 
+    /// The buddy lists alone (no per-CPU lists), for the tests of chunk
+    /// accounting that expect a free to reach them at once.
+    private static let buddyOnly = DecryptedAllocator.Configuration(perCPURuns: 0)
+
     @Test func runsAreSharedWithTheirUnencryptedDMAAddress() throws {
-        let allocator = try makeAllocator()
+        let allocator = try makeAllocator(configuration: Self.buddyOnly)
         let memory = allocator.memory
         var runs: [Page] = []
         for order in DecryptedAllocator.orders {
@@ -40,7 +44,7 @@ import Testing
     }
 
     @Test func oneConversionPerChunkEachWay() throws {
-        let allocator = try makeAllocator(configuration: .init(chunkOrder: 9, spareChunks: 1))
+        let allocator = try makeAllocator(configuration: .init(chunkOrder: 9, spareChunks: 1, perCPURuns: 0))
         let memory = allocator.memory
         let bootShared = memory.sharedPageCount()
         var pages: [Page] = []
@@ -69,7 +73,7 @@ import Testing
     }
 
     @Test func mixedOrdersCoalesceBackIntoWholeChunks() throws {
-        let allocator = try makeAllocator(configuration: .init(chunkOrder: 6, spareChunks: 2))
+        let allocator = try makeAllocator(configuration: .init(chunkOrder: 6, spareChunks: 2, perCPURuns: 0))
         var generator = SystemRandomNumberGenerator()
         var live: [Page] = []
         for round in 0..<2_000 {
@@ -112,7 +116,7 @@ import Testing
         // Every second conversion fails: growth fails once, then succeeds on retry;
         // the failed conversion back keeps the chunk as a spare.
         let everyOther = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0, charge: .accountOnly, failEveryNthCall: 2)
-        let allocator = try makeAllocator(hypercall: everyOther, configuration: .init(chunkOrder: 9, spareChunks: 0))
+        let allocator = try makeAllocator(hypercall: everyOther, configuration: .init(chunkOrder: 9, spareChunks: 0, perCPURuns: 0))
         var pages = try (0..<64).map { _ in try allocator.allocate(order: 3) }  // call 1: one full chunk
         #expect(throws: AllocatorError.self) { try allocator.allocate(order: 3) }  // call 2 fails
         pages.append(try allocator.allocate(order: 3))  // call 3
@@ -132,7 +136,7 @@ import Testing
         // Every second conversion fails: a release that fails is retried in the
         // same pass, so teardown returns every chunk.
         let everyOther = HypercallCostModel(perCallNanoseconds: 0, perPageNanoseconds: 0, charge: .accountOnly, failEveryNthCall: 2)
-        let allocator = try makeAllocator(hypercall: everyOther, configuration: .init(chunkOrder: 9, spareChunks: 4))
+        let allocator = try makeAllocator(hypercall: everyOther, configuration: .init(chunkOrder: 9, spareChunks: 4, perCPURuns: 0))
         var pages: [Page] = []
         while allocator.statistics.chunksHeld < 3 {
             if let page = try? allocator.allocate(order: 3) { pages.append(page) }
@@ -203,10 +207,12 @@ import Testing
             }
         }
         let stats = allocator.statistics
-        #expect(stats.allocations.reduce(0, +) == 4 * iterations)
+        #expect(stats.allocations.reduce(0, +) == 4 * iterations && stats.frees == stats.allocations)
         #expect(stats.livePages == 0)
-        #expect(stats.chunksHeld == stats.spareChunks && stats.chunksHeld <= 1)
+        // Free runs wait on the CPUs' lists; draining them leaves whole chunks.
         allocator.releaseSpareChunks()
+        let drained = allocator.statistics
+        #expect(drained.pagesOnCPULists == 0 && drained.chunksHeld == 0 && drained.livePages == 0)
         #expect(allocator.general.statistics.livePages == 0)
         #expect(allocator.statistics.conversions == allocator.memory.conversionStatistics.calls)
     }
@@ -222,7 +228,73 @@ import Testing
             _ = keep
         }
         #expect(standardError(of: trap0).contains("DecryptedAllocator.free: invalid free of page(phys:0x"))
-        #expect(standardError(of: trap0).contains("double free"))
+        #expect(standardError(of: trap0).contains("double free (the run is on a per-CPU list)"))
+        let trap1 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let memory = try smallGuest()
+            let allocator = try DecryptedAllocator(general: try GeneralAllocator(memory: memory),
+                                                   configuration: .init(perCPURuns: 0))
+            let keep = try allocator.allocate(order: 0)  // keeps the chunk alive
+            let page = try allocator.allocate(order: 1)
+            allocator.free(page)
+            allocator.free(page)
+            _ = keep
+        }
+        #expect(standardError(of: trap1).contains("DecryptedAllocator.free: invalid free of page(phys:0x"))
+        #expect(standardError(of: trap1).contains(": double free"))
+    }
+
+    @Test func aRunFreedOnACPUIsHandedOutAgainFromItsList() throws {
+        let allocator = try makeAllocator(configuration: .init(chunkOrder: 9, spareChunks: 0, perCPURuns: 4))
+        let keep = try allocator.allocate(order: 0)  // keeps the chunk held
+        let run = try allocator.allocate(order: 3)
+        run.bytes.storeBytes(of: 0xA5, as: UInt8.self)
+        allocator.free(run)
+        var stats = allocator.statistics
+        #expect(!allocator.owns(run) && stats.livePages == 1 && stats.pagesOnCPULists >= 8)
+        // Handed out again as a new run: owned, shared, its DMA address set.
+        let again = try allocator.allocate(order: 3)
+        #expect(allocator.owns(again) && again.owner == .decryptedAllocator && again.order == 3 && again.referenceCount == 1)
+        #expect(again.dmaAddress == allocator.memory.unencryptedDMAAddress(of: again.physicalAddress))
+        stats = allocator.statistics
+        #expect(stats.allocations == [1, 0, 0, 2] && stats.frees == [0, 0, 0, 1] && stats.livePages == 9)
+        allocator.free(again)
+        allocator.free(keep)
+        stats = allocator.statistics
+        #expect(stats.livePages == 0 && stats.frees == stats.allocations)
+        #expect(stats.chunksHeld == 1, "runs on the lists keep their chunk")
+        #expect(allocator.releaseSpareChunks() == 1)
+        stats = allocator.statistics
+        #expect(stats.chunksHeld == 0 && stats.pagesOnCPULists == 0 && allocator.general.statistics.livePages == 0)
+    }
+
+    @Test func aFullCPUListGivesHalfBackToTheBuddyLists() throws {
+        let allocator = try makeAllocator(configuration: .init(chunkOrder: 9, spareChunks: 1, perCPURuns: 8))
+        let runs = try (0..<64).map { _ in try allocator.allocate(order: 3) }  // one whole chunk
+        for run in runs { allocator.free(run) }
+        // This thread's frees may land on either CPU's list if it migrates;
+        // a list never holds more than perCPURuns runs of an order.
+        let stats = allocator.statistics
+        #expect(stats.livePages == 0 && stats.frees == [0, 0, 0, 64])
+        #expect(stats.pagesOnCPULists <= roundUpToPowerOfTwo(CPUIdentity.onlineCount()) * 8 * 8)
+        #expect(stats.pagesOnCPULists < 512, "full lists gave runs back")
+        // Every run can be had again, none twice (runs left on another CPU's
+        // list, if this thread moved, come from a second chunk instead).
+        let again = try (0..<64).map { _ in try allocator.allocate(order: 3) }
+        #expect(Set(again.map { allocator.memory.index(of: $0) }).count == 64)
+        for run in again { allocator.free(run) }
+        allocator.releaseSpareChunks()
+        #expect(allocator.statistics.chunksHeld == 0 && allocator.general.statistics.livePages == 0)
+    }
+
+    @Test func perCPURunsOutOfRangeIsAnError() throws {
+        let allocator = try makeAllocator()
+        for bad in [-1, 1025] {
+            #expect {
+                try DecryptedAllocator(general: allocator.general, configuration: .init(perCPURuns: bad))
+            } throws: { error in
+                "\(error)".contains("perCPURuns \(bad) must be in 0...1024")
+            }
+        }
     }
 
     @Test func foreignPageTraps() async {

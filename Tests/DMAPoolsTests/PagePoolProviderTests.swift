@@ -413,7 +413,7 @@ func attachError(_ parameters: PagePoolParameters, _ provider: any PagePoolMemor
 
     @Test func conversionIsPaidOncePerChunk() throws {
         let g = try ProviderGuest()
-        let allocator = try DecryptedAllocator(general: g.general, configuration: .init(chunkOrder: 9, spareChunks: 1))
+        let allocator = try DecryptedAllocator(general: g.general, configuration: .init(chunkOrder: 9, spareChunks: 1, perCPURuns: 0))
         let provider = DecryptedPageProvider(allocator: allocator)
         let pool = try PagePool(g.txParameters(order: 3, maxLength: 1500), provider: provider)
         let before = g.memory.conversionStatistics

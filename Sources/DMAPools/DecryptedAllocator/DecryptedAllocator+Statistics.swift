@@ -39,23 +39,30 @@ extension DecryptedAllocator {
         public var failures: Int
         /// Bytes of shared memory held now.
         public var bytesShared: Int
-        /// The most 4 KiB pages handed out at once, and the most chunks held at
-        /// once, since the allocator was made.
+        /// The most pages out of the buddy lists at once (handed out or on
+        /// CPUs' lists), and the most chunks held at once, since the
+        /// allocator was made.
         public var peakLivePages: Int = 0
         public var peakChunksHeld: Int = 0
+        /// Pages in free runs on CPUs' lists now (`Configuration.perCPURuns`).
+        public var pagesOnCPULists: Int = 0
     }
 
     /// The counters so far.
     public var statistics: Statistics {
         let chunkBytes = PageGeometry.bytes(order: configuration.chunkOrder)
+        // The buddy lists count runs moved onto and off CPUs' lists; correct
+        // them to runs handed out and freed.
+        let lists = cpuListAdjustments()
         return state.withLock { c in
             Statistics(
-                allocations: c.allocations, frees: c.frees, livePages: c.livePages,
+                allocations: zip(c.allocations, lists.allocations).map { $0 + $1 },
+                frees: zip(c.frees, lists.frees).map { $0 + $1 }, livePages: c.livePages - lists.pagesHeld,
                 chunksConverted: c.chunksConverted, chunksReleased: c.chunksReleased,
                 chunksHeld: c.chunksHeld, spareChunks: c.spareChunks,
                 conversions: c.conversions, conversionFailures: c.conversionFailures,
                 failures: c.failures, bytesShared: c.chunksHeld * chunkBytes,
-                peakLivePages: c.peakLivePages, peakChunksHeld: c.peakChunksHeld)
+                peakLivePages: c.peakLivePages, peakChunksHeld: c.peakChunksHeld, pagesOnCPULists: lists.pagesHeld)
         }
     }
 }

@@ -32,9 +32,24 @@ import Synchronization
 /// shared -> private conversion keeps the chunk as a spare: shared memory is
 /// never handed back to the private allocator. Both are counted.
 ///
-/// Thread-safe: one `Mutex` guards the free lists and the side table. Chunk
-/// conversions (modelled hypercalls that may spin for hundreds of microseconds)
-/// run outside it.
+/// ## Per-CPU lists
+/// As the page allocator's per-CPU lists (`per_cpu_pages`), each CPU keeps up
+/// to `perCPURuns` free runs of each order: a run freed on a CPU is handed
+/// out again there, hot in its cache, without the allocator's lock. A CPU
+/// whose list is empty takes half a list's worth from the buddy lists under
+/// one lock; one whose list is full gives half back. Runs on a per-CPU list
+/// are neither free in the buddy's eyes (they never coalesce) nor handed out
+/// (`owns` is false; freeing one again traps). `releaseSpareChunks` drains
+/// every list first, as the kernel drains them before it reclaims. Without
+/// the lists (`perCPURuns` 0), two senders freeing and allocating runs of one
+/// chunk passed its runs and its lock's line between their CPUs on every
+/// refill, and a two-sender run settled into a mode with twice the sender's
+/// CPU per byte in some runs and not in others (Design/netstack.md).
+///
+/// Thread-safe: one `Mutex` guards the buddy lists and the counters; each
+/// CPU's list has a lock of its own; the side table is atomic. Chunk
+/// conversions (modelled hypercalls that may spin for hundreds of
+/// microseconds) run outside every lock.
 public final class DecryptedAllocator: @unchecked Sendable {
     /// How the allocator sizes and keeps its chunks.
     public struct Configuration: Sendable, Hashable {
@@ -43,10 +58,16 @@ public final class DecryptedAllocator: @unchecked Sendable {
         public var chunkOrder: Int
         /// Fully free chunks kept shared for reuse instead of being converted back.
         public var spareChunks: Int
+        /// Free runs of each order each CPU keeps (`pcp->high`), 0...1024
+        /// (default 16; 0: every free goes straight back to the buddy lists).
+        public var perCPURuns: Int
 
-        public init(chunkOrder: Int = PageGeometry.maxOrder, spareChunks: Int = 1) {
+        public static let perCPURunsRange: ClosedRange<Int> = 0...1024
+
+        public init(chunkOrder: Int = PageGeometry.maxOrder, spareChunks: Int = 1, perCPURuns: Int = 16) {
             self.chunkOrder = chunkOrder
             self.spareChunks = spareChunks
+            self.perCPURuns = perCPURuns
         }
     }
 
@@ -57,12 +78,17 @@ public final class DecryptedAllocator: @unchecked Sendable {
     public let memory: GuestMemory
     public let configuration: Configuration
 
-    /// Counters, guarded by the lock that also guards `freeLists` and `blocks`.
+    /// Counters, guarded by the lock that also guards `freeLists`.
     let state: Lock<Counters>
     /// Heads of the free lists, one per order 0...chunkOrder. Guarded by `state`.
     let freeLists: UnsafeMutablePointer<UnsafeMutablePointer<PageDescriptor>?>
-    /// One byte per guest page (see `BlockState`). Guarded by `state`.
-    let blocks: UnsafeMutablePointer<UInt8>
+    /// One byte per guest page (see `BlockState`). Free and chunk states change
+    /// under `state`; a run's handed-out and per-CPU states change under the
+    /// lock of the CPU list it moves on or off, or by its holder's free.
+    let blocks: UnsafeMutablePointer<Atomic<UInt8>>
+    /// Each CPU's free runs, indexed by `currentCPUIndex() & perCPUMask`.
+    let perCPU: [PerCPURunList]
+    let perCPUMask: Int
     let descriptors: UnsafeMutablePointer<PageDescriptor>
 
     /// Creates an allocator drawing chunks from `general`.
@@ -76,6 +102,9 @@ public final class DecryptedAllocator: @unchecked Sendable {
         guard configuration.spareChunks >= 0 else {
             throw .invalidConfiguration("spareChunks \(configuration.spareChunks) must not be negative")
         }
+        guard Configuration.perCPURunsRange.contains(configuration.perCPURuns) else {
+            throw .invalidConfiguration("perCPURuns \(configuration.perCPURuns) must be in \(Configuration.perCPURunsRange)")
+        }
         self.general = general
         self.memory = general.memory
         self.configuration = configuration
@@ -83,8 +112,11 @@ public final class DecryptedAllocator: @unchecked Sendable {
         self.freeLists = .allocate(capacity: configuration.chunkOrder + 1)
         freeLists.initialize(repeating: nil, count: configuration.chunkOrder + 1)
         self.blocks = .allocate(capacity: general.memory.pageCount)
-        blocks.initialize(repeating: BlockState.none, count: general.memory.pageCount)
+        for i in 0..<general.memory.pageCount { (blocks + i).initialize(to: Atomic(BlockState.none)) }
         self.descriptors = general.memory.descriptors
+        let stripes = configuration.perCPURuns > 0 ? perCPUStripeCount() : 1
+        perCPU = (0..<stripes).map { _ in PerCPURunList(capacity: configuration.perCPURuns) }
+        perCPUMask = stripes - 1
     }
 
     deinit {
@@ -98,6 +130,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
         }
         freeLists.deinitialize(count: configuration.chunkOrder + 1)
         freeLists.deallocate()
+        blocks.deinitialize(count: memory.pageCount)
         blocks.deallocate()
     }
 
@@ -116,6 +149,10 @@ public final class DecryptedAllocator: @unchecked Sendable {
         guard Self.orders.contains(order) else {
             state.withLock { $0.failures += 1 }
             throw .invalidOrder(order, allowed: Self.orders)
+        }
+        if configuration.perCPURuns > 0, let head = takeFromCPUList(order: order) {
+            prepare(head, order: order)
+            return head
         }
         var head = state.withLock { counters in takeBlock(order: order, counters: &counters) }
         if head == nil { head = try grow(order: order) }
@@ -137,11 +174,10 @@ public final class DecryptedAllocator: @unchecked Sendable {
         }
         let references = page.referenceCount
         guard references == 0 || references == 1 else { invalidFree(page, reason: "still referenced (\(references) references)") }
+        if configuration.perCPURuns > 0, putOnCPUList(page, index: index) { return }
         let spare = state.withLock { counters -> UnsafeMutablePointer<PageDescriptor>? in
-            let block = blocks[index]
-            guard BlockState.isAllocated(block) else {
-                invalidFree(page, reason: BlockState.isFree(block) ? "double free" : "not a live run of this allocator (double free?)")
-            }
+            let block = blocks[index].load(ordering: .relaxed)
+            guard BlockState.isAllocated(block) else { invalidFree(page, reason: Self.notHandedOut(block)) }
             let order = BlockState.order(block)
             memory.destroyCompoundRun(page, owner: .decryptedAllocator)
             page.storeReferenceCount(0)
@@ -152,7 +188,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
         if let spare { release(chunk: Page(descriptor: spare)) }
     }
 
-    /// Converts back and returns fully free chunks beyond `keeping` spares.
+    /// Gives every CPU's free runs back to the buddy lists, then converts back
+    /// and returns fully free chunks beyond `keeping` spares.
     /// Returns how many chunks went back to the general allocator.
     ///
     /// A failed conversion (a hypercall that reported failure and changed
@@ -161,12 +198,12 @@ public final class DecryptedAllocator: @unchecked Sendable {
     /// counted, rather than retrying forever.
     @discardableResult
     public func releaseSpareChunks(keeping: Int = 0, attempts: Int = 4) -> Int {
-        var released = 0
+        var released = drainCPULists()
         var failuresInARow = 0
         while failuresInARow < attempts, let chunk = state.withLock({ counters -> UnsafeMutablePointer<PageDescriptor>? in
             guard counters.spareChunks > keeping, let head = freeLists[configuration.chunkOrder] else { return nil }
             unlink(head, order: configuration.chunkOrder)
-            blocks[head - descriptors] = BlockState.none
+            blocks[head - descriptors].store(BlockState.none, ordering: .relaxed)
             counters.spareChunks -= 1
             counters.chunksHeld -= 1
             return head
@@ -186,7 +223,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
     public func owns(_ page: Page) -> Bool {
         let index = page.descriptor - descriptors
         guard index >= 0, index < memory.pageCount else { return false }
-        return state.withLock { _ in BlockState.isAllocated(blocks[index]) }
+        return BlockState.isAllocated(blocks[index].load(ordering: .relaxed))
     }
 
     // MARK: Internals
@@ -203,7 +240,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
     }
 
     /// Takes a free run of `order`, splitting a larger block if needed. Lock held.
-    private func takeBlock(order: Int, counters: inout Counters) -> Page? {
+    func takeBlock(order: Int, counters: inout Counters) -> Page? {
         var found = order
         while found <= configuration.chunkOrder, freeLists[found] == nil { found += 1 }
         guard found <= configuration.chunkOrder, let block = freeLists[found] else { return nil }
@@ -213,10 +250,10 @@ public final class DecryptedAllocator: @unchecked Sendable {
         while found > order {
             found -= 1
             let buddy = block + (1 << found)
-            blocks[buddy - descriptors] = BlockState.free(order: found)
+            blocks[buddy - descriptors].store(BlockState.free(order: found), ordering: .relaxed)
             link(buddy, order: found)
         }
-        blocks[block - descriptors] = BlockState.allocated(order: order)
+        blocks[block - descriptors].store(BlockState.allocated(order: order), ordering: .relaxed)
         counters.allocations[order] += 1
         counters.livePages += 1 << order
         counters.peakLivePages = max(counters.peakLivePages, counters.livePages)
@@ -225,26 +262,26 @@ public final class DecryptedAllocator: @unchecked Sendable {
 
     /// Puts a freed block back, coalescing with free buddies. Returns a whole
     /// chunk to release (already unlinked) when it exceeds the spare count. Lock held.
-    private func putBlock(index: Int, order: Int, counters: inout Counters) -> UnsafeMutablePointer<PageDescriptor>? {
+    func putBlock(index: Int, order: Int, counters: inout Counters) -> UnsafeMutablePointer<PageDescriptor>? {
         var index = index
         var order = order
         // Chunks are naturally aligned in the region (the general allocator hands
         // out naturally aligned runs), so a block's buddy is at index ^ (1 << order).
         while order < configuration.chunkOrder {
             let buddy = index ^ (1 << order)
-            guard blocks[buddy] == BlockState.free(order: order) else { break }
+            guard blocks[buddy].load(ordering: .relaxed) == BlockState.free(order: order) else { break }
             unlink(descriptors + buddy, order: order)
-            blocks[buddy] = BlockState.none
-            blocks[index] = BlockState.none
+            blocks[buddy].store(BlockState.none, ordering: .relaxed)
+            blocks[index].store(BlockState.none, ordering: .relaxed)
             index &= ~(1 << order)
             order += 1
         }
         if order == configuration.chunkOrder, counters.spareChunks >= configuration.spareChunks {
-            blocks[index] = BlockState.none
+            blocks[index].store(BlockState.none, ordering: .relaxed)
             counters.chunksHeld -= 1
             return descriptors + index
         }
-        blocks[index] = BlockState.free(order: order)
+        blocks[index].store(BlockState.free(order: order), ordering: .relaxed)
         link(descriptors + index, order: order)
         if order == configuration.chunkOrder { counters.spareChunks += 1 }
         return nil
@@ -283,7 +320,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
             counters.chunksHeld += 1
             counters.peakChunksHeld = max(counters.peakChunksHeld, counters.chunksHeld)
             counters.spareChunks += 1
-            blocks[chunk.descriptor - descriptors] = BlockState.free(order: chunkOrder)
+            blocks[chunk.descriptor - descriptors].store(BlockState.free(order: chunkOrder), ordering: .relaxed)
             link(chunk.descriptor, order: chunkOrder)
             // Under the same lock as the insertion: this cannot fail. It may take
             // a block another thread freed meanwhile, leaving a spare too many.
@@ -299,7 +336,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
         guard counters.spareChunks > configuration.spareChunks,
               let head = freeLists[configuration.chunkOrder] else { return nil }
         unlink(head, order: configuration.chunkOrder)
-        blocks[head - descriptors] = BlockState.none
+        blocks[head - descriptors].store(BlockState.none, ordering: .relaxed)
         counters.spareChunks -= 1
         counters.chunksHeld -= 1
         return head
@@ -309,7 +346,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
     /// private and frees it to the general allocator. If the conversion fails,
     /// the chunk is kept as a spare. Returns whether it went back.
     @discardableResult
-    private func release(chunk: Page) -> Bool {
+    func release(chunk: Page) -> Bool {
         let chunkOrder = configuration.chunkOrder
         do {
             try memory.convert(chunk, count: 1 << chunkOrder, to: .private)
@@ -320,7 +357,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
                 counters.chunksHeld += 1
                 counters.peakChunksHeld = max(counters.peakChunksHeld, counters.chunksHeld)
                 counters.spareChunks += 1
-                blocks[chunk.descriptor - descriptors] = BlockState.free(order: chunkOrder)
+                blocks[chunk.descriptor - descriptors].store(BlockState.free(order: chunkOrder), ordering: .relaxed)
                 link(chunk.descriptor, order: chunkOrder)
             }
             return false
@@ -358,19 +395,30 @@ public final class DecryptedAllocator: @unchecked Sendable {
         block.pointee.privateWord = 0
     }
 
+    /// Why a run whose side-table byte is `block` cannot be freed.
+    static func notHandedOut(_ block: UInt8) -> String {
+        if BlockState.isFree(block) { return "double free" }
+        if BlockState.isOnCPUList(block) { return "double free (the run is on a per-CPU list)" }
+        return "not a live run of this allocator (double free?)"
+    }
+
     @inline(never)
-    private func invalidFree(_ page: Page, reason: String) -> Never {
+    func invalidFree(_ page: Page, reason: String) -> Never {
         fatalError("DecryptedAllocator.free: invalid free of \(page): \(reason)")
     }
 }
 
 /// The side-table byte of a guest page: 0 unless the page heads a block of this
-/// allocator; then bit 7 = free, bit 6 = handed out, low bits = the block's order.
+/// allocator; then bit 7 = free, bit 6 = handed out, bit 5 = on a CPU's list,
+/// low bits = the block's order.
 enum BlockState {
     static let none: UInt8 = 0
     static func free(order: Int) -> UInt8 { 0x80 | UInt8(order) }
     static func allocated(order: Int) -> UInt8 { 0x40 | UInt8(order) }
     static func isFree(_ state: UInt8) -> Bool { state & 0x80 != 0 }
     static func isAllocated(_ state: UInt8) -> Bool { state & 0x40 != 0 }
+    /// Free on a CPU's list: neither free to the buddy nor handed out (bit 5).
+    static func onCPUList(order: Int) -> UInt8 { 0x20 | UInt8(order) }
+    static func isOnCPUList(_ state: UInt8) -> Bool { state & 0x20 != 0 }
     static func order(_ state: UInt8) -> Int { Int(state & 0x0F) }
 }

@@ -90,12 +90,11 @@ public struct FrameCacheStatistics: Sendable, Hashable {
 /// freed by the queue's runner, drift that way). The hot path allocates
 /// nothing.
 ///
-/// One lock and one counter set shared by every CPU, as this cache had
-/// before, made a two-sender run bimodal: its lines moved between the CPUs
-/// on every allocation and free, and the senders settled into either a
-/// pattern where that traffic was rare or one where it doubled their CPU
-/// per byte (decrypted-pool at 2 senders on 2 queues: 77-87 Gbps in some
-/// runs, 143-165 in others, back to back; see Design/netstack.md).
+/// This cache had one lock and one counter set shared by every CPU: their
+/// lines moved between the CPUs on every allocation and free, one of the two
+/// shared structures behind the two-sender runs that doubled their CPU per
+/// byte in some runs and not in others (the other: the pre-decrypted
+/// allocator's lists; see Design/netstack.md, "Per-CPU caches").
 public final class FrameCache: @unchecked Sendable {
     public typealias FragmentRelease = @Sendable (_ fragment: Fragment, _ ppRecycle: Bool) -> Void
     public typealias HeadRelease = @Sendable (_ head: SlabCache.Object) -> Void
