@@ -89,7 +89,19 @@ public final class TXQueue: @unchecked Sendable {
     /// `monotonicNanoseconds()` after which queued frames are abandoned, not
     /// transmitted (0: never).
     private let abandonAt = Atomic<UInt64>(0)
-    /// CPU time spent running this queue, by any thread (the "queue" role).
+    /// Time spent running this queue, by any thread (the "queue" role), in
+    /// nanoseconds of the monotonic clock from taking the running bit to
+    /// letting it go. The kernel accounts softirq time the same way
+    /// (`irqtime_account_irq`: `sched_clock` deltas). The thread's CPU clock
+    /// (`CLOCK_THREAD_CPUTIME_ID`) would leave out time the vCPU was preempted
+    /// mid-run, but it is a system call here (about 0.65 µs in this VM
+    /// against 25 ns, `clock_gettime` in a loop), and two per run charged
+    /// 1.3 µs to every run. With one sender, which runs the queue for each
+    /// frame it enqueues, that was about a sixth of a bounced frame's queue
+    /// work and more than page-pool's; with a backlog filling the batches it
+    /// was next to nothing, so the queue's measured cost per frame depended
+    /// on how many frames a run took (page-pool, 1 sender, 1 queue: 107 Gbps
+    /// with the thread clock, 150 with this one; Design/netstack.md).
     private let runCPU = Atomic<UInt64>(0)
     private let batch: UnsafeMutablePointer<Frame>
     private let mappings: UnsafeMutablePointer<FragmentMapping>
@@ -150,7 +162,7 @@ public final class TXQueue: @unchecked Sendable {
         outcomes.deallocate()
     }
 
-    /// CPU seconds spent transmitting and completing on this queue.
+    /// Nanoseconds spent transmitting and completing on this queue (see `runCPU`).
     public var cpuNanoseconds: UInt64 { runCPU.load(ordering: .acquiring) }
 
     /// From `nanoseconds` (`monotonicNanoseconds()`) on, frames still queued
@@ -185,7 +197,7 @@ public final class TXQueue: @unchecked Sendable {
             }
             ran = true
             self.cpu = cpu
-            let start = threadCPUNanoseconds()
+            let start = monotonicNanoseconds()
             var batches = 0
             while batches < Self.quota {
                 let taken = takeBatch()
@@ -194,7 +206,7 @@ public final class TXQueue: @unchecked Sendable {
                 complete(taken)
                 batches += 1
             }
-            runCPU.wrappingAdd(threadCPUNanoseconds() &- start, ordering: .relaxed)
+            runCPU.wrappingAdd(monotonicNanoseconds() &- start, ordering: .relaxed)
             running.store(false, ordering: .sequentiallyConsistent)
             if batches == Self.quota { return ran }  // deferred: the next CPU to come by continues
         }
