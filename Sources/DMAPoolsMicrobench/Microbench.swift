@@ -10,8 +10,10 @@ public enum Microbench {
     /// Every figure, in report order: the general allocator's alloc + free
     /// pairs (`jemalloc_order{0,3}_ns`), swiotlb map + unmap with the bounce copy
     /// (`swiotlb_map_unmap_{1500,65536}_ns`), the page_pool paths
-    /// (`PagePoolMicrobench.run` with `5 * iterations`), `memcpy_gbps`, and
-    /// `pool_fast_speedup_vs_jemalloc_order3`.
+    /// (`PagePoolMicrobench.run` with `5 * iterations`), `memcpy_gbps`,
+    /// `pool_fast_speedup_vs_jemalloc_order3`, and the cost of one read of the
+    /// monotonic and the thread CPU clock (`clock_monotonic_ns`,
+    /// `clock_thread_cputime_ns`).
     public static func run(iterations: Int) throws -> [(key: String, value: Double)] {
         var results: [(key: String, value: Double)] = []
         let guest = try Guest(.init(guestBytes: 256 << 20, swiotlbBytes: 64 << 20, hypercall: .free))
@@ -52,7 +54,27 @@ public enum Microbench {
         if let fast = byKey["pool_fast_order3_ns"], let order3 = byKey["jemalloc_order3_ns"], fast > 0 {
             results.append(("pool_fast_speedup_vs_jemalloc_order3", order3 / fast))
         }
+        // What a transmit path's accounting pays per clock read: the
+        // monotonic clock a queue run reads at both ends, and the thread's
+        // CPU clock it read until 2026-12-03 (a system call where the vDSO
+        // does not serve it, as in this VM).
+        let reads = max(1000, iterations / 20)
+        results.append(("clock_monotonic_ns", Measure.nanosecondsPerOperation(operations: reads) { readClock(CLOCK_MONOTONIC, times: $0) }))
+        results.append(("clock_thread_cputime_ns",
+                        Measure.nanosecondsPerOperation(operations: reads) { readClock(CLOCK_THREAD_CPUTIME_ID, times: $0) }))
         return results
+    }
+
+    /// `times` reads of `clock`, their sum consumed.
+    @inline(never)
+    static func readClock(_ clock: clockid_t, times: Int) {
+        var ts = timespec()
+        var sum: UInt64 = 0
+        for _ in 0..<times {
+            clock_gettime(clock, &ts)
+            sum &+= UInt64(ts.tv_nsec)
+        }
+        Measure.consume(sum)
     }
 
     /// What frag-refill's free-path hook costs a free that has nothing to do
