@@ -4,11 +4,14 @@ extension GeneralAllocator {
     /// Indices of the allocator's relaxed event counters.
     @usableFromInline
     enum Counter {
+        /// In `allocationCounters`.
         @inlinable static func allocations(_ order: Int) -> Int { order }
-        @inlinable static func frees(_ order: Int) -> Int { PageGeometry.maxOrder + 1 + order }
-        @usableFromInline static let failures = 2 * (PageGeometry.maxOrder + 1)
+        static let allocationCount = PageGeometry.maxOrder + 1
+        /// In `freeCounters`.
+        @inlinable static func frees(_ order: Int) -> Int { order }
+        @usableFromInline static let failures = PageGeometry.maxOrder + 1
         @usableFromInline static let hookInterceptions = failures + 1
-        @usableFromInline static let count = failures + 2
+        static let freeCount = failures + 2
     }
 
     /// A snapshot of the allocator's counters.
@@ -48,16 +51,16 @@ extension GeneralAllocator {
     public var statistics: Statistics {
         let carve = carveSnapshot()
         let orders = GeneralAllocator.orders
-        let frees = orders.map { counters[Counter.frees($0)].load(ordering: .relaxed) }
-        let interceptions = counters[Counter.hookInterceptions].load(ordering: .relaxed)
+        let frees = orders.map { freeCounters.sum(Counter.frees($0)) }
+        let interceptions = freeCounters.sum(Counter.hookInterceptions)
         return Statistics(
-            allocations: orders.map { counters[Counter.allocations($0)].load(ordering: .relaxed) },
+            allocations: orders.map { allocationCounters.sum(Counter.allocations($0)) },
             frees: frees,
             bytesCarved: carve.carvedBytes,
             paddingBytes: carve.paddingBytes,
             carveCalls: carve.carves,
             carveRefusals: carve.refusals,
-            failures: counters[Counter.failures].load(ordering: .relaxed),
+            failures: freeCounters.sum(Counter.failures),
             // Every freePages call runs the hook first and then either is
             // intercepted or frees (and counts) the run, so the checks need no
             // counter of their own on the free path.

@@ -60,8 +60,12 @@ public final class GeneralAllocator: @unchecked Sendable {
     @usableFromInline let descriptors: UnsafeMutablePointer<PageDescriptor>
     /// `memory.privatePages`, for validating frees.
     @usableFromInline let privatePages: Range<Int>
-    /// Relaxed event counters (see `Counter`).
-    @usableFromInline let counters: UnsafeMutablePointer<Atomic<Int>>
+    /// Event counters striped by CPU (see `Counter`): allocations per order,
+    /// and frees per order with the failures and hook interceptions. Shared
+    /// atomics, as these were, put two senders' every page allocation and
+    /// free on one cache line.
+    @usableFromInline let allocationCounters: PerCPUCounters
+    @usableFromInline let freeCounters: PerCPUCounters
     /// The arena's hooks and carve state (freed after the arena).
     let hooks: UnsafeMutablePointer<extent_hooks_t>
 
@@ -119,8 +123,8 @@ public final class GeneralAllocator: @unchecked Sendable {
         self.descriptors = memory.descriptors
         self.privatePages = memory.privatePages
         self.hooks = hooks
-        self.counters = .allocate(capacity: Counter.count)
-        for i in 0..<Counter.count { (counters + i).initialize(to: Atomic(0)) }
+        self.allocationCounters = PerCPUCounters(counters: Counter.allocationCount)
+        self.freeCounters = PerCPUCounters(counters: Counter.freeCount)
     }
 
     deinit {
@@ -138,8 +142,6 @@ public final class GeneralAllocator: @unchecked Sendable {
             Logger(label: "dma-pools.general-allocator").error(
                 "could not destroy jemalloc arena \(arenaIndex): \(error)")
         }
-        counters.deinitialize(count: Counter.count)
-        counters.deallocate()
     }
 
     // MARK: Allocation
@@ -176,7 +178,7 @@ public final class GeneralAllocator: @unchecked Sendable {
         #endif
         memory.prepareCompoundRun(head, order: order, owner: owner)
         head.storeReferenceCount(1)
-        counters[Counter.allocations(order)].wrappingAdd(1, ordering: .relaxed)
+        allocationCounters.add(Counter.allocations(order))
         return head
     }
 
@@ -200,7 +202,7 @@ public final class GeneralAllocator: @unchecked Sendable {
     func freePages(_ page: Page, flags: Int32) {
         if hasFreeHook {
             if hookFunction(page) {
-                counters[Counter.hookInterceptions].wrappingAdd(1, ordering: .relaxed)
+                freeCounters.add(Counter.hookInterceptions)
                 return
             }
         }
@@ -209,7 +211,7 @@ public final class GeneralAllocator: @unchecked Sendable {
         page.storeReferenceCount(0)
         // checkedOrder returned 0...9: the shift and the sum are small.
         sdallocx(page.bytes, PageGeometry.size &<< order, flags | Jemalloc.lgAlign(PageGeometry.shift &+ order))
-        counters[Counter.frees(order)].wrappingAdd(1, ordering: .relaxed)
+        freeCounters.add(Counter.frees(order))
     }
 
     /// Whether `page` lies in the private range this allocator carves from.
@@ -258,14 +260,14 @@ public final class GeneralAllocator: @unchecked Sendable {
     @inline(never)
     @usableFromInline
     func invalidOrder(_ order: Int) -> AllocatorError {
-        counters[Counter.failures].wrappingAdd(1, ordering: .relaxed)
+        freeCounters.add(Counter.failures)
         return .invalidOrder(order, allowed: Self.orders)
     }
 
     @inline(never)
     @usableFromInline
     func outOfMemory(order: Int) -> AllocatorError {
-        counters[Counter.failures].wrappingAdd(1, ordering: .relaxed)
+        freeCounters.add(Counter.failures)
         return .outOfMemory(requestedBytes: PageGeometry.bytes(order: order),
                             carvedBytes: carveSnapshot().carvedBytes,
                             privateBytes: privatePages.count << PageGeometry.shift)
