@@ -86,8 +86,10 @@ final class PerCPURunList: @unchecked Sendable {
 }
 
 extension DecryptedAllocator {
-    /// The calling CPU's list.
-    private var localList: PerCPURunList { perCPU[currentCPUIndex() & perCPUMask] }
+    /// Runs `body` with the calling CPU's list, borrowed without ARC traffic.
+    private func withLocalList<Result>(_ body: (PerCPURunList) -> Result) -> Result {
+        perCPUTable[currentCPUIndex() & perCPUMask]._withUnsafeGuaranteedRef(body)
+    }
 
     /// How many runs a list takes from, or gives back to, the buddy lists at once (`pcp->batch`).
     private var batch: Int { max(1, configuration.perCPURuns / 2) }
@@ -96,7 +98,7 @@ extension DecryptedAllocator {
     /// buddy lists under one lock when empty; nil when the buddy lists have
     /// none either (the caller grows). The run's state is handed out.
     func takeFromCPUList(order: Int) -> Page? {
-        localList.list.withLock { local -> Page? in
+        withLocalList { cpu in cpu.list.withLock { local -> Page? in
             if local.counts[order] == 0 {
                 let want = batch
                 state.withLock { counters in
@@ -112,14 +114,14 @@ extension DecryptedAllocator {
             blocks[run - descriptors].store(BlockState.allocated(order: order), ordering: .relaxed)
             CPURuns.bump(&local.handedOut, order)
             return Page(descriptor: run)
-        }
+        } }
     }
 
     /// Frees a handed-out run onto the calling CPU's list; a full list gives
     /// `batch` runs back to the buddy lists. Traps on a run that is not
     /// handed out. Always takes the run (returns true).
     func putOnCPUList(_ page: Page, index: Int) -> Bool {
-        let (kept, chunks) = localList.list.withLock { local -> (Bool, [UnsafeMutablePointer<PageDescriptor>]) in
+        let (kept, chunks) = withLocalList { cpu in cpu.list.withLock { local -> (Bool, [UnsafeMutablePointer<PageDescriptor>]) in
             let block = blocks[index].load(ordering: .relaxed)
             guard BlockState.isAllocated(block) else { invalidFree(page, reason: Self.notHandedOut(block)) }
             let order = BlockState.order(block)
@@ -134,7 +136,7 @@ extension DecryptedAllocator {
             CPURuns.bump(&local.returned, order)
             guard local.counts[order] > configuration.perCPURuns else { return (true, []) }
             return (true, giveBack(&local, order: order, runs: batch))
-        }
+        } }
         for chunk in chunks { release(chunk: Page(descriptor: chunk)) }
         return kept
     }

@@ -88,6 +88,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
     let blocks: UnsafeMutablePointer<Atomic<UInt8>>
     /// Each CPU's free runs, indexed by `currentCPUIndex() & perCPUMask`.
     let perCPU: [PerCPURunList]
+    /// The same lists, unretained, for the hot path (`perCPU` owns them).
+    let perCPUTable: UnsafeMutablePointer<Unmanaged<PerCPURunList>>
     let perCPUMask: Int
     let descriptors: UnsafeMutablePointer<PageDescriptor>
 
@@ -116,6 +118,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
         self.descriptors = general.memory.descriptors
         let stripes = configuration.perCPURuns > 0 ? perCPUStripeCount() : 1
         perCPU = (0..<stripes).map { _ in PerCPURunList(capacity: configuration.perCPURuns) }
+        perCPUTable = .allocate(capacity: stripes)
+        for (i, list) in perCPU.enumerated() { (perCPUTable + i).initialize(to: .passUnretained(list)) }
         perCPUMask = stripes - 1
     }
 
@@ -132,6 +136,7 @@ public final class DecryptedAllocator: @unchecked Sendable {
         freeLists.deallocate()
         blocks.deinitialize(count: memory.pageCount)
         blocks.deallocate()
+        perCPUTable.deallocate()
     }
 
     // MARK: Allocation

@@ -114,6 +114,9 @@ public final class FrameCache: @unchecked Sendable {
     /// Per-CPU free slots and counters (`kmem_cache_cpu`): a frame allocated
     /// and freed on one CPU never touches another CPU's lines.
     private let stripes: [FrameSlotStripe]
+    /// The same stripes, unretained, for the hot path: reached through
+    /// `withLocalStripe` with no retain or release (`stripes` owns them).
+    private let stripeTable: UnsafeMutablePointer<Unmanaged<FrameSlotStripe>>
     private let stripeMask: Int
     /// Free slots no CPU holds: new chunks, and what a CPU with too many gives back.
     private let depot = Lock(FrameSlots())
@@ -138,6 +141,8 @@ public final class FrameCache: @unchecked Sendable {
         dataChunks.initialize(repeating: nil, count: Self.maxChunks)
         let stripeCount = perCPUStripeCount()
         stripes = (0..<stripeCount).map { _ in FrameSlotStripe() }
+        stripeTable = .allocate(capacity: stripeCount)
+        for (i, stripe) in stripes.enumerated() { (stripeTable + i).initialize(to: .passUnretained(stripe)) }
         stripeMask = stripeCount - 1
     }
 
@@ -156,6 +161,7 @@ public final class FrameCache: @unchecked Sendable {
         }
         headerChunks.deallocate()
         dataChunks.deallocate()
+        stripeTable.deallocate()
     }
 
     @inlinable
@@ -197,18 +203,17 @@ public final class FrameCache: @unchecked Sendable {
         }
     }
 
-    /// The calling CPU's stripe.
-    private func localStripe() -> FrameSlotStripe {
-        stripes[currentCPUIndex() & stripeMask]
+    /// Runs `body` with the calling CPU's stripe, borrowed without ARC traffic.
+    private func withLocalStripe<Result>(_ body: (FrameSlotStripe) -> Result) -> Result {
+        stripeTable[currentCPUIndex() & stripeMask]._withUnsafeGuaranteedRef(body)
     }
 
     /// A header slot and, with `withData`, a data slot from the calling CPU's
     /// stripe, refilled from the depot (and the depot from a new chunk) when
     /// it runs dry; counted as an allocation, or as a clone without data.
     private func takeSlots(withData: Bool) -> (header: Int32, data: Int32) {
-        let stripe = localStripe()
         while true {
-            let taken = stripe.slots.withLock { local -> (header: Int32, data: Int32)? in
+            let taken = withLocalStripe { stripe in stripe.slots.withLock { local -> (header: Int32, data: Int32)? in
                 if local.headers.count == 0 || (withData && local.data.count == 0) { refill(&local) }
                 guard local.headers.count > 0, !withData || local.data.count > 0 else { return nil }
                 // Both stacks were just checked non-empty.
@@ -216,7 +221,7 @@ public final class FrameCache: @unchecked Sendable {
                 let d = withData ? local.data.pop().unsafelyUnwrapped : -1
                 if withData { local.statistics.framesAllocated += 1 } else { local.statistics.clones += 1 }
                 return (h, d)
-            }
+            } }
             if let taken { return taken }
             addChunk()
         }
@@ -356,7 +361,7 @@ public final class FrameCache: @unchecked Sendable {
                 releaseHead?(head)
             }
         }
-        localStripe().slots.withLock { local in
+        withLocalStripe { stripe in stripe.slots.withLock { local in
             local.headers.push(frame.slot)
             local.statistics.framesFreed += 1
             if last {
@@ -365,7 +370,7 @@ public final class FrameCache: @unchecked Sendable {
                 local.statistics.fragmentsReleased += released
             }
             if local.headers.count > Self.stripeHighWater || local.data.count > Self.stripeHighWater { flush(&local) }
-        }
+        } }
     }
 
     // MARK: Reading a frame
