@@ -45,8 +45,8 @@ struct CPUIdentity: Sendable {
 }
 
 /// The CPU the calling thread runs on now (`raw_smp_processor_id`), 0 when
-/// unknown, for picking a per-CPU stripe in the package's other targets (the
-/// frame cache's per-CPU free lists). The thread may migrate right after: use
+/// unknown, for picking a per-CPU stripe (`PerCPULocked.withLocal`, inlined
+/// into the package's other targets). The thread may migrate right after: use
 /// it to choose a stripe, never for correctness.
 /// Not public API (`@_spi(DMAPoolsSupport)`).
 @_spi(DMAPoolsSupport)
@@ -117,5 +117,63 @@ struct PerCPUCounters: ~Copyable, @unchecked Sendable {
         var total = 0
         for s in 0...stripeMask { total &+= words[s * Self.stride + counter].load(ordering: .relaxed) } // counts of events, far below 2^63
         return total
+    }
+}
+
+/// A value per CPU, each under a lock of its own: the shape of the kernel's
+/// per-CPU caches (`kmem_cache_cpu`, `per_cpu_pages`). A thread works on the
+/// stripe of the CPU it runs on, so values freed and reused on one CPU stay in
+/// that CPU's cache and no line is written from two CPUs in the common case;
+/// the lock only matters when a thread migrates mid-operation. Each stripe is
+/// padded on both sides against the adjacent-line prefetcher, and is reached
+/// through an unretained table, so the hot path does no ARC traffic.
+///
+/// Owns its stripes: `~Copyable`, released in `deinit` with its owner.
+/// Not public API (`@_spi(DMAPoolsSupport)`; SPI rather than `package`, as
+/// `Lock`, so that its inlinable body is specialised in the other targets).
+@_spi(DMAPoolsSupport)
+public struct PerCPULocked<Value: ~Copyable>: ~Copyable, @unchecked Sendable {
+    @usableFromInline
+    final class Stripe: @unchecked Sendable {
+        private let paddingBefore: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                                    UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        @usableFromInline let lock: Lock<Value>
+        private let paddingAfter: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                                   UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+        init(_ value: consuming sending Value) { lock = Lock(value) }
+    }
+
+    @usableFromInline let stripes: UnsafeMutablePointer<Unmanaged<Stripe>>
+    @usableFromInline let mask: Int
+    /// How many stripes (a power of two).
+    public let count: Int
+
+    /// `count` stripes (a power of two; default: one per online CPU, rounded
+    /// up), each holding `make()`.
+    public init(count: Int = perCPUStripeCount(), _ make: () -> sending Value) {
+        precondition(count >= 1 && count & (count - 1) == 0, "stripe count \(count) must be a power of two")
+        stripes = .allocate(capacity: count)
+        for i in 0..<count { (stripes + i).initialize(to: .passRetained(Stripe(make()))) }
+        mask = count - 1
+        self.count = count
+    }
+
+    deinit {
+        for i in 0..<count { stripes[i].release() }
+        stripes.deallocate()
+    }
+
+    /// Runs `body` on the calling CPU's value, holding its lock.
+    @inlinable
+    public func withLocal<Result>(_ body: (inout sending Value) -> sending Result) -> Result {
+        stripes[currentCPUIndex() & mask]._withUnsafeGuaranteedRef { $0.lock.withLock(body) }
+    }
+
+    /// Runs `body` on stripe `index` (0..<count), holding its lock (slow
+    /// paths that visit every CPU's value: sums, drains).
+    public func withStripe<Result>(_ index: Int, _ body: (inout sending Value) -> sending Result) -> Result {
+        precondition(index >= 0 && index < count, "stripe \(index) out of 0..<\(count)")
+        return stripes[index]._withUnsafeGuaranteedRef { $0.lock.withLock(body) }
     }
 }

@@ -3,30 +3,41 @@ import Synchronization
 /// One CPU's free runs of each order (`struct per_cpu_pages`), with the
 /// counters of what moved on and off it.
 struct CPURuns: ~Copyable {
+    /// What moved on and off a list: runs handed out from it, freed onto it,
+    /// taken onto it from the buddy lists, and given back to them.
+    enum Tally: Int, CaseIterable { case handedOut, returned, refilled, flushed }
+
     /// Runs per order, `capacity` slots each; `counts[order]` in use.
     let runs: UnsafeMutablePointer<UnsafeMutablePointer<PageDescriptor>>
     let counts: UnsafeMutablePointer<Int>
+    /// Each `Tally` per order.
+    private let tallies: UnsafeMutablePointer<Int>
     let capacity: Int
-    /// Per order: runs handed out from this list, freed onto it, taken onto
-    /// it from the buddy lists, and given back to them.
-    var handedOut = CPURuns.zeros, returned = CPURuns.zeros, refilled = CPURuns.zeros, flushed = CPURuns.zeros
-
-    static var zeros: (Int, Int, Int, Int) { (0, 0, 0, 0) }
+    private static let orders = DecryptedAllocator.orders.count
 
     init(capacity: Int) {
         self.capacity = capacity
-        let orders = DecryptedAllocator.orders.count
         // One spare slot per order: a free first lands on the list, then a
         // full list gives half back.
-        runs = .allocate(capacity: orders * (capacity + 1))
-        counts = .allocate(capacity: orders)
-        counts.initialize(repeating: 0, count: orders)
+        runs = .allocate(capacity: Self.orders * (capacity + 1))
+        counts = .allocate(capacity: Self.orders)
+        counts.initialize(repeating: 0, count: Self.orders)
+        tallies = .allocate(capacity: Tally.allCases.count * Self.orders)
+        tallies.initialize(repeating: 0, count: Tally.allCases.count * Self.orders)
     }
 
     deinit {
         runs.deallocate()
         counts.deallocate()
+        tallies.deallocate()
     }
+
+    /// Adds `amount` to `tally` for `order`.
+    mutating func count(_ tally: Tally, order: Int, by amount: Int = 1) {
+        tallies[tally.rawValue * Self.orders + order] += amount
+    }
+
+    func tally(_ tally: Tally, order: Int) -> Int { tallies[tally.rawValue * Self.orders + order] }
 
     mutating func push(_ run: UnsafeMutablePointer<PageDescriptor>, order: Int) {
         precondition(counts[order] <= capacity, "a CPU's list of order \(order) overflowed")
@@ -51,46 +62,9 @@ struct CPURuns: ~Copyable {
         counts[order] -= taken
         return taken
     }
-
-    /// Adds `amount` to `counter`'s element for `order` (0...3).
-    static func bump(_ counter: inout (Int, Int, Int, Int), _ order: Int, by amount: Int = 1) {
-        switch order {
-        case 0: counter.0 += amount
-        case 1: counter.1 += amount
-        case 2: counter.2 += amount
-        default: counter.3 += amount
-        }
-    }
-
-    static func element(_ counter: (Int, Int, Int, Int), _ order: Int) -> Int {
-        switch order {
-        case 0: counter.0
-        case 1: counter.1
-        case 2: counter.2
-        default: counter.3
-        }
-    }
-}
-
-/// A CPU's list under its own lock, padded on both sides so that two CPUs'
-/// lists (or a list and a neighbouring heap object) never share a cache-line
-/// pair (the adjacent-line prefetcher moves lines two at a time).
-final class PerCPURunList: @unchecked Sendable {
-    private let paddingBefore: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    let list: Lock<CPURuns>
-    private let paddingAfter: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                               UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-
-    init(capacity: Int) { list = Lock(CPURuns(capacity: capacity)) }
 }
 
 extension DecryptedAllocator {
-    /// Runs `body` with the calling CPU's list, borrowed without ARC traffic.
-    private func withLocalList<Result>(_ body: (PerCPURunList) -> Result) -> Result {
-        perCPUTable[currentCPUIndex() & perCPUMask]._withUnsafeGuaranteedRef(body)
-    }
-
     /// How many runs a list takes from, or gives back to, the buddy lists at once (`pcp->batch`).
     private var batch: Int { max(1, configuration.perCPURuns / 2) }
 
@@ -98,7 +72,7 @@ extension DecryptedAllocator {
     /// buddy lists under one lock when empty; nil when the buddy lists have
     /// none either (the caller grows). The run's state is handed out.
     func takeFromCPUList(order: Int) -> Page? {
-        withLocalList { cpu in cpu.list.withLock { local -> Page? in
+        perCPU.withLocal { local -> Page? in
             if local.counts[order] == 0 {
                 let want = batch
                 state.withLock { counters in
@@ -106,22 +80,22 @@ extension DecryptedAllocator {
                         guard let run = takeBlock(order: order, counters: &counters) else { break }
                         blocks[run.descriptor - descriptors].store(BlockState.onCPUList(order: order), ordering: .relaxed)
                         local.push(run.descriptor, order: order)
-                        CPURuns.bump(&local.refilled, order)
+                        local.count(.refilled, order: order)
                     }
                 }
             }
             guard let run = local.pop(order: order) else { return nil }
             blocks[run - descriptors].store(BlockState.allocated(order: order), ordering: .relaxed)
-            CPURuns.bump(&local.handedOut, order)
+            local.count(.handedOut, order: order)
             return Page(descriptor: run)
-        } }
+        }
     }
 
     /// Frees a handed-out run onto the calling CPU's list; a full list gives
     /// `batch` runs back to the buddy lists. Traps on a run that is not
-    /// handed out. Always takes the run (returns true).
-    func putOnCPUList(_ page: Page, index: Int) -> Bool {
-        let (kept, chunks) = withLocalList { cpu in cpu.list.withLock { local -> (Bool, [UnsafeMutablePointer<PageDescriptor>]) in
+    /// handed out.
+    func putOnCPUList(_ page: Page, index: Int) {
+        let chunks = perCPU.withLocal { local -> [UnsafeMutablePointer<PageDescriptor>] in
             let block = blocks[index].load(ordering: .relaxed)
             guard BlockState.isAllocated(block) else { invalidFree(page, reason: Self.notHandedOut(block)) }
             let order = BlockState.order(block)
@@ -133,12 +107,11 @@ extension DecryptedAllocator {
             memory.destroyCompoundRun(page, owner: .decryptedAllocator)
             page.storeReferenceCount(0)
             local.push(page.descriptor, order: order)
-            CPURuns.bump(&local.returned, order)
-            guard local.counts[order] > configuration.perCPURuns else { return (true, []) }
-            return (true, giveBack(&local, order: order, runs: batch))
-        } }
+            local.count(.returned, order: order)
+            guard local.counts[order] > configuration.perCPURuns else { return [] }
+            return giveBack(&local, order: order, runs: batch)
+        }
         for chunk in chunks { release(chunk: Page(descriptor: chunk)) }
-        return kept
     }
 
     /// Moves up to `runs` runs of `order` from `local` (the coldest first) to
@@ -153,7 +126,7 @@ extension DecryptedAllocator {
                 if let chunk = putBlock(index: run - descriptors, order: order, counters: &counters) { chunks.append(chunk) }
             }
         }
-        CPURuns.bump(&local.flushed, order, by: moved)
+        local.count(.flushed, order: order, by: moved)
         return chunks
     }
 
@@ -164,8 +137,8 @@ extension DecryptedAllocator {
     func drainCPULists() -> Int {
         guard configuration.perCPURuns > 0 else { return 0 }
         var released = 0
-        for cpu in perCPU {
-            let chunks = cpu.list.withLock { local -> [UnsafeMutablePointer<PageDescriptor>] in
+        for cpu in 0..<perCPU.count {
+            let chunks = perCPU.withStripe(cpu) { local -> [UnsafeMutablePointer<PageDescriptor>] in
                 var chunks: [UnsafeMutablePointer<PageDescriptor>] = []
                 for order in Self.orders { chunks += giveBack(&local, order: order, runs: local.counts[order]) }
                 return chunks
@@ -181,13 +154,11 @@ extension DecryptedAllocator {
     func cpuListAdjustments() -> (allocations: [Int], frees: [Int], pagesHeld: Int) {
         var allocations = [Int](repeating: 0, count: Self.orders.count), frees = allocations
         var pages = 0
-        for cpu in perCPU {
-            cpu.list.withLock { local in
+        for cpu in 0..<perCPU.count {
+            perCPU.withStripe(cpu) { local in
                 for order in Self.orders {
-                    let out = CPURuns.element(local.handedOut, order), back = CPURuns.element(local.returned, order)
-                    let refilled = CPURuns.element(local.refilled, order), flushed = CPURuns.element(local.flushed, order)
-                    allocations[order] += out - refilled
-                    frees[order] += back - flushed
+                    allocations[order] += local.tally(.handedOut, order: order) - local.tally(.refilled, order: order)
+                    frees[order] += local.tally(.returned, order: order) - local.tally(.flushed, order: order)
                     pages += local.counts[order] << order
                 }
             }

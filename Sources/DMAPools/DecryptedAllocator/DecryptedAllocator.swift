@@ -86,11 +86,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
     /// under `state`; a run's handed-out and per-CPU states change under the
     /// lock of the CPU list it moves on or off, or by its holder's free.
     let blocks: UnsafeMutablePointer<Atomic<UInt8>>
-    /// Each CPU's free runs, indexed by `currentCPUIndex() & perCPUMask`.
-    let perCPU: [PerCPURunList]
-    /// The same lists, unretained, for the hot path (`perCPU` owns them).
-    let perCPUTable: UnsafeMutablePointer<Unmanaged<PerCPURunList>>
-    let perCPUMask: Int
+    /// Each CPU's free runs (one unused list when `perCPURuns` is 0).
+    let perCPU: PerCPULocked<CPURuns>
     let descriptors: UnsafeMutablePointer<PageDescriptor>
 
     /// Creates an allocator drawing chunks from `general`.
@@ -116,11 +113,8 @@ public final class DecryptedAllocator: @unchecked Sendable {
         self.blocks = .allocate(capacity: general.memory.pageCount)
         for i in 0..<general.memory.pageCount { (blocks + i).initialize(to: Atomic(BlockState.none)) }
         self.descriptors = general.memory.descriptors
-        let stripes = configuration.perCPURuns > 0 ? perCPUStripeCount() : 1
-        perCPU = (0..<stripes).map { _ in PerCPURunList(capacity: configuration.perCPURuns) }
-        perCPUTable = .allocate(capacity: stripes)
-        for (i, list) in perCPU.enumerated() { (perCPUTable + i).initialize(to: .passUnretained(list)) }
-        perCPUMask = stripes - 1
+        let capacity = configuration.perCPURuns
+        perCPU = PerCPULocked(count: capacity > 0 ? perCPUStripeCount() : 1) { CPURuns(capacity: capacity) }
     }
 
     deinit {
@@ -136,7 +130,6 @@ public final class DecryptedAllocator: @unchecked Sendable {
         freeLists.deallocate()
         blocks.deinitialize(count: memory.pageCount)
         blocks.deallocate()
-        perCPUTable.deallocate()
     }
 
     // MARK: Allocation
@@ -179,7 +172,10 @@ public final class DecryptedAllocator: @unchecked Sendable {
         }
         let references = page.referenceCount
         guard references == 0 || references == 1 else { invalidFree(page, reason: "still referenced (\(references) references)") }
-        if configuration.perCPURuns > 0, putOnCPUList(page, index: index) { return }
+        if configuration.perCPURuns > 0 {
+            putOnCPUList(page, index: index)
+            return
+        }
         let spare = state.withLock { counters -> UnsafeMutablePointer<PageDescriptor>? in
             let block = blocks[index].load(ordering: .relaxed)
             guard BlockState.isAllocated(block) else { invalidFree(page, reason: Self.notHandedOut(block)) }

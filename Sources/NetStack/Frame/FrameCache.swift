@@ -54,17 +54,6 @@ struct FrameSlots: ~Copyable {
     var statistics = FrameCacheStatistics()
 }
 
-/// One CPU's share of a frame cache, padded on both sides so that two
-/// stripes (or a stripe and a neighbouring heap object) never share a cache
-/// line pair: the adjacent-line prefetcher moves lines two at a time.
-final class FrameSlotStripe: @unchecked Sendable {
-    private let paddingBefore: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    let slots = Lock(FrameSlots())
-    private let paddingAfter: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                               UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-}
-
 /// Statistics of a frame cache.
 public struct FrameCacheStatistics: Sendable, Hashable {
     public var framesAllocated = 0
@@ -113,11 +102,7 @@ public final class FrameCache: @unchecked Sendable {
     @usableFromInline let dataChunks: UnsafeMutablePointer<UnsafeMutablePointer<FrameData>?>
     /// Per-CPU free slots and counters (`kmem_cache_cpu`): a frame allocated
     /// and freed on one CPU never touches another CPU's lines.
-    private let stripes: [FrameSlotStripe]
-    /// The same stripes, unretained, for the hot path: reached through
-    /// `withLocalStripe` with no retain or release (`stripes` owns them).
-    private let stripeTable: UnsafeMutablePointer<Unmanaged<FrameSlotStripe>>
-    private let stripeMask: Int
+    private let stripes = PerCPULocked { FrameSlots() }
     /// Free slots no CPU holds: new chunks, and what a CPU with too many gives back.
     private let depot = Lock(FrameSlots())
     private let chunkCount = Lock(0)
@@ -139,11 +124,6 @@ public final class FrameCache: @unchecked Sendable {
         headerChunks.initialize(repeating: nil, count: Self.maxChunks)
         dataChunks = .allocate(capacity: Self.maxChunks)
         dataChunks.initialize(repeating: nil, count: Self.maxChunks)
-        let stripeCount = perCPUStripeCount()
-        stripes = (0..<stripeCount).map { _ in FrameSlotStripe() }
-        stripeTable = .allocate(capacity: stripeCount)
-        for (i, stripe) in stripes.enumerated() { (stripeTable + i).initialize(to: .passUnretained(stripe)) }
-        stripeMask = stripeCount - 1
     }
 
     deinit {
@@ -161,7 +141,6 @@ public final class FrameCache: @unchecked Sendable {
         }
         headerChunks.deallocate()
         dataChunks.deallocate()
-        stripeTable.deallocate()
     }
 
     @inlinable
@@ -203,17 +182,12 @@ public final class FrameCache: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` with the calling CPU's stripe, borrowed without ARC traffic.
-    private func withLocalStripe<Result>(_ body: (FrameSlotStripe) -> Result) -> Result {
-        stripeTable[currentCPUIndex() & stripeMask]._withUnsafeGuaranteedRef(body)
-    }
-
     /// A header slot and, with `withData`, a data slot from the calling CPU's
     /// stripe, refilled from the depot (and the depot from a new chunk) when
     /// it runs dry; counted as an allocation, or as a clone without data.
     private func takeSlots(withData: Bool) -> (header: Int32, data: Int32) {
         while true {
-            let taken = withLocalStripe { stripe in stripe.slots.withLock { local -> (header: Int32, data: Int32)? in
+            let taken = stripes.withLocal { local -> (header: Int32, data: Int32)? in
                 if local.headers.count == 0 || (withData && local.data.count == 0) { refill(&local) }
                 guard local.headers.count > 0, !withData || local.data.count > 0 else { return nil }
                 // Both stacks were just checked non-empty.
@@ -221,7 +195,7 @@ public final class FrameCache: @unchecked Sendable {
                 let d = withData ? local.data.pop().unsafelyUnwrapped : -1
                 if withData { local.statistics.framesAllocated += 1 } else { local.statistics.clones += 1 }
                 return (h, d)
-            } }
+            }
             if let taken { return taken }
             addChunk()
         }
@@ -361,7 +335,7 @@ public final class FrameCache: @unchecked Sendable {
                 releaseHead?(head)
             }
         }
-        withLocalStripe { stripe in stripe.slots.withLock { local in
+        stripes.withLocal { local in
             local.headers.push(frame.slot)
             local.statistics.framesFreed += 1
             if last {
@@ -370,7 +344,7 @@ public final class FrameCache: @unchecked Sendable {
                 local.statistics.fragmentsReleased += released
             }
             if local.headers.count > Self.stripeHighWater || local.data.count > Self.stripeHighWater { flush(&local) }
-        } }
+        }
     }
 
     // MARK: Reading a frame
@@ -435,8 +409,8 @@ public final class FrameCache: @unchecked Sendable {
     /// The sum over every CPU's counters (a snapshot when no frame moves).
     public var statistics: FrameCacheStatistics {
         var total = FrameCacheStatistics()
-        for stripe in stripes {
-            let local = stripe.slots.withLock { $0.statistics }
+        for cpu in 0..<stripes.count {
+            let local = stripes.withStripe(cpu) { $0.statistics }
             total.framesAllocated += local.framesAllocated
             total.clones += local.clones
             total.framesFreed += local.framesFreed
