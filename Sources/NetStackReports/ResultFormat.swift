@@ -103,6 +103,9 @@ package enum ResultFormat {
     /// positions stay as they were.
     static let laterRows: [Row] = [
         Row(label: "set-up seconds (not timed)", key: "setup_s") { .double($0.setupSeconds, digits: 3) },
+        Row(label: "frames per queue batch (median round)", key: "frames_per_queue_batch") { .double($0.framesPerBatch, digits: 2) },
+        Row(label: "frames per queue batch, fewest", key: "frames_per_queue_batch_min") { .double($0.framesPerBatchRange.lowerBound, digits: 2) },
+        Row(label: "frames per queue batch, most", key: "frames_per_queue_batch_max") { .double($0.framesPerBatchRange.upperBound, digits: 2) },
     ]
 
     /// Frames' linear heads (`--header-bytes`; all 0 without heads), after
@@ -229,6 +232,10 @@ package enum ResultFormat {
             ("copy_working_set_bytes", .int(c.copyRateBefore.workingSetBytes)),
             ("copy_gbyte_per_s_working_set_before", .double(c.copyRateBefore.workingSetGigabytesPerSecond, digits: 2)),
             ("copy_gbyte_per_s_working_set_after", .double(c.copyRateAfter.workingSetGigabytesPerSecond, digits: 2)),
+            ("handoff_ns_per_byte_before", .double(c.copyRateBefore.handoffNanosecondsPerByte, digits: 3)),
+            ("handoff_ns_per_byte_after", .double(c.copyRateAfter.handoffNanosecondsPerByte, digits: 3)),
+            ("own_rewrite_ns_per_byte_before", .double(c.copyRateBefore.ownRewriteNanosecondsPerByte, digits: 3)),
+            ("own_rewrite_ns_per_byte_after", .double(c.copyRateAfter.ownRewriteNanosecondsPerByte, digits: 3)),
             ("direct_map_huge_pages", .bool(report.configuration.memory.directMapHugePages)),
         ] + settingFields(report)
     }
@@ -312,6 +319,11 @@ package enum ResultFormat {
         if c.copyRateBefore.workingSetBytes > 0 {
             lines.append("Machine: the same copies walking the workload's user buffers (\(c.copyRateBefore.workingSetBytes >> 20) MiB source, as much destination): "
                          + "1 thread \(fixed(c.copyRateBefore.workingSetGigabytesPerSecond, 1)) -> \(fixed(c.copyRateAfter.workingSetGigabytesPerSecond, 1)) GB/s")
+        }
+        if c.copyRateBefore.handoffNanosecondsPerByte > 0 {
+            lines.append("Machine: overwriting \(c.copyRateBefore.copyBytes) B right after another CPU read it (copy 1 into a page whose lines the CPU that bounced it still holds): "
+                         + "\(fixed(c.copyRateBefore.handoffNanosecondsPerByte, 3)) -> \(fixed(c.copyRateAfter.handoffNanosecondsPerByte, 3)) ns/B, "
+                         + "\(fixed(c.copyRateBefore.handoffFactor, 1))x -> \(fixed(c.copyRateAfter.handoffFactor, 1))x the same overwrite after this CPU's own write")
         }
         let p = report.provenance
         lines.append("Build: swift-dma-pools \(p.gitRevision)\(p.gitTreeModified == true ? " (modified)" : ""), \(p.buildConfiguration)"

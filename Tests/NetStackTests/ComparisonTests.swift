@@ -1,5 +1,8 @@
 import DMAPools
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import NetStack
 
 /// The paired-ratio arithmetic, on made-up figures: no timing is asserted.
@@ -199,5 +202,10 @@ import Testing
         #expect(c.results[1].roundRatios.count == 2)
         #expect(c.copyRateBefore.copyBytes == 32768 && c.copyRateBefore.oneThreadGigabytesPerSecond > 0)
         #expect(c.results.allSatisfy { $0.copyRate != nil })
+        // The hand-off probe runs where there are two CPUs and measures both
+        // overwrites (their sizes are the machine's, not checked here).
+        if sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2 {
+            #expect(c.copyRateBefore.handoffNanosecondsPerByte > 0 && c.copyRateBefore.ownRewriteNanosecondsPerByte > 0)
+        }
     }
 }

@@ -46,5 +46,9 @@ import Testing
         #expect(total.swiotlbPeakSlots == 30)
         #expect(total.firstProblem == a.firstProblem ?? "later")
         #expect(total.roundGbps.count == 2)
+        // Frames per batch: counted by the queues, kept per round.
+        #expect(a.queueFrames > 0 && a.queueBatches > 0 && a.queueBatches <= a.queueFrames)
+        #expect(total.queueFrames == 2 * a.queueFrames && total.roundFramesPerBatch.count == 2)
+        #expect(total.framesPerBatch == a.framesPerBatch && a.framesPerBatch >= 1)
     }
 }

@@ -1,3 +1,4 @@
+import CThread
 import Synchronization
 
 #if canImport(Glibc)
@@ -58,6 +59,21 @@ public func currentCPUIndex() -> Int { CPUIdentity.shared.current() }
 /// Not public API (`@_spi(DMAPoolsSupport)`).
 @_spi(DMAPoolsSupport)
 public func perCPUStripeCount() -> Int { roundUpToPowerOfTwo(CPUIdentity.onlineCount()) }
+
+/// Binds the calling thread to CPU `cpu` for the rest of its life; returns
+/// whether it could. For machine probes that must put two threads on two
+/// given CPUs (`MachineCopyRate`'s hand-off), never for the model's threads,
+/// which the scheduler places as it places a kernel's.
+/// Not public API (`@_spi(DMAPoolsSupport)`).
+@_spi(DMAPoolsSupport)
+public func pinCurrentThread(toCPU cpu: Int) -> Bool {
+    guard cpu >= 0, cpu < Int(Int32.max) else { return false }
+    return dmapools_pin_current_thread(Int32(cpu)) == 0
+}
+
+/// Online CPUs (`num_online_cpus`), at least 1. Not public API.
+@_spi(DMAPoolsSupport)
+public func onlineCPUCount() -> Int { CPUIdentity.onlineCount() }
 
 /// The smallest power of two >= `value` (`roundup_pow_of_two`), for `value >= 1`.
 @inlinable

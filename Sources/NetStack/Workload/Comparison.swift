@@ -170,7 +170,9 @@ public struct Comparison: Sendable {
                         oneThreadGigabytesPerSecond: (a.oneThreadGigabytesPerSecond + b.oneThreadGigabytesPerSecond) / 2,
                         twoThreadsGigabytesPerSecond: (a.twoThreadsGigabytesPerSecond + b.twoThreadsGigabytesPerSecond) / 2,
                         workingSetBytes: a.workingSetBytes,
-                        workingSetGigabytesPerSecond: (a.workingSetGigabytesPerSecond + b.workingSetGigabytesPerSecond) / 2)
+                        workingSetGigabytesPerSecond: (a.workingSetGigabytesPerSecond + b.workingSetGigabytesPerSecond) / 2,
+                        handoffNanosecondsPerByte: (a.handoffNanosecondsPerByte + b.handoffNanosecondsPerByte) / 2,
+                        ownRewriteNanosecondsPerByte: (a.ownRewriteNanosecondsPerByte + b.ownRewriteNanosecondsPerByte) / 2)
     }
 
     /// Aggregates rounds per design and attaches the paired figures. A

@@ -27,14 +27,33 @@ public struct MachineCopyRate: Sendable, Hashable {
     /// memory bandwidth) when the workload's buffers do not fit in a core's
     /// caches.
     public var workingSetGigabytesPerSecond: Double
+    /// Nanoseconds per byte to overwrite a `copyBytes` buffer with a copy
+    /// right after another thread (on the other CPU, when there is one free)
+    /// read all of it: what copy 1 pays to refill a socket page whose lines
+    /// the CPU that bounced it (copy 2) still holds, as each line must be
+    /// taken back from that CPU's cache. 0 when not measured.
+    public var handoffNanosecondsPerByte: Double
+    /// The same overwrite right after this thread wrote the buffer itself
+    /// (its lines in this CPU's cache): the reference the hand-off is set
+    /// against. 0 when not measured.
+    public var ownRewriteNanosecondsPerByte: Double
 
     public init(copyBytes: Int, oneThreadGigabytesPerSecond: Double, twoThreadsGigabytesPerSecond: Double,
-                workingSetBytes: Int = 0, workingSetGigabytesPerSecond: Double = 0) {
+                workingSetBytes: Int = 0, workingSetGigabytesPerSecond: Double = 0,
+                handoffNanosecondsPerByte: Double = 0, ownRewriteNanosecondsPerByte: Double = 0) {
         self.copyBytes = copyBytes
         self.oneThreadGigabytesPerSecond = oneThreadGigabytesPerSecond
         self.twoThreadsGigabytesPerSecond = twoThreadsGigabytesPerSecond
         self.workingSetBytes = workingSetBytes
         self.workingSetGigabytesPerSecond = workingSetGigabytesPerSecond
+        self.handoffNanosecondsPerByte = handoffNanosecondsPerByte
+        self.ownRewriteNanosecondsPerByte = ownRewriteNanosecondsPerByte
+    }
+
+    /// How many times dearer the hand-off is than the own rewrite (0 when
+    /// not measured).
+    public var handoffFactor: Double {
+        ownRewriteNanosecondsPerByte > 0 ? handoffNanosecondsPerByte / ownRewriteNanosecondsPerByte : 0
     }
 
     /// The working-set probe's size for `workload`: its flows' user buffers
@@ -74,10 +93,106 @@ public struct MachineCopyRate: Sendable, Hashable {
             for _ in 0..<batches { walkSamples.append(walk.gigabytesPerSecond(chunks: chunks)) }
             workingSetRate = Spread(walkSamples)?.median ?? 0
         }
+        let handoff = CacheHandoff(bytes: copyBytes).measure(batches: batches, rewritesPerBatch: handoffRewritesPerBatch)
         return MachineCopyRate(copyBytes: copyBytes, oneThreadGigabytesPerSecond: oneThread,
                                twoThreadsGigabytesPerSecond: Spread(pairSamples)?.median ?? 0,
                                workingSetBytes: workingSetBytes >= copyBytes ? workingSetBytes : 0,
-                               workingSetGigabytesPerSecond: workingSetRate)
+                               workingSetGigabytesPerSecond: workingSetRate,
+                               handoffNanosecondsPerByte: handoff.afterOtherRead, ownRewriteNanosecondsPerByte: handoff.afterOwnWrite)
+    }
+
+    /// Hand-offs timed per batch of the probe.
+    static let handoffRewritesPerBatch = 200
+}
+
+/// The hand-off probe: a buffer overwritten by this thread right after a
+/// helper thread read all of it, against the same overwrite right after this
+/// thread wrote it. The helper spins on a flag between reads (yielding now
+/// and then, so a busy machine still makes progress), so on a machine with a
+/// free CPU it runs on the other one.
+final class CacheHandoff: @unchecked Sendable {
+    let bytes: Int
+    let buffer: UnsafeMutableRawPointer
+    let source: UnsafeMutableRawPointer
+    let scratch: UnsafeMutableRawPointer
+    /// 0: idle; 1: the helper should read `buffer`; 2: the helper should stop.
+    let request = Atomic<Int>(0)
+
+    init(bytes: Int) {
+        precondition(bytes > 0)
+        self.bytes = bytes
+        buffer = .allocate(byteCount: bytes, alignment: 4096)
+        source = .allocate(byteCount: bytes, alignment: 4096)
+        scratch = .allocate(byteCount: bytes, alignment: 4096)
+        memset(source, 0x5a, bytes)
+        memset(buffer, 0, bytes)
+        memset(scratch, 0, bytes)
+    }
+
+    deinit {
+        buffer.deallocate()
+        source.deallocate()
+        scratch.deallocate()
+    }
+
+    /// Medians over `batches` of the nanoseconds per byte of an overwrite
+    /// after the helper's read, and after this thread's own write; both 0
+    /// on a machine with one CPU. The writer runs on CPU 0 and the helper on
+    /// CPU 1, each in a thread of its own bound there, so the figure is the
+    /// cross-CPU cost whatever the scheduler would have done.
+    func measure(batches: Int, rewritesPerBatch: Int) -> (afterOtherRead: Double, afterOwnWrite: Double) {
+        guard onlineCPUCount() >= 2 else { return (0, 0) }
+        let helper = ModelThread.start(name: "handoff-reader") { [self] in
+            _ = pinCurrentThread(toCPU: 1)
+            var spins = 0
+            while true {
+                let r = request.load(ordering: .acquiring)
+                if r == 2 { return }
+                if r == 1 {
+                    memcpy(scratch, buffer, bytes)
+                    request.store(0, ordering: .releasing)
+                    spins = 0
+                    continue
+                }
+                spins += 1
+                if spins & 1023 == 0 { sched_yield() }
+            }
+        }
+        let figures = Lock<(other: [Double], own: [Double])>(([], []))
+        let writer = ModelThread.start(name: "handoff-writer") { [self] in
+            _ = pinCurrentThread(toCPU: 0)
+            var other: [Double] = []
+            var own: [Double] = []
+            for _ in 0..<batches {
+                var otherNanoseconds: UInt64 = 0
+                var ownNanoseconds: UInt64 = 0
+                for _ in 0..<rewritesPerBatch {
+                    memcpy(buffer, source, bytes)
+                    request.store(1, ordering: .releasing)
+                    var spins = 0
+                    while request.load(ordering: .acquiring) != 0 {
+                        spins += 1
+                        if spins & 1023 == 0 { sched_yield() }
+                    }
+                    let t0 = monotonicNanoseconds()
+                    memcpy(buffer, source, bytes)
+                    let t1 = monotonicNanoseconds()
+                    memcpy(buffer, source, bytes)
+                    let t2 = monotonicNanoseconds()
+                    otherNanoseconds &+= t1 &- t0
+                    ownNanoseconds &+= t2 &- t1
+                }
+                let total = Double(rewritesPerBatch * bytes)
+                other.append(Double(otherNanoseconds) / total)
+                own.append(Double(ownNanoseconds) / total)
+            }
+            request.store(2, ordering: .releasing)
+            figures.withLock { $0 = (other, own) }
+        }
+        _ = writer.join()
+        _ = helper.join()
+        let (other, own) = figures.withLock { $0 }
+        return (Spread(other)?.median ?? 0, Spread(own)?.median ?? 0)
     }
 }
 

@@ -25,6 +25,26 @@ public struct TransmitResult: Sendable {
         }
         return seconds > 0 ? Double(payloadBytes) * 8 / seconds / 1e9 : 0
     }
+    /// Frames the TX queues transmitted and the completion batches they took
+    /// them in (a queue run takes one to `TXQueue.quota` batches of at most
+    /// `TXQueue.budget` frames each).
+    public var queueFrames: Int = 0
+    public var queueBatches: Int = 0
+    /// Frames per completion batch of each round (see `roundGbps`).
+    public var roundFramesPerBatch: [Double] = []
+    /// Frames per completion batch: how much of a backlog the CPU holding a
+    /// queue found. About 1 when each sender transmits its own frame as it
+    /// enqueues it; near `TXQueue.budget` when one CPU drains what every
+    /// sender queued. The median round when there were rounds.
+    public var framesPerBatch: Double {
+        if !roundFramesPerBatch.isEmpty { return Spread(roundFramesPerBatch)?.median ?? 0 }
+        return queueBatches > 0 ? Double(queueFrames) / Double(queueBatches) : 0
+    }
+    /// The smallest and largest round's frames per batch.
+    public var framesPerBatchRange: ClosedRange<Double> {
+        guard let low = roundFramesPerBatch.min(), let high = roundFramesPerBatch.max() else { return framesPerBatch...framesPerBatch }
+        return low...high
+    }
     /// The slowest and fastest round (equal to `gbps` for a single run).
     public var gbpsRange: ClosedRange<Double> {
         guard let low = roundGbps.min(), let high = roundGbps.max() else { return gbps...gbps }
@@ -217,7 +237,7 @@ public struct TransmitResult: Sendable {
         [.sum(\.seconds), .sum(\.setupSeconds), .sum(\.payloadBytes), .sum(\.bytesWritten),
          .sum(\.bytesCopiedBySender), .sum(\.bytesCopiedByDMALayer),
          .sum(\.bytesMappedDirect), .sum(\.bytesMappedBounced), .sum(\.bytesConvertedInPlace),
-         .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .maximum(\.swiotlbPeakSlots),
+         .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .sum(\.queueFrames), .sum(\.queueBatches), .maximum(\.swiotlbPeakSlots),
          .sum(\.conversionCalls), .sum(\.conversionModelledSeconds), .sum(\.conversionPages),
          .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes), .sum(\.framesDropped), .sum(\.requeues),
          .sum(\.lostPages), .sum(\.refillFailures),
@@ -239,7 +259,7 @@ public struct TransmitResult: Sendable {
     /// paired figures `Experiment.comparison` sets afterwards. With
     /// `aggregatedFields` it names every stored field (checked by a test).
     static var firstRoundFields: [PartialKeyPath<TransmitResult>] {
-        [\.design, \.workload, \.guestDescription, \.roundGbps, \.swiotlbSlots, \.zeroCopyPercent, \.blockDevice,
+        [\.design, \.workload, \.guestDescription, \.roundGbps, \.roundFramesPerBatch, \.swiotlbSlots, \.zeroCopyPercent, \.blockDevice,
          \.modelledTimeSpun, \.platform, \.iommuTimeSpun, \.baselineDesign, \.roundRatios, \.roundCPURatios, \.roundBreakEven, \.copyRate]
     }
 
@@ -251,6 +271,7 @@ public struct TransmitResult: Sendable {
         let fields = aggregatedFields
         var total = rounds.dropFirst().reduce(rounds[0]) { fields.combine($0, $1) }
         total.roundGbps = rounds.map(\.gbps)
+        total.roundFramesPerBatch = rounds.map(\.framesPerBatch)
         return total
     }
 

@@ -389,6 +389,8 @@ public final class TransmitSimulation: @unchecked Sendable {
             staleDeviceAccesses: device.staleAccessCount,
             conversionPages: conversions.pagesDecrypted + conversions.pagesEncrypted)
         result.bytesWritten = socketStats.bytesSent
+        result.queueFrames = queueStats.frames
+        result.queueBatches = queueStats.completionBatches
         result.framesRetransmitted = socketStats.framesRetransmitted
         result.framesGivenUp = socketStats.framesGivenUp
         result.bytesGivenUp = socketStats.bytesGivenUp
