@@ -106,6 +106,18 @@ package enum ResultFormat {
         Row(label: "frames per queue batch (median round)", key: "frames_per_queue_batch") { .double($0.framesPerBatch, digits: 2) },
         Row(label: "frames per queue batch, fewest", key: "frames_per_queue_batch_min") { .double($0.framesPerBatchRange.lowerBound, digits: 2) },
         Row(label: "frames per queue batch, most", key: "frames_per_queue_batch_max") { .double($0.framesPerBatchRange.upperBound, digits: 2) },
+        Row(label: "copy 1 ns/B into pages bounced here", key: "copy1_ns_per_byte_bounced_here") {
+            optional($0.copyTiming?.nanosecondsPerByte(.bouncedHere), 3)
+        },
+        Row(label: "copy 1 ns/B into pages bounced elsewhere", key: "copy1_ns_per_byte_bounced_elsewhere") {
+            optional($0.copyTiming?.nanosecondsPerByte(.bouncedElsewhere), 3)
+        },
+        Row(label: "copy 1 ns/B into pages never bounced", key: "copy1_ns_per_byte_not_bounced") {
+            optional($0.copyTiming?.nanosecondsPerByte(.notBounced), 3)
+        },
+        Row(label: "copy 1 share into pages bounced elsewhere", key: "copy1_fraction_bounced_elsewhere") {
+            optional($0.copyTiming?.byteFraction(.bouncedElsewhere), 3)
+        },
     ]
 
     /// Frames' linear heads (`--header-bytes`; all 0 without heads), after

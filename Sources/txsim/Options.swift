@@ -89,6 +89,9 @@ struct GuestOptions: ParsableArguments {
     @Option(name: .customLong("direct-map"),
             help: "Page size backing guest memory: 2m (transparent huge pages where the host allows, as a guest kernel's direct map) or 4k.")
     var directMap: String = "2m"
+    @Flag(name: .customLong("copy-timing"),
+          help: "Diagnostic: time copy 1 by where its destination was last bounced (by this CPU, by another, never). Two clock reads per 32 KiB copied: read its split, not its Gbps.")
+    var copyTiming = false
     @Flag(name: .customLong("preempt-rt"),
           help: "The guest kernel is CONFIG_PREEMPT_RT: page_pool_napi_local is false, so every TX pool recycle takes the ring, and transmit sections run in preemptible tasks sharing each CPU's per-CPU state.")
     var preemptRT = false
@@ -197,6 +200,7 @@ struct GuestOptions: ParsableArguments {
             var configuration = try ExperimentConfiguration(memory: memory, zeroCopyPercent: zeroCopyPercent,
                                                             poolProvider: poolProvider, poolRingSize: poolRing)
             configuration.preemptRT = preemptRT
+            configuration.copyTiming = copyTiming
             configuration.platform = platform
             if !preemptRT, let option = [rtTasksPerCPU.map { _ in "rt-tasks-per-cpu" }, preemptEvery.map { _ in "preempt-every" },
                                          preemptSeed.map { _ in "preempt-seed" },

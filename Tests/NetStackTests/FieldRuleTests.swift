@@ -52,3 +52,23 @@ import Testing
         #expect(total.framesPerBatch == a.framesPerBatch && a.framesPerBatch >= 1)
     }
 }
+
+@Suite struct CopyTimingTests {
+    /// With copy timing on, every byte copy 1 wrote is filed under one
+    /// destination, and bounce's copy 2 tags pages so that some are found
+    /// bounced; page-pool bounces nothing, so nothing is. Off, there is no split.
+    @Test func copyTimingFilesEveryCopiedByte() throws {
+        var configuration = Small.configuration
+        configuration.copyTiming = true
+        let bounce = try Experiment.run(.bounce, workload: Small.workload(seconds: 0.1), configuration: configuration)
+        let split = try #require(bounce.copyTiming)
+        #expect(split.bytes.reduce(0, +) == bounce.bytesCopiedBySender)
+        #expect(split.bytes[CopyTimingFigures.Destination.bouncedHere.rawValue]
+                + split.bytes[CopyTimingFigures.Destination.bouncedElsewhere.rawValue] > 0)
+        let pool = try Experiment.run(.pagePool, workload: Small.workload(seconds: 0.1), configuration: configuration)
+        let poolSplit = try #require(pool.copyTiming)
+        #expect(poolSplit.bytes[CopyTimingFigures.Destination.notBounced.rawValue] == pool.bytesCopiedBySender)
+        let plain = try Experiment.run(.bounce, workload: Small.workload(seconds: 0.1), configuration: Small.configuration)
+        #expect(plain.copyTiming == nil)
+    }
+}

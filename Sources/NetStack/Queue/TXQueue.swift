@@ -129,6 +129,9 @@ public final class TXQueue: @unchecked Sendable {
     /// Sender threads: a socket's task on its CPU is its index among its
     /// sender's sockets (`flow / senders`), modulo the tasks per CPU.
     private let senders: Int
+    /// Set when the run times copy 1: bounced fragments are tagged with
+    /// the CPU that read them (`CopyTiming`).
+    var copyTiming: CopyTiming?
 
     init(index: Int, device: Device, nic: NICRing, design: TransmitDesign, cache: FrameCache, sockets: [Socket],
          dma: DMAAPI, currentTXSocket: CurrentTXSocket? = nil, rtScheduling: RTScheduling? = nil, senders: Int = 1) {
@@ -362,7 +365,9 @@ public final class TXQueue: @unchecked Sendable {
         for (i, fragment) in cache.fragments(of: frame).enumerated() {
             let m = base[i]
             switch m.kind {
-            case .bounced: statistics.bytesBounced += m.length
+            case .bounced:
+                statistics.bytesBounced += m.length
+                copyTiming?.noteBounced(fragment)
             case .direct, .translated: statistics.bytesDirect += m.length
             case .convertedInPlace: statistics.bytesConvertedInPlace += m.length
             }

@@ -1,4 +1,4 @@
-import DMAPools
+@_spi(DMAPoolsSupport) import DMAPools
 import Synchronization
 
 /// Per-socket counters (written by the owning sender only).
@@ -17,6 +17,9 @@ public struct SocketStatistics: Sendable, Hashable {
     public var refillReuses = 0
     /// Refills for which the design had no page at any order.
     public var refillFailures = 0
+    /// Copy 1 by where its destination was last bounced (all zero unless
+    /// the run times copies: `CopyTiming`).
+    public var copyTiming = CopyTimingFigures()
     /// Bytes acknowledged by the peer and freed.
     public var bytesAcknowledged = 0
     /// Frames (and their bytes) sent again because a TX queue dropped them.
@@ -38,7 +41,7 @@ public struct SocketStatistics: Sendable, Hashable {
     /// How each field adds up: the one list `+` is made from.
     static var fields: [FieldRule<Self>] {
         [.sum(\.bytesSent), .sum(\.bytesCopied), .sum(\.bytesReferenced), .sum(\.framesSent),
-         .sum(\.refillsOrder3), .sum(\.refillsOrder0), .sum(\.refillReuses), .sum(\.refillFailures),
+         .sum(\.refillsOrder3), .sum(\.refillsOrder0), .sum(\.refillReuses), .sum(\.refillFailures), .combining(\.copyTiming) { $0 + $1 },
          .sum(\.bytesAcknowledged), .sum(\.framesRetransmitted), .sum(\.bytesRetransmitted),
          .sum(\.framesGivenUp), .sum(\.bytesGivenUp), .sum(\.connectionsClosed), .sum(\.headerBytesWritten), .sum(\.headAllocationFailures)]
     }
@@ -118,6 +121,8 @@ public final class Socket: @unchecked Sendable {
     private(set) var fragmentSize = 0
 
     var streamOffset: UInt64 = 0
+    /// Set when the run times copy 1 (`CopyTiming`); nil otherwise.
+    var copyTiming: CopyTiming?
     /// Bytes in frames not yet acknowledged (`sk_wmem_queued`).
     public private(set) var inflightBytes = 0
     private var retransmitQueue = FrameRing()
@@ -253,7 +258,11 @@ public final class Socket: @unchecked Sendable {
                 guard let page = fragmentPage else { break }
                 let chunk = min(remaining, frameSpace, fragmentSize - fragmentOffset)
                 // Copy 1: user bytes into the socket page.
-                memcpy(page.bytes + fragmentOffset, user.head.bytes + user.offset(for: streamOffset), chunk)
+                if let copyTiming {
+                    copyTimed(into: page.bytes + fragmentOffset, from: user.head.bytes + user.offset(for: streamOffset), chunk, copyTiming)
+                } else {
+                    memcpy(page.bytes + fragmentOffset, user.head.bytes + user.offset(for: streamOffset), chunk)
+                }
                 statistics.bytesCopied += chunk
                 if cache.canCoalesce(current, page: page, offset: fragmentOffset) {
                     cache.extendLastFragment(of: current, by: chunk)
@@ -355,6 +364,18 @@ public final class Socket: @unchecked Sendable {
             cache.markUnsent(frame)
             push(cache.clone(frame))
         }
+    }
+
+    /// Copy 1 of `count` bytes, timed and filed by where `destination` was
+    /// last bounced (`CopyTiming`).
+    @inline(never)
+    private func copyTimed(into destination: UnsafeMutableRawPointer, from source: UnsafeMutableRawPointer, _ count: Int,
+                           _ timing: CopyTiming) {
+        let kind = timing.destination(of: destination).rawValue
+        let start = monotonicNanoseconds()
+        memcpy(destination, source, count)
+        statistics.copyTiming.nanoseconds[kind] += Int(monotonicNanoseconds() &- start)
+        statistics.copyTiming.bytes[kind] += count
     }
 
     /// Drops the socket's page fragment (`sk_stream_kill_queues` / socket close).

@@ -29,6 +29,10 @@ public struct ExperimentConfiguration: Sendable, Hashable {
     public var platform: Guest.Platform = .confidential
     /// How the RT tasks are interleaved (used only with `preemptRT`).
     public var rtScheduling = RTScheduling()
+    /// Time copy 1 by where its destination was last bounced
+    /// (`--copy-timing`, `CopyTimingFigures`): a diagnostic; its clock reads
+    /// cost throughput, so its Gbps are not the default run's.
+    public var copyTiming: Bool = false
 
     /// Guest memory: 64 MiB...64 GiB, in whole 2 MiB huge pages.
     public static let guestBytesRange = (64 << 20)...(64 << 30)
@@ -385,7 +389,8 @@ public enum Experiment {
         let start = ContinuousClock.now
         let (guest, device, design) = try prepare(kind, workload: workload, configuration: configuration)
         let simulation = try TransmitSimulation(guest: guest, design: design, device: device, workload: workload,
-                                                rtScheduling: configuration.preemptRT ? configuration.rtScheduling : nil)
+                                                rtScheduling: configuration.preemptRT ? configuration.rtScheduling : nil,
+                                                copyTiming: configuration.copyTiming)
         let setup = ContinuousClock.now - start
         var result = try simulation.run(progress: progress)
         result.setupSeconds = Double(setup.components.seconds) + Double(setup.components.attoseconds) / 1e18

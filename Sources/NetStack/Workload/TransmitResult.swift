@@ -29,6 +29,9 @@ public struct TransmitResult: Sendable {
     /// them in (a queue run takes one to `TXQueue.quota` batches of at most
     /// `TXQueue.budget` frames each).
     public var queueFrames: Int = 0
+    /// Copy 1 split by where its destination was last bounced, when the run
+    /// timed it (`--copy-timing`); nil otherwise.
+    public var copyTiming: CopyTimingFigures?
     public var queueBatches: Int = 0
     /// Frames per completion batch of each round (see `roundGbps`).
     public var roundFramesPerBatch: [Double] = []
@@ -237,7 +240,8 @@ public struct TransmitResult: Sendable {
         [.sum(\.seconds), .sum(\.setupSeconds), .sum(\.payloadBytes), .sum(\.bytesWritten),
          .sum(\.bytesCopiedBySender), .sum(\.bytesCopiedByDMALayer),
          .sum(\.bytesMappedDirect), .sum(\.bytesMappedBounced), .sum(\.bytesConvertedInPlace),
-         .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .sum(\.queueFrames), .sum(\.queueBatches), .maximum(\.swiotlbPeakSlots),
+         .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .sum(\.queueFrames), .sum(\.queueBatches),
+         .combining(\.copyTiming) { a, b in a.flatMap { a in b.map { a + $0 } ?? a } ?? b }, .maximum(\.swiotlbPeakSlots),
          .sum(\.conversionCalls), .sum(\.conversionModelledSeconds), .sum(\.conversionPages),
          .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes), .sum(\.framesDropped), .sum(\.requeues),
          .sum(\.lostPages), .sum(\.refillFailures),

@@ -64,10 +64,13 @@ public final class TransmitSimulation: @unchecked Sendable {
     private let userBuffers: [Page]
 
     /// Builds sockets and queues. `device` is the NIC's device.
-    /// - Parameter rtScheduling: under PREEMPT_RT, how the tasks of each
-    ///   modelled CPU interleave in the transmit path (nil: not RT).
+    /// - Parameters:
+    ///   - rtScheduling: under PREEMPT_RT, how the tasks of each modelled CPU
+    ///     interleave in the transmit path (nil: not RT).
+    ///   - copyTiming: time copy 1 by where its destination was last bounced
+    ///     (`CopyTiming`, a diagnostic that costs throughput).
     public init(guest: Guest, design: TransmitDesign, device: Device, workload: Workload,
-                rtScheduling: RTScheduling? = nil) throws {
+                rtScheduling: RTScheduling? = nil, copyTiming: Bool = false) throws {
         try workload.validate()
         self.guest = guest
         self.design = design
@@ -122,7 +125,14 @@ public final class TransmitSimulation: @unchecked Sendable {
                     design: design, cache: cache, sockets: sockets, dma: guest.dma,
                     currentTXSocket: current, rtScheduling: rtScheduling, senders: workload.senders)
         }
+        let timing = copyTiming ? CopyTiming(memory: guest.memory) : nil
+        self.copyTiming = timing
+        for socket in sockets { socket.copyTiming = timing }
+        for queue in queues { queue.copyTiming = timing }
     }
+
+    /// Copy 1's timing by destination, when the run times it.
+    let copyTiming: CopyTiming?
 
     /// The patch's per-CPU `current_tx_socket` (read only by designs that set it).
     let currentTXSocket: CurrentTXSocket
@@ -389,6 +399,7 @@ public final class TransmitSimulation: @unchecked Sendable {
             staleDeviceAccesses: device.staleAccessCount,
             conversionPages: conversions.pagesDecrypted + conversions.pagesEncrypted)
         result.bytesWritten = socketStats.bytesSent
+        if copyTiming != nil { result.copyTiming = socketStats.copyTiming }
         result.queueFrames = queueStats.frames
         result.queueBatches = queueStats.completionBatches
         result.framesRetransmitted = socketStats.framesRetransmitted
