@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints the Design/ tables from a record of scripts/measure.sh, or the
-stability table from a record of scripts/stability.sh.
+stability table from a record of scripts/stability.sh, or the regimes
+table from a record of scripts/regimes.sh.
 
     python3 scripts/measure_tables.py Design/records/2026-12-02.json
     python3 scripts/measure_tables.py Design/records/2026-12-02-stability.json
@@ -117,6 +118,29 @@ def stability_table(record):
     return "\n".join(lines)
 
 
+def regimes_table(record):
+    def f(v, digits):
+        return "-" if v is None else f"{v:.{digits}f}"
+    lines = [f"Record `{record['_path']}`: {record['command']}, revision {record['revision'][:12]}"
+             f"{'' if record['git_tree_clean'] else ' (uncommitted changes)'}, {record['date_utc']}.",
+             "",
+             "| run | design | Gbps | frames per queue batch | sender CPU s/GB | queue CPU s/GB "
+             "| copy 1 ns/B, bounced here | bounced elsewhere | never bounced | share bounced elsewhere "
+             "| hand-off ns/B (own) before |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    designs = []
+    for r in record["runs"]:
+        if r["design"] not in designs:
+            designs.append(r["design"])
+    for i, r in enumerate(record["runs"]):
+        lines.append(f"| {i // len(designs) + 1} | {r['design']} | {r['gbps']:.1f} | {r['frames_per_queue_batch']:.2f} "
+                     f"| {r['sender_cpu_s_per_gb']:.3f} | {r['queue_cpu_s_per_gb']:.3f} "
+                     f"| {f(r['copy1_ns_per_byte_bounced_here'], 3)} | {f(r['copy1_ns_per_byte_bounced_elsewhere'], 3)} "
+                     f"| {f(r['copy1_ns_per_byte_not_bounced'], 3)} | {f(r['copy1_fraction_bounced_elsewhere'], 2)} "
+                     f"| {r['handoff_ns_per_byte_before']:.3f} ({r['own_rewrite_ns_per_byte_before']:.3f}) |")
+    return "\n".join(lines)
+
+
 def validation_table(rows):
     """`txsim project --validate --json`: one row per design and point."""
     lines = ["| workload | S | Q | design | CPU share | predicted Gbps | measured Gbps (min..max) | error | predicted bound "
@@ -149,6 +173,9 @@ def main():
         print(validation_table(record))
         return
     record["_path"] = sys.argv[1]
+    if "runs" in record and "regimes.sh" in record.get("command", ""):
+        print(regimes_table(record))
+        return
     if "runs" in record:
         print(stability_table(record))
         return
