@@ -304,6 +304,26 @@ package enum ResultFormat {
         value.map { .double($0, digits: digits) } ?? .null
     }
 
+    /// Frames per queue batch that separates a round in which each sender
+    /// transmitted its own frame (about 1) from one in which a backlog was
+    /// drained in batches.
+    static let batchedRegimeFrames = 2.0
+
+    /// A line for a design whose rounds fell on both sides of
+    /// `batchedRegimeFrames`: how many in each regime and their median Gbps
+    /// (Design/netstack.md, "Bounce's two regimes at two senders on one
+    /// queue"); nil when every round was in one regime.
+    static func regimeSplit(_ r: TransmitResult) -> String? {
+        let rounds = zip(r.roundFramesPerBatch, r.roundGbps)
+        let batched = rounds.filter { $0.0 >= batchedRegimeFrames }.map(\.1)
+        let perFrame = rounds.filter { $0.0 < batchedRegimeFrames }.map(\.1)
+        guard !batched.isEmpty, !perFrame.isEmpty else { return nil }
+        let total = batched.count + perFrame.count
+        return "Regimes: \(r.design)'s rounds split: \(batched.count) of \(total) batched (\(fixed(batchedRegimeFrames, 0)) or more frames per queue batch), "
+            + "median \(fixed(Spread(batched)?.median ?? 0, 1)) Gbps; \(perFrame.count) per frame (each sender transmitting its own frame), "
+            + "median \(fixed(Spread(perFrame)?.median ?? 0, 1)) Gbps. Its ratios move with the split (Design/netstack.md)."
+    }
+
     static func table(_ report: Report) -> String {
         let results = report.results
         guard let first = results.first else { return "(no results)" }
@@ -336,6 +356,9 @@ package enum ResultFormat {
             lines.append("Machine: overwriting \(c.copyRateBefore.copyBytes) B right after another CPU read it (copy 1 into a page whose lines the CPU that bounced it still holds): "
                          + "\(fixed(c.copyRateBefore.handoffNanosecondsPerByte, 3)) -> \(fixed(c.copyRateAfter.handoffNanosecondsPerByte, 3)) ns/B, "
                          + "\(fixed(c.copyRateBefore.handoffFactor, 1))x -> \(fixed(c.copyRateAfter.handoffFactor, 1))x the same overwrite after this CPU's own write")
+        }
+        for r in results {
+            if let split = regimeSplit(r) { lines.append(split) }
         }
         let p = report.provenance
         lines.append("Build: swift-dma-pools \(p.gitRevision)\(p.gitTreeModified == true ? " (modified)" : ""), \(p.buildConfiguration)"
@@ -440,6 +463,7 @@ package enum ResultFormat {
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
+            fields.append("\"round_frames_per_queue_batch\": " + array(r.roundFramesPerBatch, 2))
             fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
             fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
             let figures = r.designFigures.map { "\"\(escaped($0.name))\": \"\(escaped($0.text))\"" }.joined(separator: ", ")

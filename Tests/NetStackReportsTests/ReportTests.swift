@@ -1,7 +1,7 @@
 import DMAPools
 import Foundation
 import NetStack
-import NetStackReports
+@testable import NetStackReports
 import Testing
 
 /// The report is library API: a package prints what txsim prints. Its JSON and
@@ -62,6 +62,19 @@ import Testing
         w.sendBufferBytes = 1 << 20
         return try? Report.compare([.bounce, .inlineDecrypt], workload: w, plan: ComparisonPlan(rounds: 1), configuration: c)
     }()
+
+    /// A design whose rounds fell in both regimes gets a line with the count
+    /// and median Gbps of each; one whose rounds all fell in one gets none.
+    @Test func roundsSplitAcrossRegimesAreNamed() throws {
+        var r = try #require(Self.report).results[0]
+        r.roundFramesPerBatch = [1.2, 15, 1.3, 17, 1.25]
+        r.roundGbps = [40, 70, 42, 74, 44]
+        let line = try #require(ResultFormat.regimeSplit(r))
+        #expect(line.contains("2 of 5 batched") && line.contains("median 72.0 Gbps"))
+        #expect(line.contains("3 per frame") && line.contains("median 42.0 Gbps"))
+        r.roundFramesPerBatch = [1.2, 1.1, 1.3, 1.0, 1.25]
+        #expect(ResultFormat.regimeSplit(r) == nil)
+    }
 
     @Test func jsonKeepsEveryKeyAndSaysWhatProducedIt() throws {
         let report = try #require(Self.report)
