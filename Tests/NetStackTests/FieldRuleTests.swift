@@ -12,6 +12,7 @@ import Testing
         #expect(Set(TXQueueStatistics.fields.map(\.name)) == Self.storedFields(TXQueueStatistics()))
         #expect(Set(NICStatistics.fields.map(\.name)) == Self.storedFields(NICStatistics()))
         #expect(Set(SocketStatistics.fields.map(\.name)) == Self.storedFields(SocketStatistics()))
+        #expect(Set(FrameCacheStatistics.fields.map(\.name)) == Self.storedFields(FrameCacheStatistics()))
     }
 
     @Test func aggregateCoversEveryField() throws {

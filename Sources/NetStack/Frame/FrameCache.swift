@@ -64,6 +64,15 @@ public struct FrameCacheStatistics: Sendable, Hashable {
     public var chunksAdded = 0
     /// Frames (originals and clones) currently live.
     public var liveFrames: Int { framesAllocated + clones - framesFreed }
+
+    /// How each field adds up: the one list `+` is made from.
+    static var fields: [FieldRule<Self>] {
+        [.sum(\.framesAllocated), .sum(\.clones), .sum(\.framesFreed), .sum(\.dataReleased),
+         .sum(\.fragmentsReleased), .sum(\.chunksAdded)]
+    }
+
+    /// Two sets of counters added up (two CPUs' stripes).
+    public static func + (a: Self, b: Self) -> Self { fields.combine(a, b) }
 }
 
 /// The slab caches for frames (`skbuff_head_cache` and the data blocks), and the
@@ -409,14 +418,7 @@ public final class FrameCache: @unchecked Sendable {
     /// The sum over every CPU's counters (a snapshot when no frame moves).
     public var statistics: FrameCacheStatistics {
         var total = FrameCacheStatistics()
-        for cpu in 0..<stripes.count {
-            let local = stripes.withStripe(cpu) { $0.statistics }
-            total.framesAllocated += local.framesAllocated
-            total.clones += local.clones
-            total.framesFreed += local.framesFreed
-            total.dataReleased += local.dataReleased
-            total.fragmentsReleased += local.fragmentsReleased
-        }
+        for cpu in 0..<stripes.count { total = total + stripes.withStripe(cpu) { $0.statistics } }
         total.chunksAdded = chunkCount.withLock { $0 }
         return total
     }

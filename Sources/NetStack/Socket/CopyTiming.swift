@@ -51,6 +51,15 @@ public struct CopyTimingFigures: Sendable, Hashable {
         }
         return sum
     }
+
+    /// Two runs' figures added up, where either may not have timed copies.
+    static func sum(_ a: Self?, _ b: Self?) -> Self? {
+        switch (a, b) {
+        case let (a?, b?): a + b
+        case (nil, _): b
+        case (_, nil): a
+        }
+    }
 }
 
 /// The state behind `CopyTimingFigures`: per guest page, the CPU whose queue

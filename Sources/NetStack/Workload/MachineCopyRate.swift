@@ -135,6 +135,16 @@ final class CacheHandoff: @unchecked Sendable {
         scratch.deallocate()
     }
 
+    /// Spins until `done()`, yielding every 1024 tries so that a busy
+    /// machine still runs the other thread.
+    private static func spin(until done: () -> Bool) {
+        var tries = 0
+        while !done() {
+            tries &+= 1
+            if tries & 1023 == 0 { sched_yield() }
+        }
+    }
+
     /// Medians over `batches` of the nanoseconds per byte of an overwrite
     /// after the helper's read, and after this thread's own write; both 0
     /// on a machine with one CPU. The writer runs on CPU 0 and the helper on
@@ -144,18 +154,12 @@ final class CacheHandoff: @unchecked Sendable {
         guard onlineCPUCount() >= 2 else { return (0, 0) }
         let helper = ModelThread.start(name: "handoff-reader") { [self] in
             _ = pinCurrentThread(toCPU: 1)
-            var spins = 0
             while true {
-                let r = request.load(ordering: .acquiring)
+                var r = 0
+                Self.spin { r = request.load(ordering: .acquiring); return r != 0 }
                 if r == 2 { return }
-                if r == 1 {
-                    memcpy(scratch, buffer, bytes)
-                    request.store(0, ordering: .releasing)
-                    spins = 0
-                    continue
-                }
-                spins += 1
-                if spins & 1023 == 0 { sched_yield() }
+                memcpy(scratch, buffer, bytes)
+                request.store(0, ordering: .releasing)
             }
         }
         let figures = Lock<(other: [Double], own: [Double])>(([], []))
@@ -169,11 +173,7 @@ final class CacheHandoff: @unchecked Sendable {
                 for _ in 0..<rewritesPerBatch {
                     memcpy(buffer, source, bytes)
                     request.store(1, ordering: .releasing)
-                    var spins = 0
-                    while request.load(ordering: .acquiring) != 0 {
-                        spins += 1
-                        if spins & 1023 == 0 { sched_yield() }
-                    }
+                    Self.spin { request.load(ordering: .acquiring) == 0 }
                     let t0 = monotonicNanoseconds()
                     memcpy(buffer, source, bytes)
                     let t1 = monotonicNanoseconds()

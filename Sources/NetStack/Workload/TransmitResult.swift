@@ -29,9 +29,6 @@ public struct TransmitResult: Sendable {
     /// them in (a queue run takes one to `TXQueue.quota` batches of at most
     /// `TXQueue.budget` frames each).
     public var queueFrames: Int = 0
-    /// Copy 1 split by where its destination was last bounced, when the run
-    /// timed it (`--copy-timing`); nil otherwise.
-    public var copyTiming: CopyTimingFigures?
     public var queueBatches: Int = 0
     /// Frames per completion batch of each round (see `roundGbps`).
     public var roundFramesPerBatch: [Double] = []
@@ -48,6 +45,9 @@ public struct TransmitResult: Sendable {
         guard let low = roundFramesPerBatch.min(), let high = roundFramesPerBatch.max() else { return framesPerBatch...framesPerBatch }
         return low...high
     }
+    /// Copy 1 split by where its destination was last bounced, when the run
+    /// timed it (`--copy-timing`); nil otherwise.
+    public var copyTiming: CopyTimingFigures?
     /// The slowest and fastest round (equal to `gbps` for a single run).
     public var gbpsRange: ClosedRange<Double> {
         guard let low = roundGbps.min(), let high = roundGbps.max() else { return gbps...gbps }
@@ -241,7 +241,7 @@ public struct TransmitResult: Sendable {
          .sum(\.bytesCopiedBySender), .sum(\.bytesCopiedByDMALayer),
          .sum(\.bytesMappedDirect), .sum(\.bytesMappedBounced), .sum(\.bytesConvertedInPlace),
          .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .sum(\.queueFrames), .sum(\.queueBatches),
-         .combining(\.copyTiming) { a, b in a.flatMap { a in b.map { a + $0 } ?? a } ?? b }, .maximum(\.swiotlbPeakSlots),
+         .combining(\.copyTiming, CopyTimingFigures.sum), .maximum(\.swiotlbPeakSlots),
          .sum(\.conversionCalls), .sum(\.conversionModelledSeconds), .sum(\.conversionPages),
          .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes), .sum(\.framesDropped), .sum(\.requeues),
          .sum(\.lostPages), .sum(\.refillFailures),
