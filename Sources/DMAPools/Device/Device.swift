@@ -34,6 +34,10 @@ public final class Device: Sendable, CustomStringConvertible {
     public let iommu: IOMMU?
 
     private let removed = Atomic<Bool>(false)
+    /// Set first by `remove()`: no new `whilePresent` section starts.
+    private let removing = Atomic<Bool>(false)
+    /// `whilePresent` sections running, which `remove()` waits for.
+    private let presentSections = Atomic<Int>(0)
     private let staleAccesses = Atomic<Int>(0)
     private let refusedAllocations = Atomic<Int>(0)
     /// The registry's removal serial (shared without a reference back to the
@@ -88,7 +92,7 @@ public final class Device: Sendable, CustomStringConvertible {
 
     @inline(never)
     @usableFromInline
-    func throwRemoved(_ use: RemovedDeviceUse) throws(DMAError) {
+    func throwRemoved(_ use: RemovedDeviceUse) throws(DMAError) -> Never {
         switch use {
         case .dmaOperation: staleAccesses.wrappingAdd(1, ordering: .relaxed)
         case .allocation: refusedAllocations.wrappingAdd(1, ordering: .relaxed)
@@ -108,11 +112,40 @@ public final class Device: Sendable, CustomStringConvertible {
     /// registry's removal serial moves so cached references can be invalidated.
     /// Behind an IOMMU, its domain goes with it: every mapping it still has
     /// is torn down (`IOMMU.detach`).
+    ///
+    /// It first waits for every `whilePresent` section to end (new ones are
+    /// refused from the moment it starts), as a driver's unregister path
+    /// waits (`synchronize_rcu`) for paths that may still reach the device.
+    /// - Precondition: the caller is not inside a `whilePresent` section of
+    ///   this device (it would wait for itself).
     public func remove() {
-        if !removed.exchange(true, ordering: .acquiringAndReleasing) {
-            removalSerial.value.wrappingAdd(1, ordering: .releasing)
-            iommu?.detach(self)
-        }
+        guard !removing.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        while presentSections.load(ordering: .sequentiallyConsistent) > 0 { sched_yield() }
+        removed.store(true, ordering: .releasing)
+        removalSerial.value.wrappingAdd(1, ordering: .releasing)
+        iommu?.detach(self)
+    }
+
+    /// Runs `body` only if the device is present and not being removed, and
+    /// holds off its removal until `body` returns; nil, without running it,
+    /// otherwise. For a path that reaches the device from outside the
+    /// driver's quiesced queues, such as a pool's refill mapping new pages
+    /// from a sender, or a page returned while the device goes: its check
+    /// and its DMA operation cannot be split by a removal. Two atomic
+    /// operations on a line every caller writes: for slow paths.
+    public func whilePresent<Result, Failure: Error>(_ body: () throws(Failure) -> Result) throws(Failure) -> Result? {
+        presentSections.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        defer { presentSections.wrappingSubtract(1, ordering: .releasing) }
+        guard !removing.load(ordering: .sequentiallyConsistent) else { return nil }
+        return try body()
+    }
+
+    /// `whilePresent` for an allocation that maps memory for the device: a
+    /// removed device (or one being removed) refuses it, counted as a refused
+    /// allocation (`refusedAllocationCount`), with `deviceRemoved`.
+    public func admittingAllocation<Result>(_ body: () throws(DMAError) -> Result) throws(DMAError) -> Result {
+        guard let result = try whilePresent(body) else { try throwRemoved(.allocation) }
+        return result
     }
 
     public var description: String {
@@ -215,3 +248,7 @@ public enum DMAError: Error, Hashable, CustomStringConvertible {
         }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

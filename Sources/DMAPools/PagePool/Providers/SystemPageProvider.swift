@@ -150,7 +150,11 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
                 return page
             }
             do throws(DMAError) {
-                page.dmaAddress = try dma.mapPage(page, offset: 0, size: bytes, direction: direction, device: device)
+                // A sender's refill may race the device's removal: refused
+                // before it reaches the device, or finished before it goes.
+                page.dmaAddress = try device.admittingAllocation { () throws(DMAError) in
+                    try dma.mapPage(page, offset: 0, size: bytes, direction: direction, device: device)
+                }
             } catch {
                 general.freePages(page)
                 throw .from(error, provider: name, order: order)
@@ -169,20 +173,18 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     public func releasePage(_ page: Page, from pool: PagePool) {
         accounting.count(.releases)
         let address = page.dmaAddress
-        if address != .mappingError && domainGone {
-            // The device's IOMMU domain went with it (`IOMMU.detach`): the
-            // mapping is already gone, and the removed device is not touched.
-            page.dmaAddress = .mappingError
-        } else if address != .mappingError {
-            let direction = pool.dmaDirection
-            let bytes = page.byteCount
-            do {
-                try dma.unmapPage(address, size: bytes, direction: direction, device: device)
-                if direction.copiesFromDevice && device.mustBounce { accounting.count(.bytesCopiedAtUnmap, bytes) }
-            } catch {
-                // The slot stays allocated (as a driver bug leaks it in the kernel);
-                // the page itself is still freed below.
-                accounting.noteDMAFailure("dma_unmap_page of \(page) at \(address)", error, provider: name)
+        if address != .mappingError {
+            unlessDomainGone {
+                let direction = pool.dmaDirection
+                let bytes = page.byteCount
+                do throws(DMAError) {
+                    try dma.unmapPage(address, size: bytes, direction: direction, device: device)
+                    if direction.copiesFromDevice && device.mustBounce { accounting.count(.bytesCopiedAtUnmap, bytes) }
+                } catch {
+                    // The slot stays allocated (as a driver bug leaks it in the kernel);
+                    // the page itself is still freed below.
+                    accounting.noteDMAFailure("dma_unmap_page of \(page) at \(address)", error, provider: name)
+                }
             }
             page.dmaAddress = .mappingError
         }
@@ -201,13 +203,15 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
     public var unmapsInflightPages: Bool { true }
 
     public func unmapInflightPage(_ page: Page, address: DMAAddress, for pool: PagePool) {
-        guard address != .mappingError, !domainGone else { return }
-        do {
-            try dma.unmapPage(address, size: PageGeometry.bytes(order: pool.parameters.order),
-                              direction: pool.dmaDirection, device: device, skipCPUSync: true)
-            accounting.count(.unmappedAtDestroy)
-        } catch {
-            accounting.noteDMAFailure("dma_unmap_page at destroy of \(page) at \(address)", error, provider: name)
+        guard address != .mappingError else { return }
+        unlessDomainGone {
+            do throws(DMAError) {
+                try dma.unmapPage(address, size: PageGeometry.bytes(order: pool.parameters.order),
+                                  direction: pool.dmaDirection, device: device, skipCPUSync: true)
+                accounting.count(.unmappedAtDestroy)
+            } catch {
+                accounting.noteDMAFailure("dma_unmap_page at destroy of \(page) at \(address)", error, provider: name)
+            }
         }
     }
 
@@ -229,8 +233,13 @@ public final class SystemPageProvider: PagePoolMemoryProvider {
         if direction.copiesToDevice && device.mustBounce { accounting.count(.bytesCopiedAtSync, length) }
     }
 
-    /// Whether the device was removed from behind an IOMMU, taking its domain
-    /// and every mapping in it (the kernel's pool unmaps nothing then: its
-    /// device is unbound).
-    private var domainGone: Bool { device.iommu != nil && device.isRemoved }
+    /// Runs `unmap` unless the device was removed from behind an IOMMU,
+    /// taking its domain and every mapping in it (the kernel's pool unmaps
+    /// nothing then: its device is unbound). Behind an IOMMU the check and
+    /// the unmap are one `Device.whilePresent` section, so a removal cannot
+    /// fall between them; without one, the unmap runs (a bounce slot is
+    /// released, or the failure on a removed device is recorded).
+    private func unlessDomainGone(_ unmap: () -> Void) {
+        if device.iommu == nil { unmap() } else { _ = device.whilePresent(unmap) }
+    }
 }
