@@ -106,6 +106,7 @@ package enum ResultFormat {
         Row(label: "frames per queue batch (median round)", key: "frames_per_queue_batch") { .double($0.framesPerBatch, digits: 2) },
         Row(label: "frames per queue batch, fewest", key: "frames_per_queue_batch_min") { .double($0.framesPerBatchRange.lowerBound, digits: 2) },
         Row(label: "frames per queue batch, most", key: "frames_per_queue_batch_max") { .double($0.framesPerBatchRange.upperBound, digits: 2) },
+        Row(label: "machine hand-off before its runs, ns/B", key: "run_handoff_ns_per_byte") { $0.handoffSamples.isEmpty ? .null : .double($0.handoffNanosecondsPerByte, digits: 3) },
         Row(label: "copy 1 ns/B into pages bounced here", key: "copy1_ns_per_byte_bounced_here") {
             optional($0.copyTiming?.nanosecondsPerByte(.bouncedHere), 3)
         },
@@ -300,6 +301,42 @@ package enum ResultFormat {
         ]
     }
 
+    /// Per design, its rounds, median Gbps and paired ratio at each CPU
+    /// distance (`CPUDistance`; 0 rounds and nulls where none was).
+    static func distanceFields(_ r: TransmitResult) -> [(String, JSONValue)] {
+        CPUDistance.allCases.flatMap { d -> [(String, JSONValue)] in
+            let ratio = r.ratioSpread(at: d)
+            return [("rounds_\(d.rawValue)", .int(ratio?.count ?? 0)),
+                    ("gbps_\(d.rawValue)", optional(r.gbpsSpread(at: d)?.median, 2)),
+                    ("ratio_\(d.rawValue)", optional(ratio?.median, 3)),
+                    ("ratio_\(d.rawValue)_min", optional(ratio?.minimum, 3)),
+                    ("ratio_\(d.rawValue)_max", optional(ratio?.maximum, 3))]
+        }
+    }
+
+    /// The paired ratios split by how far apart the CPUs were when each pair
+    /// ran (`CPUDistance`, from the hand-off probe before every run); nil
+    /// when no run was probed.
+    static func distanceSplit(_ report: Report) -> String? {
+        let results = report.results
+        guard let base = results.first(where: { $0.design == report.baseline }),
+              base.roundDistances.contains(where: { $0 != nil }) else { return nil }
+        func count(_ d: CPUDistance) -> Int { base.roundDistances.filter { $0 == d }.count }
+        var line = "CPU distance (the hand-off probe before every run; far from \(fixed(CPUDistance.farHandoffNanosecondsPerByte, 1)) ns/B): "
+            + "\(report.baseline)'s runs found the CPUs near in \(count(.near)) round(s), far in \(count(.far)) of \(base.roundDistances.count)"
+            + " (a round counts as far if any of its runs did)."
+        let others = results.filter { $0.design != report.baseline }.compactMap { r -> String? in
+            let parts = CPUDistance.allCases.compactMap { d in
+                r.ratioSpread(at: d).map { "\(fixed($0.median, 2))x \(d.rawValue) [\(fixed($0.minimum, 2))-\(fixed($0.maximum, 2)), \($0.count)]" }
+            }
+            return parts.isEmpty ? nil : "\(r.design) " + parts.joined(separator: ", ")
+        }
+        if !others.isEmpty {
+            line += " Paired ratios by distance [min-max, rounds]: " + others.joined(separator: "; ") + "."
+        }
+        return line
+    }
+
     static func optional(_ value: Double?, _ digits: Int) -> JSONValue {
         value.map { .double($0, digits: digits) } ?? .null
     }
@@ -357,6 +394,7 @@ package enum ResultFormat {
                          + "\(fixed(c.copyRateBefore.handoffNanosecondsPerByte, 3)) -> \(fixed(c.copyRateAfter.handoffNanosecondsPerByte, 3)) ns/B, "
                          + "\(fixed(c.copyRateBefore.handoffFactor, 1))x -> \(fixed(c.copyRateAfter.handoffFactor, 1))x the same overwrite after this CPU's own write")
         }
+        if let split = distanceSplit(report) { lines.append(split) }
         for r in results {
             if let split = regimeSplit(r) { lines.append(split) }
         }
@@ -460,10 +498,12 @@ package enum ResultFormat {
             fields += rtRows.map { "\"\($0.key)\": \($0.value(r).json)" }
             fields += rtFields(report).map { "\"\($0.0)\": \($0.1.json)" }
             fields += headRows.map { "\"\($0.key)\": \($0.value(r).json)" }
+            fields += distanceFields(r).map { "\"\($0.0)\": \($0.1.json)" }
             // Each round's figures, in round order, so the spread can be re-examined.
             func array(_ values: [Double], _ digits: Int) -> String { "[" + values.map { JSONValue.double($0, digits: digits).json }.joined(separator: ", ") + "]" }
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
             fields.append("\"round_frames_per_queue_batch\": " + array(r.roundFramesPerBatch, 2))
+            fields.append("\"round_handoff_ns_per_byte\": " + array(r.roundHandoff, 3))
             fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
             fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
             let figures = r.designFigures.map { "\"\(escaped($0.name))\": \"\(escaped($0.text))\"" }.joined(separator: ", ")
@@ -489,11 +529,12 @@ package enum ResultFormat {
         let iommuRun = iommuRunFields(report)
         let extraKeys = (report.results.first.map(designFields) ?? []).map(\.0) + run.map(\.0) + laterRows.map(\.key)
             + iommuRows.map(\.key) + iommuRun.map(\.0) + rtRows.map(\.key) + rtFields(report).map(\.0) + headRows.map(\.key)
+            + (report.results.first.map(distanceFields) ?? []).map(\.0)
         var out = (rows.map(\.key) + extraKeys).joined(separator: ",") + "\n"
         for r in report.results {
             let values = rows.map { $0.value(r) } + (designFields(r) + run).map(\.1) + laterRows.map { $0.value(r) }
                 + iommuRows.map { $0.value(r) } + iommuRun.map(\.1) + rtRows.map { $0.value(r) } + rtFields(report).map(\.1)
-                + headRows.map { $0.value(r) }
+                + headRows.map { $0.value(r) } + distanceFields(r).map(\.1)
             out += values.map { v in
                 if case .string(let s) = v { return "\"" + s.replacingAll("\"", with: "\"\"") + "\"" }
                 return v.json

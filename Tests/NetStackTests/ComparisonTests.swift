@@ -110,6 +110,42 @@ import Glibc
         #expect(results[0].payloadBytes == 2 * (rounds.map { $0[0].result.payloadBytes }.reduce(0, +)))
     }
 
+    /// Runs as `runs(_:)`, each with the hand-off probe's figure before it.
+    static func probedRuns(_ figures: [(any TransmitDesignKind, Double, Double)]) -> [RoundRun] {
+        figures.map { kind, gbps, handoff in
+            var r = result(kind, gbps: gbps, template: template)
+            r.handoffSamples = [handoff]
+            return RoundRun(kind: kind, result: r)
+        }
+    }
+
+    @Test func aPairIsFarWhenAnyOfItsRunsFoundTheCPUsFar() throws {
+        #expect(CPUDistance(handoffNanosecondsPerByte: 0.12) == .near)
+        #expect(CPUDistance(handoffNanosecondsPerByte: CPUDistance.farHandoffNanosecondsPerByte) == .far)
+        #expect(CPUDistance(handoffNanosecondsPerByte: 0) == nil, "0: not measured (one CPU)")
+        // Round 1: the CPUs moved apart before the last bounce run, so
+        // frag-refill's pair is far and page-pool's near; round 2 all near;
+        // round 3 all far. The baseline's round is far if any of its runs was.
+        let rounds = [Self.probedRuns([(.bounce, 10, 0.1), (.pagePool, 40, 0.1), (.bounce, 10, 0.1), (.fragRefill, 20, 0.1), (.bounce, 10, 0.5)]),
+                      Self.probedRuns([(.bounce, 10, 0.1), (.pagePool, 30, 0.1), (.bounce, 10, 0.1), (.fragRefill, 15, 0.1), (.bounce, 10, 0.1)]),
+                      Self.probedRuns([(.bounce, 5, 0.5), (.pagePool, 25, 0.5), (.bounce, 5, 0.5), (.fragRefill, 10, 0.5), (.bounce, 5, 0.5)])]
+        let kinds: [any TransmitDesignKind] = [.bounce, .pagePool, .fragRefill]
+        #expect(Comparison.pairedDistances(rounds[0], kinds: kinds, baseline: .bounce) == [.far, .near, .far])
+        let results = Comparison.results(kinds, rounds: rounds, baseline: .bounce, copyRate: nil)
+        #expect(results[0].roundDistances == [.far, .near, .far])
+        #expect(results[1].roundDistances == [.near, .near, .far])
+        let near = try #require(results[1].ratioSpread(at: .near))
+        #expect(near.count == 2 && abs(near.minimum - 3) < 1e-6 && abs(near.maximum - 4) < 1e-6)
+        #expect(abs(try #require(results[1].ratioSpread(at: .far)).median - 5) < 1e-6)
+        #expect(results[2].ratioSpread(at: .near)?.count == 1 && results[2].ratioSpread(at: .far)?.count == 2)
+        // The hand-off of each round is the median of its runs'.
+        #expect(results[0].roundHandoff == [0.1, 0.1, 0.5])
+        // A run without a probe leaves its pairs unclassified.
+        var unprobed = rounds[1]
+        unprobed[2] = RoundRun(kind: .bounce, result: Self.result(.bounce, gbps: 10, template: Self.template))
+        #expect(Comparison.pairedDistances(unprobed, kinds: kinds, baseline: .bounce) == [nil, nil, nil])
+    }
+
     @Test func breakEvenIsTheBaselinesTimeLessTheDesignsMeasuredWork() throws {
         let t = Self.template
         // Baseline 8 Gbps: 1 s per GB. The design: 4 Gbps (2 s per GB), of

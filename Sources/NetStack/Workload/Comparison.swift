@@ -74,6 +74,44 @@ public struct BreakEven: Sendable, Hashable {
     }
 }
 
+/// How far apart the two CPUs a run used were, as the hand-off probe before
+/// it read them (`MachineCopyRate.handoffNanosecondsPerByte`).
+///
+/// On this shared VM the host moves the two vCPUs between placements that
+/// the probe tells apart: about 0.02 ns/B (likely one core's two threads),
+/// 0.10-0.16 (a shared last-level cache) and 0.45-0.6 (none shared). The
+/// far placement makes every line one CPU hands the other several times
+/// dearer, which moves bounce at two senders on one queue into its per-frame
+/// regime and the ratios with it (Design/netstack.md, "The machine's
+/// placement decides bounce's regime"), so ratios are also given per state.
+public enum CPUDistance: String, Sendable, Hashable, CaseIterable {
+    case near
+    case far
+
+    /// The hand-off cost from which the CPUs count as far: between this VM's
+    /// shared-cache level (0.10-0.16 ns/B) and its unshared one (0.45-0.6).
+    public static let farHandoffNanosecondsPerByte = 0.3
+
+    /// The distance `handoff` ns/B shows; nil when it was not measured (0: a
+    /// machine with one CPU, or a lone run).
+    public init?(handoffNanosecondsPerByte handoff: Double) {
+        guard handoff > 0, handoff.isFinite else { return nil }
+        self = handoff >= Self.farHandoffNanosecondsPerByte ? .far : .near
+    }
+
+    /// The distance of runs taken together: far if any of them was, near if
+    /// all were, nil if any was not measured.
+    public init?(runs: [TransmitResult]) {
+        var distance = CPUDistance.near
+        for run in runs {
+            guard let sample = run.handoffSamples.first, let d = CPUDistance(handoffNanosecondsPerByte: sample) else { return nil }
+            if d == .far { distance = .far }
+        }
+        guard !runs.isEmpty else { return nil }
+        self = distance
+    }
+}
+
 /// One run of a round: the design and what it did.
 public struct RoundRun: Sendable {
     public let kind: any TransmitDesignKind
@@ -145,6 +183,20 @@ public struct Comparison: Sendable {
         }
     }
 
+    /// One round's CPU distance per design (in `kinds` order): that of the
+    /// design's run and the baseline's runs its ratio divides by
+    /// (`CPUDistance(runs:)`); for the baseline, all of its runs.
+    public static func pairedDistances(_ runs: [RoundRun], kinds: [any TransmitDesignKind],
+                                       baseline: any TransmitDesignKind) -> [CPUDistance?] {
+        kinds.map { kind in
+            if kind.name == baseline.name { return CPUDistance(runs: runs.filter { $0.kind.name == kind.name }.map(\.result)) }
+            guard let position = runs.firstIndex(where: { $0.kind.name == kind.name }) else { return nil }
+            let before = runs[..<position].last { $0.kind.name == baseline.name }
+            let after = runs[(position + 1)...].first { $0.kind.name == baseline.name }
+            return CPUDistance(runs: ([before, runs[position], after].compactMap { $0 }).map(\.result))
+        }
+    }
+
     /// Per design (in `kinds` order), its ratio in each round.
     public static func pairedRatios(_ rounds: [[RoundRun]], kinds: [any TransmitDesignKind], baseline: any TransmitDesignKind,
                                     of figure: (TransmitResult) -> Double = { $0.gbps }) -> [[Double]] {
@@ -196,6 +248,7 @@ public struct Comparison: Sendable {
             total.baselineDesign = baseline.name
             total.roundRatios = ratios[i]
             total.roundCPURatios = cpuRatios[i]
+            total.roundDistances = rounds.map { pairedDistances($0, kinds: kinds, baseline: baseline)[i] }
             // The break-even model holds for a design that converts per
             // mapping, in the transmit path (the kind says so).
             total.roundBreakEven = i == b || !kinds[i].convertsPerMapping ? [] : perRound.compactMap { BreakEven.of($0[i], against: $0[b]) }

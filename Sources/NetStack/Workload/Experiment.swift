@@ -368,8 +368,13 @@ public enum Experiment {
             var runs: [RoundRun] = []
             for kind in Comparison.schedule(kinds, baseline: plan.baseline, round: round) {
                 progress?(kind, round)
+                // The machine's state for this run (the host may move the
+                // vCPUs at any time): a few milliseconds, before the guest boots.
+                let handoff = CacheHandoff(bytes: copyBytes).measure(batches: MachineCopyRate.handoffBatchesPerRun,
+                                                                     rewritesPerBatch: MachineCopyRate.handoffRewritesPerBatch / 2)
                 var result = try run(kind, workload: slice, configuration: configuration)
                 result.workload = workload
+                if handoff.afterOtherRead > 0 { result.handoffSamples = [handoff.afterOtherRead] }
                 runs.append(RoundRun(kind: kind, result: result))
             }
             rounds.append(runs)

@@ -103,6 +103,9 @@ public struct MachineCopyRate: Sendable, Hashable {
 
     /// Hand-offs timed per batch of the probe.
     static let handoffRewritesPerBatch = 200
+    /// Batches of the probe `Experiment.comparison` runs before every run
+    /// (of half as many hand-offs each as the probe before and after).
+    static let handoffBatchesPerRun = 3
 }
 
 /// The hand-off probe: a buffer overwritten by this thread right after a

@@ -45,6 +45,18 @@ public struct TransmitResult: Sendable {
         guard let low = roundFramesPerBatch.min(), let high = roundFramesPerBatch.max() else { return framesPerBatch...framesPerBatch }
         return low...high
     }
+    /// The machine's hand-off cost (`MachineCopyRate.handoffNanosecondsPerByte`)
+    /// measured just before each run this result adds up, outside the timed
+    /// window (`Experiment.comparison` measures it; empty for a lone run).
+    public var handoffSamples: [Double] = []
+    /// The hand-off cost of each round (the median of its runs' samples).
+    public var roundHandoff: [Double] = []
+    /// The median round's hand-off cost in ns per byte (0: not measured): the
+    /// machine's state when the design ran, which on this VM moves with
+    /// where the host places the two vCPUs (Design/netstack.md).
+    public var handoffNanosecondsPerByte: Double {
+        Spread(roundHandoff.isEmpty ? handoffSamples : roundHandoff)?.median ?? 0
+    }
     /// Copy 1 split by where its destination was last bounced, when the run
     /// timed it (`--copy-timing`); nil otherwise.
     public var copyTiming: CopyTimingFigures?
@@ -200,6 +212,18 @@ public struct TransmitResult: Sendable {
     public var roundRatios: [Double] = []
     /// The ratio to the baseline: median over rounds, with its spread.
     public var ratioSpread: Spread? { Spread(roundRatios) }
+    /// Per round, how far apart the CPUs were for this design's run and the
+    /// baseline's runs next to it (nil: not measured).
+    public var roundDistances: [CPUDistance?] = []
+    /// The ratio to the baseline over the rounds whose runs all found the
+    /// CPUs at `distance`; nil when no round did.
+    public func ratioSpread(at distance: CPUDistance) -> Spread? {
+        Spread(zip(roundRatios, roundDistances).filter { $0.1 == distance }.map(\.0))
+    }
+    /// The median Gbps over the rounds at `distance`; nil when no round was.
+    public func gbpsSpread(at distance: CPUDistance) -> Spread? {
+        Spread(zip(roundGbps, roundDistances).filter { $0.1 == distance }.map(\.0))
+    }
     /// The baseline's CPU seconds per GB (all roles) over this design's, one
     /// per round: how many times less CPU this design spends per byte.
     public var roundCPURatios: [Double] = []
@@ -241,7 +265,7 @@ public struct TransmitResult: Sendable {
          .sum(\.bytesCopiedBySender), .sum(\.bytesCopiedByDMALayer),
          .sum(\.bytesMappedDirect), .sum(\.bytesMappedBounced), .sum(\.bytesConvertedInPlace),
          .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .sum(\.queueFrames), .sum(\.queueBatches),
-         .combining(\.copyTiming, CopyTimingFigures.sum), .maximum(\.swiotlbPeakSlots),
+         .combining(\.copyTiming, CopyTimingFigures.sum), .combining(\.handoffSamples) { $0 + $1 }, .maximum(\.swiotlbPeakSlots),
          .sum(\.conversionCalls), .sum(\.conversionModelledSeconds), .sum(\.conversionPages),
          .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes), .sum(\.framesDropped), .sum(\.requeues),
          .sum(\.lostPages), .sum(\.refillFailures),
@@ -263,8 +287,8 @@ public struct TransmitResult: Sendable {
     /// paired figures `Experiment.comparison` sets afterwards. With
     /// `aggregatedFields` it names every stored field (checked by a test).
     static var firstRoundFields: [PartialKeyPath<TransmitResult>] {
-        [\.design, \.workload, \.guestDescription, \.roundGbps, \.roundFramesPerBatch, \.swiotlbSlots, \.zeroCopyPercent, \.blockDevice,
-         \.modelledTimeSpun, \.platform, \.iommuTimeSpun, \.baselineDesign, \.roundRatios, \.roundCPURatios, \.roundBreakEven, \.copyRate]
+        [\.design, \.workload, \.guestDescription, \.roundGbps, \.roundFramesPerBatch, \.roundHandoff, \.swiotlbSlots, \.zeroCopyPercent, \.blockDevice,
+         \.modelledTimeSpun, \.platform, \.iommuTimeSpun, \.baselineDesign, \.roundRatios, \.roundDistances, \.roundCPURatios, \.roundBreakEven, \.copyRate]
     }
 
     /// Adds up rounds of one design by `aggregatedFields`: counters are
@@ -276,6 +300,7 @@ public struct TransmitResult: Sendable {
         var total = rounds.dropFirst().reduce(rounds[0]) { fields.combine($0, $1) }
         total.roundGbps = rounds.map(\.gbps)
         total.roundFramesPerBatch = rounds.map(\.framesPerBatch)
+        total.roundHandoff = rounds.map(\.handoffNanosecondsPerByte)
         return total
     }
 
