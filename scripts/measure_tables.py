@@ -115,6 +115,38 @@ def stability_table(record):
     lines.append("")
     lines.append("Largest median over smallest: " + ", ".join(
         f"{d} {max(v) / min(v):.3f}" for d, v in medians.items() if min(v) > 0) + " (goal: at most 1.10).")
+    if "ratio_near" in runs[0][0]:
+        lines += ["", distance_table(runs, designs)]
+    return "\n".join(lines)
+
+
+def distance_table(runs, designs):
+    """The same runs' paired ratios split by the CPUs' distance
+    (`ratio_near`/`ratio_far`, from the hand-off probe before every run), with
+    each split's largest median over its smallest across the runs that had
+    rounds at that distance."""
+    lines = ["By CPU distance (median paired ratio [rounds]; `-`: no round at that distance):", "",
+             "| run | bounce rounds near / far | " + " | ".join(f"{d} near | {d} far" for d in designs) + " |",
+             "| --- | --- | " + " | ".join("--- | ---" for _ in designs) + " |"]
+    medians = {(d, k): [] for d in designs for k in ("near", "far")}
+    for i, run in enumerate(runs):
+        by = {r["design"]: r for r in run}
+        base = by[run[0]["baseline"]]
+        cells = []
+        for d in designs:
+            for k in ("near", "far"):
+                r = by[d]
+                if r.get(f"ratio_{k}") is None:
+                    cells.append("-")
+                else:
+                    medians[(d, k)].append(r[f"ratio_{k}"])
+                    cells.append(f"{r[f'ratio_{k}']:.3f} [{r[f'rounds_{k}']}]")
+        lines.append(f"| {i + 1} | {base['rounds_near']} / {base['rounds_far']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k in ("near", "far"):
+        parts = [f"{d} {max(v) / min(v):.3f} over {len(v)} runs" for (d, kk), v in medians.items() if kk == k and len(v) > 1 and min(v) > 0]
+        if parts:
+            lines.append(f"Largest median over smallest, {k} rounds only: " + ", ".join(parts) + ".")
     return "\n".join(lines)
 
 
