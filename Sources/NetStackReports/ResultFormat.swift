@@ -320,11 +320,11 @@ package enum ResultFormat {
     static func distanceSplit(_ report: Report) -> String? {
         let results = report.results
         guard let base = results.first(where: { $0.design == report.baseline }),
-              base.roundDistances.contains(where: { $0 != nil }) else { return nil }
+              !base.handoffSamples.isEmpty else { return nil }
         func count(_ d: CPUDistance) -> Int { base.roundDistances.filter { $0 == d }.count }
-        var line = "CPU distance (the hand-off probe before every run; far from \(fixed(CPUDistance.farHandoffNanosecondsPerByte, 1)) ns/B): "
-            + "\(report.baseline)'s runs found the CPUs near in \(count(.near)) round(s), far in \(count(.far)) of \(base.roundDistances.count)"
-            + " (a round counts as far if any of its runs did)."
+        let moved = base.roundDistances.filter { $0 == nil }.count
+        var line = "CPU distance (a hand-off probe before and after every run; far from \(fixed(CPUDistance.farHandoffNanosecondsPerByte, 1)) ns/B): "
+            + "\(report.baseline)'s runs found the CPUs near in \(count(.near)) round(s), far in \(count(.far)), and moved between the two in \(moved) of \(base.roundDistances.count)."
         let others = results.filter { $0.design != report.baseline }.compactMap { r -> String? in
             let parts = CPUDistance.allCases.compactMap { d in
                 r.ratioSpread(at: d).map { "\(fixed($0.median, 2))x \(d.rawValue) [\(fixed($0.minimum, 2))-\(fixed($0.maximum, 2)), \($0.count)]" }
@@ -332,7 +332,7 @@ package enum ResultFormat {
             return parts.isEmpty ? nil : "\(r.design) " + parts.joined(separator: ", ")
         }
         if !others.isEmpty {
-            line += " Paired ratios by distance [min-max, rounds]: " + others.joined(separator: "; ") + "."
+            line += " Paired ratios by distance, over the pairs whose probes all agreed [min-max, rounds]: " + others.joined(separator: "; ") + "."
         }
         return line
     }

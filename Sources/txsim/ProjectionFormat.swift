@@ -84,7 +84,13 @@ enum ProjectionFormat {
          ("measured_zero_copy_fraction", .double(r.measuredZeroCopyFraction, digits: 3)),
          ("zero_copy_fraction_error", .double(r.zeroCopyError, digits: 3)), ("within_goal", .bool(r.withinGoal)),
          ("gbps_error_min", .double(r.roundErrors.min() ?? r.gbpsError, digits: 3)),
-         ("gbps_error_max", .double(r.roundErrors.max() ?? r.gbpsError, digits: 3)), ("rounds", .int(r.roundErrors.count))]
+         ("gbps_error_max", .double(r.roundErrors.max() ?? r.gbpsError, digits: 3)), ("rounds", .int(r.roundErrors.count)),
+         // "calibration/run" per round: near, far or - (not measured).
+         ("round_distances", .string(zip(r.roundCalibrationDistances, r.roundRunDistances)
+            .map { "\($0.0?.rawValue ?? "-")/\($0.1?.rawValue ?? "-")" }.joined(separator: " "))),
+         ("rounds_same_distance", .int(r.sameDistanceErrors.count)),
+         ("gbps_error_same_distance", r.sameDistanceErrors.isEmpty ? .null
+            : .double(r.sameDistanceErrors.sorted()[r.sameDistanceErrors.count / 2], digits: 3))]
     }
 
     static func validationJSON(_ rows: [ProjectionValidation.Row]) -> String {
@@ -119,6 +125,20 @@ enum ProjectionFormat {
         if !errors.isEmpty {
             lines.append("")
             lines.append("\(rows.filter(\.withinGoal).count) of \(rows.count) within goal; |Gbps error| median \(fixed(errors[errors.count / 2] * 100, 1))%, largest \(fixed(errors.last! * 100, 1))%")
+        }
+        // The same, over the rounds in which the host kept the vCPUs where
+        // the calibration found them (CPUDistance).
+        let same = rows.filter { !$0.sameDistanceErrors.isEmpty }
+        let rounds = rows.map(\.roundErrors.count).reduce(0, +), sameRounds = rows.map(\.sameDistanceErrors.count).reduce(0, +)
+        if rounds > 0, rows.contains(where: { $0.roundCalibrationDistances.contains { $0 != nil } }) {
+            let within = same.filter { r in
+                let e = r.sameDistanceErrors.sorted()[r.sameDistanceErrors.count / 2]
+                return abs(e) <= ProjectionValidation.gbpsGoal && abs(r.copiesError) <= ProjectionValidation.fractionGoal
+                    && abs(r.zeroCopyError) <= ProjectionValidation.fractionGoal
+            }
+            lines.append("CPU distance (hand-off probe; far from \(fixed(CPUDistance.farHandoffNanosecondsPerByte, 1)) ns/B): \(sameRounds) of \(rounds) design rounds "
+                         + "found the CPUs at the same distance in their calibration and their run; over those rounds alone, "
+                         + "\(within.count) of \(same.count) points within goal (JSON: round_distances, gbps_error_same_distance)")
         }
         return lines.joined(separator: "\n")
     }

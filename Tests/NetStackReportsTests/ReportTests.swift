@@ -97,14 +97,17 @@ import Testing
         #expect((pages["value"] as? [Int])?.count == 2)
         #expect((inline["figures"] as? [String: String])?["pages decrypted/encrypted"]?.contains("/") == true)
         // Every run was probed for the CPUs' distance (on a machine with two
-        // CPUs): the one round is counted near or far, and the text says so.
+        // CPUs): the one round is counted near, far or neither (the probes
+        // disagreed), and the text says so.
         let handoff = try #require(inline["round_handoff_ns_per_byte"] as? [Double])
         #expect(handoff.count == 1)
         let probed = handoff[0] > 0
         let near = try #require(inline["rounds_near"] as? Int), far = try #require(inline["rounds_far"] as? Int)
-        #expect(near + far == (probed ? 1 : 0))
-        #expect((inline[near == 1 ? "ratio_near" : "ratio_far"] as? Double) == (probed ? inline["ratio_to_baseline"] as? Double : nil))
-        #expect(report.table().contains("CPU distance (the hand-off probe before every run") == probed)
+        #expect(near + far <= (probed ? 1 : 0))
+        if near + far == 1 {
+            #expect((inline[near == 1 ? "ratio_near" : "ratio_far"] as? Double) == inline["ratio_to_baseline"] as? Double)
+        }
+        #expect(report.table().contains("CPU distance (a hand-off probe before and after every run") == probed)
     }
 
     @Test func csvKeepsEveryColumnAndSaysWhatProducedIt() throws {

@@ -119,26 +119,34 @@ import Glibc
         }
     }
 
-    @Test func aPairIsFarWhenAnyOfItsRunsFoundTheCPUsFar() throws {
+    @Test func aPairHasADistanceOnlyWhenEveryProbeAroundItAgrees() throws {
         #expect(CPUDistance(handoffNanosecondsPerByte: 0.12) == .near)
         #expect(CPUDistance(handoffNanosecondsPerByte: CPUDistance.farHandoffNanosecondsPerByte) == .far)
         #expect(CPUDistance(handoffNanosecondsPerByte: 0) == nil, "0: not measured (one CPU)")
         // Round 1: the CPUs moved apart before the last bounce run, so
-        // frag-refill's pair is far and page-pool's near; round 2 all near;
-        // round 3 all far. The baseline's round is far if any of its runs was.
+        // frag-refill's pair and bounce's round have no distance, and
+        // page-pool's pair is near; round 2 all near; round 3 all far.
         let rounds = [Self.probedRuns([(.bounce, 10, 0.1), (.pagePool, 40, 0.1), (.bounce, 10, 0.1), (.fragRefill, 20, 0.1), (.bounce, 10, 0.5)]),
                       Self.probedRuns([(.bounce, 10, 0.1), (.pagePool, 30, 0.1), (.bounce, 10, 0.1), (.fragRefill, 15, 0.1), (.bounce, 10, 0.1)]),
                       Self.probedRuns([(.bounce, 5, 0.5), (.pagePool, 25, 0.5), (.bounce, 5, 0.5), (.fragRefill, 10, 0.5), (.bounce, 5, 0.5)])]
         let kinds: [any TransmitDesignKind] = [.bounce, .pagePool, .fragRefill]
-        #expect(Comparison.pairedDistances(rounds[0], kinds: kinds, baseline: .bounce) == [.far, .near, .far])
+        #expect(Comparison.pairedDistances(rounds[0], kinds: kinds, baseline: .bounce) == [nil, .near, nil])
         let results = Comparison.results(kinds, rounds: rounds, baseline: .bounce, copyRate: nil)
-        #expect(results[0].roundDistances == [.far, .near, .far])
+        #expect(results[0].roundDistances == [nil, .near, .far])
         #expect(results[1].roundDistances == [.near, .near, .far])
+        #expect(results[2].roundDistances == [nil, .near, .far])
         let near = try #require(results[1].ratioSpread(at: .near))
         #expect(near.count == 2 && abs(near.minimum - 3) < 1e-6 && abs(near.maximum - 4) < 1e-6)
         #expect(abs(try #require(results[1].ratioSpread(at: .far)).median - 5) < 1e-6)
-        #expect(results[2].ratioSpread(at: .near)?.count == 1 && results[2].ratioSpread(at: .far)?.count == 2)
-        // The hand-off of each round is the median of its runs'.
+        #expect(results[2].ratioSpread(at: .near)?.count == 1 && results[2].ratioSpread(at: .far)?.count == 1)
+        // A run's samples are the probes before and after it: one of each
+        // side of the threshold is a move, whatever the other runs read.
+        var moved = rounds[1]
+        var straddling = moved[1].result
+        straddling.handoffSamples = [0.1, 0.5]
+        moved[1] = RoundRun(kind: .pagePool, result: straddling)
+        #expect(Comparison.pairedDistances(moved, kinds: kinds, baseline: .bounce) == [.near, nil, .near])
+        // The hand-off of each round is the median of its runs' samples.
         #expect(results[0].roundHandoff == [0.1, 0.1, 0.5])
         // A run without a probe leaves its pairs unclassified.
         var unprobed = rounds[1]

@@ -30,6 +30,20 @@ public enum ProjectionValidation {
         /// Per round, (predicted - measured) / measured, the prediction from
         /// the calibration taken just before that round's real run.
         public var roundErrors: [Double] = []
+        /// Per round, how far apart the two CPUs were while the calibration
+        /// ran (the hand-off probe before and after it: far if either was)
+        /// and during the design's real run (`TransmitResult.roundDistances`);
+        /// nil where not measured. A prediction is for the machine the
+        /// calibration saw, so a round in which the host moved the vCPUs
+        /// between the two is not a test of the model.
+        public var roundCalibrationDistances: [CPUDistance?] = []
+        public var roundRunDistances: [CPUDistance?] = []
+        /// The errors of the rounds whose calibration and run found the CPUs
+        /// at the same distance.
+        public var sameDistanceErrors: [Double] {
+            zip(roundErrors, zip(roundCalibrationDistances, roundRunDistances))
+                .filter { $0.1.0 != nil && $0.1.0 == $0.1.1 }.map(\.0)
+        }
         /// The median of the per-round paired errors (without rounds:
         /// (predicted - measured) / measured).
         public var gbpsError: Double {
@@ -104,14 +118,17 @@ public enum ProjectionValidation {
                                                 sendBufferBytes: workload.sendBufferBytes, swiotlbBytes: configuration.memory.swiotlbBytes,
                                                 zeroCopyPercent: configuration.zeroCopyPercent, poolRingSize: configuration.poolRingSize)
                     // [design][round]
-                    var paired = [[(predicted: Projection, measured: TransmitResult, share: Double)]](repeating: [], count: designs.count)
+                    var paired = [[(predicted: Projection, measured: TransmitResult, share: Double, calibrationDistance: CPUDistance?)]](repeating: [], count: designs.count)
                     for round in 0..<rounds {
                         progress?("\(label): round \(round + 1)/\(rounds), calibrating")
+                        let probeBefore = CacheHandoff.probe()
                         let costs = try Calibration.measureDesigns(calibration)
                         let scaling = (0..<3).map { _ in Calibration.twoThreadScaling() }
                         var machineCosts = allMachineCosts
                         machineCosts.twoThreadSpeedup = .measured(scaling.map(\.speedup))
                         machineCosts.twoThreadWorkPerCPUSecond = .measured(scaling.map(\.perCPUSecond))
+                        let probes = [probeBefore, CacheHandoff.probe()].map { CPUDistance(handoffNanosecondsPerByte: $0) }
+                        let calibrationDistance: CPUDistance? = probes.contains(nil) ? nil : (probes.contains(.far) ? .far : .near)
                         let perCPUSecond = machineCosts.twoThreadWorkPerCPUSecond?.value ?? 1
                         let profile = CalibrationProfile(
                             machine: CalibrationMachine(cores: cores, lastLevelCacheBytes: lastLevelCache,
@@ -136,7 +153,7 @@ public enum ProjectionValidation {
                                                             parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPU) : 1,
                                                             nicReadsMemory: false)
                             let predicted = try ProjectionModel.project(name, at: point, profile: profile, machine: machine)
-                            paired[i].append((predicted, result, machine.cpuShare))
+                            paired[i].append((predicted, result, machine.cpuShare, calibrationDistance))
                         }
                     }
                     for (i, name) in options.designs.enumerated() {
@@ -150,6 +167,8 @@ public enum ProjectionValidation {
                                       measuredCopiesPerByte: measured.copiesPerByte, measuredZeroCopyFraction: measured.zeroCopyFraction,
                                       cpuShare: byMeasured[middle].share)
                         row.roundErrors = paired[i].map { $0.measured.gbps > 0 ? ($0.predicted.gbps - $0.measured.gbps) / $0.measured.gbps : .nan }
+                        row.roundCalibrationDistances = paired[i].map(\.calibrationDistance)
+                        row.roundRunDistances = paired[i].map { $0.measured.roundDistances.first ?? nil }
                         rows.append(row)
                     }
                 }

@@ -99,15 +99,13 @@ public enum CPUDistance: String, Sendable, Hashable, CaseIterable {
         self = handoff >= Self.farHandoffNanosecondsPerByte ? .far : .near
     }
 
-    /// The distance of runs taken together: far if any of them was, near if
-    /// all were, nil if any was not measured.
+    /// The distance every probe around `runs` read (each run's samples: the
+    /// probes just before and after it); nil when they disagree (the host
+    /// moved the vCPUs while these runs ran) or a run was not probed.
     public init?(runs: [TransmitResult]) {
-        var distance = CPUDistance.near
-        for run in runs {
-            guard let sample = run.handoffSamples.first, let d = CPUDistance(handoffNanosecondsPerByte: sample) else { return nil }
-            if d == .far { distance = .far }
-        }
-        guard !runs.isEmpty else { return nil }
+        guard !runs.isEmpty, runs.allSatisfy({ !$0.handoffSamples.isEmpty }) else { return nil }
+        let distances = Set(runs.flatMap(\.handoffSamples).map { CPUDistance(handoffNanosecondsPerByte: $0) })
+        guard distances.count == 1, let only = distances.first, let distance = only else { return nil }
         self = distance
     }
 }
@@ -185,7 +183,8 @@ public struct Comparison: Sendable {
 
     /// One round's CPU distance per design (in `kinds` order): that of the
     /// design's run and the baseline's runs its ratio divides by
-    /// (`CPUDistance(runs:)`); for the baseline, all of its runs.
+    /// (`CPUDistance(runs:)`: nil if the probes around them disagree); for
+    /// the baseline, all of its runs.
     public static func pairedDistances(_ runs: [RoundRun], kinds: [any TransmitDesignKind],
                                        baseline: any TransmitDesignKind) -> [CPUDistance?] {
         kinds.map { kind in

@@ -366,18 +366,27 @@ public enum Experiment {
         while rounds.count < plan.rounds || (plan.untilStableCap.map { rounds.count < $0 } ?? false && !stable()) {
             let round = rounds.count
             var runs: [RoundRun] = []
+            // The machine's state around every run (the host may move the
+            // vCPUs at any time): a probe of a few milliseconds before each
+            // run and after the last, outside the timed windows. A run's
+            // samples are the probes just before and just after it.
+            var probe = CacheHandoff.probe(bytes: copyBytes)
+            var probes: [Double] = []
             for kind in Comparison.schedule(kinds, baseline: plan.baseline, round: round) {
                 progress?(kind, round)
-                // The machine's state for this run (the host may move the
-                // vCPUs at any time): a few milliseconds, before the guest boots.
-                let handoff = CacheHandoff(bytes: copyBytes).measure(batches: MachineCopyRate.handoffBatchesPerRun,
-                                                                     rewritesPerBatch: MachineCopyRate.handoffRewritesPerBatch / 2)
+                probes.append(probe)
                 var result = try run(kind, workload: slice, configuration: configuration)
                 result.workload = workload
-                if handoff.afterOtherRead > 0 { result.handoffSamples = [handoff.afterOtherRead] }
                 runs.append(RoundRun(kind: kind, result: result))
+                probe = CacheHandoff.probe(bytes: copyBytes)
             }
-            rounds.append(runs)
+            probes.append(probe)
+            rounds.append(runs.enumerated().map { j, run in
+                var result = run.result
+                let samples = [probes[j], probes[j + 1]]
+                if samples.allSatisfy({ $0 > 0 }) { result.handoffSamples = samples }
+                return RoundRun(kind: run.kind, result: result)
+            })
         }
         let after = MachineCopyRate.measure(copyBytes: copyBytes, workingSetBytes: workingSet)
         let results = Comparison.results(kinds, rounds: rounds, baseline: plan.baseline,

@@ -148,6 +148,14 @@ final class CacheHandoff: @unchecked Sendable {
         }
     }
 
+    /// The probe `Experiment.comparison` runs before every run: the
+    /// hand-off cost in ns per byte of a socket page (32 KiB), a few
+    /// milliseconds; 0 on a machine with one CPU.
+    static func probe(bytes: Int = 32 << 10) -> Double {
+        CacheHandoff(bytes: bytes).measure(batches: MachineCopyRate.handoffBatchesPerRun,
+                                           rewritesPerBatch: MachineCopyRate.handoffRewritesPerBatch / 2).afterOtherRead
+    }
+
     /// Medians over `batches` of the nanoseconds per byte of an overwrite
     /// after the helper's read, and after this thread's own write; both 0
     /// on a machine with one CPU. The writer runs on CPU 0 and the helper on

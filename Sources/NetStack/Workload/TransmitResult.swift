@@ -46,8 +46,9 @@ public struct TransmitResult: Sendable {
         return low...high
     }
     /// The machine's hand-off cost (`MachineCopyRate.handoffNanosecondsPerByte`)
-    /// measured just before each run this result adds up, outside the timed
-    /// window (`Experiment.comparison` measures it; empty for a lone run).
+    /// measured just before and just after each run this result adds up,
+    /// outside the timed window (`Experiment.comparison` measures it; empty
+    /// for a lone run).
     public var handoffSamples: [Double] = []
     /// The hand-off cost of each round (the median of its runs' samples).
     public var roundHandoff: [Double] = []
@@ -213,7 +214,8 @@ public struct TransmitResult: Sendable {
     /// The ratio to the baseline: median over rounds, with its spread.
     public var ratioSpread: Spread? { Spread(roundRatios) }
     /// Per round, how far apart the CPUs were for this design's run and the
-    /// baseline's runs next to it (nil: not measured).
+    /// baseline's runs next to it (nil: not measured, or the host moved the
+    /// vCPUs during them).
     public var roundDistances: [CPUDistance?] = []
     /// The ratio to the baseline over the rounds whose runs all found the
     /// CPUs at `distance`; nil when no round did.
