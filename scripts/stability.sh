@@ -11,14 +11,17 @@
 # another tenant does). STABILITY_HOG_THREADS (default 1) sets how many busy
 # loops start: 1 takes a share of one vCPU (the run loses parallelism), 2 one
 # per vCPU (every thread of the run slows alike, closer to a machine whose
-# speed changes). `python3 scripts/measure_tables.py OUT.json` prints the
-# table, with each design's largest median ratio over its smallest.
+# speed changes). STABILITY_ARGS (default none) adds options to every
+# invocation, for instance "--rounds 40". `python3 scripts/measure_tables.py
+# OUT.json` prints the table, with each design's largest median ratio over its
+# smallest, overall and at each CPU distance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-Design/records/$(date -u +%Y-%m-%d)-stability.json}
 runs=${STABILITY_RUNS:-5}
 hogs=",${STABILITY_HOG_RUNS:-},"
 hog_threads=${STABILITY_HOG_THREADS:-1}
+read -r -a extra <<< "${STABILITY_ARGS:-}"
 case "$hog_threads" in 1|2|3|4) ;; *) echo "stability: invalid STABILITY_HOG_THREADS: $hog_threads (1...4)" >&2; exit 64 ;; esac
 mkdir -p "$(dirname "$out")"
 . scripts/record-setup.sh
@@ -30,7 +33,7 @@ for i in $(seq 1 "$runs"); do
     echo "stability: run $i/$runs$($hog && echo ' (busy loop from halfway)')" >&2
     cut -d' ' -f1-3 /proc/loadavg > "$tmp/load-$i"
     if $hog; then
-        "$txsim" compare --json --quiet > "$tmp/run-$i.json" &
+        "$txsim" compare --json --quiet "${extra[@]}" > "$tmp/run-$i.json" &
         run=$!
         # The default run takes about 20 s (10 rounds x 9 runs x 0.2 s, plus guests).
         sleep 10
@@ -42,7 +45,7 @@ for i in $(seq 1 "$runs"); do
         wait "$run"
         kill $busy
     else
-        "$txsim" compare --json --quiet > "$tmp/run-$i.json"
+        "$txsim" compare --json --quiet "${extra[@]}" > "$tmp/run-$i.json"
     fi
     echo "$hog" > "$tmp/hog-$i"
 done
@@ -50,7 +53,7 @@ python3 - "$out" "$tmp" "$runs" <<PY
 import json, sys, datetime
 out, tmp, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 record = {
-    "command": "txsim compare --json --quiet (default workload), %d invocations in a row (scripts/stability.sh)" % n,
+    "command": "txsim compare --json --quiet%s (default workload), %d invocations in a row (scripts/stability.sh)" % ((" " + "${STABILITY_ARGS:-}") if "${STABILITY_ARGS:-}" else "", n),
     "busy_loop_threads": $hog_threads,
     "revision": "$revision",
     "git_tree_clean": $([ "$clean" = true ] && echo True || echo False),
