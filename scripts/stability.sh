@@ -35,8 +35,9 @@ for i in $(seq 1 "$runs"); do
     if $hog; then
         "$txsim" compare --json --quiet "${extra[@]}" > "$tmp/run-$i.json" &
         run=$!
-        # The default run takes about 20 s (10 rounds x 9 runs x 0.2 s, plus guests).
-        sleep 10
+        # The default run takes about 35 s (40 rounds x 9 runs x 0.05 s, plus
+        # guests and probes).
+        sleep 17
         busy=""
         for _ in $(seq 1 "$hog_threads"); do
             sh -c 'while :; do :; done' &

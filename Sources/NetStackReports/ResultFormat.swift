@@ -358,7 +358,20 @@ package enum ResultFormat {
         let total = batched.count + perFrame.count
         return "Regimes: \(r.design)'s rounds split: \(batched.count) of \(total) batched (\(fixed(batchedRegimeFrames, 0)) or more frames per queue batch), "
             + "median \(fixed(Spread(batched)?.median ?? 0, 1)) Gbps; \(perFrame.count) per frame (each sender transmitting its own frame), "
-            + "median \(fixed(Spread(perFrame)?.median ?? 0, 1)) Gbps. Its ratios move with the split (Design/netstack.md)."
+            + "median \(fixed(Spread(perFrame)?.median ?? 0, 1)) Gbps."
+            + distanceCounts(r) + " Its ratios move with the split (Design/netstack.md)."
+    }
+
+    /// The regimes against the CPU distance, run by run: how many batched
+    /// and per-frame runs found the CPUs near, far, or moving.
+    static func distanceCounts(_ r: TransmitResult) -> String {
+        let distances = r.runDistances
+        guard !distances.isEmpty, distances.count == r.runFramesPerBatch.count else { return "" }
+        func counts(_ batched: Bool) -> String {
+            let runs = zip(r.runFramesPerBatch, distances).filter { ($0.0 >= batchedRegimeFrames) == batched }.map(\.1)
+            return "\(runs.filter { $0 == .near }.count) near, \(runs.filter { $0 == .far }.count) far, \(runs.filter { $0 == nil }.count) moved"
+        }
+        return " Its \(distances.count) runs by CPU distance (probes before and after each): batched \(counts(true)); per frame \(counts(false))."
     }
 
     static func table(_ report: Report) -> String {
@@ -504,6 +517,10 @@ package enum ResultFormat {
             fields.append("\"round_gbps\": " + array(r.roundGbps, 2))
             fields.append("\"round_frames_per_queue_batch\": " + array(r.roundFramesPerBatch, 2))
             fields.append("\"round_handoff_ns_per_byte\": " + array(r.roundHandoff, 3))
+            // Run by run (a round of the baseline has several), when probed.
+            fields.append("\"run_handoff_ns_per_byte\": " + array(r.handoffSamples, 3))
+            fields.append("\"run_frames_per_queue_batch\": " + array(r.runFramesPerBatch, 2))
+            fields.append("\"run_gbps\": " + array(r.runGbps, 2))
             fields.append("\"round_ratios\": " + array(r.roundRatios, 3))
             fields.append("\"round_cpu_ratios\": " + array(r.roundCPURatios, 3))
             let figures = r.designFigures.map { "\"\(escaped($0.name))\": \"\(escaped($0.text))\"" }.joined(separator: ", ")

@@ -91,8 +91,12 @@ struct Compare: ParsableCommand {
             help: "Add rounds of the same length, up to this many rounds in all (--rounds...100), until every ratio's interquartile range is within +-5% of its median.")
     var untilStable: Int?
 
-    /// Many short rounds: 2 s per design in 10 rounds of 0.2 s.
-    static let defaultRounds = 10
+    /// Many short rounds: 2 s per design in 40 rounds of 0.05 s. Short
+    /// enough that the host seldom moves the two vCPUs during a pair of
+    /// runs, so most pairs get a CPU distance (Design/netstack.md, "The
+    /// host's placement of the two vCPUs"); with 10 rounds of 0.2 s most
+    /// pairs straddled a move.
+    static let defaultRounds = 40
 
     func kinds() throws -> [any TransmitDesignKind] {
         guard let designs else {

@@ -72,6 +72,14 @@ import Testing
         let line = try #require(ResultFormat.regimeSplit(r))
         #expect(line.contains("2 of 5 batched") && line.contains("median 72.0 Gbps"))
         #expect(line.contains("3 per frame") && line.contains("median 42.0 Gbps"))
+        // Run by run against the probes on both sides of each run: a
+        // batched run near, a per-frame run far, one that moved.
+        r.runFramesPerBatch = [15, 1.2, 1.3]
+        r.handoffSamples = [0.12, 0.14, 0.5, 0.55, 0.1, 0.5]
+        #expect(r.runDistances == [.near, .far, nil])
+        let counted = try #require(ResultFormat.regimeSplit(r))
+        #expect(counted.contains("Its 3 runs by CPU distance") && counted.contains("batched 1 near, 0 far, 0 moved")
+                && counted.contains("per frame 0 near, 1 far, 1 moved"))
         r.roundFramesPerBatch = [1.2, 1.1, 1.3, 1.0, 1.25]
         #expect(ResultFormat.regimeSplit(r) == nil)
     }

@@ -384,7 +384,11 @@ public enum Experiment {
             rounds.append(runs.enumerated().map { j, run in
                 var result = run.result
                 let samples = [probes[j], probes[j + 1]]
-                if samples.allSatisfy({ $0 > 0 }) { result.handoffSamples = samples }
+                if samples.allSatisfy({ $0 > 0 }) {
+                    result.handoffSamples = samples
+                    result.runFramesPerBatch = [result.framesPerBatch]
+                    result.runGbps = [result.gbps]
+                }
                 return RoundRun(kind: run.kind, result: result)
             })
         }

@@ -50,6 +50,19 @@ public struct TransmitResult: Sendable {
     /// outside the timed window (`Experiment.comparison` measures it; empty
     /// for a lone run).
     public var handoffSamples: [Double] = []
+    /// Each run's frames per queue batch and Gbps, in the order of
+    /// `handoffSamples` (two samples per run), when `Experiment.comparison`
+    /// probed them: a round of the baseline has several runs, and each can
+    /// fall in its own regime and at its own distance.
+    public var runFramesPerBatch: [Double] = []
+    public var runGbps: [Double] = []
+    /// Per run, the distance both probes around it read (nil: they disagreed).
+    public var runDistances: [CPUDistance?] {
+        stride(from: 0, to: handoffSamples.count - 1, by: 2).map { j in
+            let d = [handoffSamples[j], handoffSamples[j + 1]].map { CPUDistance(handoffNanosecondsPerByte: $0) }
+            return d[0] == d[1] ? d[0] : nil
+        }
+    }
     /// The hand-off cost of each round (the median of its runs' samples).
     public var roundHandoff: [Double] = []
     /// The median round's hand-off cost in ns per byte (0: not measured): the
@@ -267,7 +280,8 @@ public struct TransmitResult: Sendable {
          .sum(\.bytesCopiedBySender), .sum(\.bytesCopiedByDMALayer),
          .sum(\.bytesMappedDirect), .sum(\.bytesMappedBounced), .sum(\.bytesConvertedInPlace),
          .sum(\.senderCPUSeconds), .sum(\.queueCPUSeconds), .sum(\.queueFrames), .sum(\.queueBatches),
-         .combining(\.copyTiming, CopyTimingFigures.sum), .combining(\.handoffSamples) { $0 + $1 }, .maximum(\.swiotlbPeakSlots),
+         .combining(\.copyTiming, CopyTimingFigures.sum), .combining(\.handoffSamples) { $0 + $1 },
+         .combining(\.runFramesPerBatch) { $0 + $1 }, .combining(\.runGbps) { $0 + $1 }, .maximum(\.swiotlbPeakSlots),
          .sum(\.conversionCalls), .sum(\.conversionModelledSeconds), .sum(\.conversionPages),
          .sum(\.dmaFaults), .sum(\.verifiedBytes), .sum(\.corruptBytes), .sum(\.framesDropped), .sum(\.requeues),
          .sum(\.lostPages), .sum(\.refillFailures),
