@@ -11,6 +11,7 @@ Every figure comes from the record; the header says which record, revision,
 machine and load it is from.
 """
 import json
+import statistics
 import sys
 
 KERNEL = {  # bench_page_pool_simple, Xeon E5-1650 v4 3.6 GHz (kernel-facts.md)
@@ -142,11 +143,47 @@ def distance_table(runs, designs):
                     medians[(d, k)].append(r[f"ratio_{k}"])
                     cells.append(f"{r[f'ratio_{k}']:.3f} [{r[f'rounds_{k}']}]")
         lines.append(f"| {i + 1} | {base['rounds_near']} / {base['rounds_far']} | " + " | ".join(cells) + " |")
+    if "run_frames_per_queue_batch" in runs[0][0]:
+        lines += ["", run_distance_table(runs)]
     lines.append("")
     for k in ("near", "far"):
         parts = [f"{d} {max(v) / min(v):.3f} over {len(v)} runs" for (d, kk), v in medians.items() if kk == k and len(v) > 1 and min(v) > 0]
         if parts:
             lines.append(f"Largest median over smallest, {k} rounds only: " + ", ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def run_distance(samples, j, far=0.3):
+    """The distance both probes around run j read, or None when they differ."""
+    d = ["far" if x >= far else "near" for x in samples[2 * j:2 * j + 2]]
+    return d[0] if d[0] == d[1] else None
+
+
+def run_distance_table(runs):
+    """Every run of bounce (five per round) and of decrypted-pool by the
+    probes on both sides of it: bounce's regime (batched from 2 frames per
+    queue batch) and decrypted-pool's median Gbps at each distance."""
+    lines = ["Run by run (probes before and after each run; `moved`: they disagreed):", "",
+             "| invocation | bounce batched: near / far / moved | bounce per frame: near / far / moved | decrypted-pool Gbps near [runs] | far [runs] |",
+             "| --- | --- | --- | --- | --- |"]
+    for i, run in enumerate(runs):
+        by = {r["design"]: r for r in run}
+        b = by["bounce"]
+        cells = []
+        for batched in (True, False):
+            c = {"near": 0, "far": 0, None: 0}
+            for j, f in enumerate(b["run_frames_per_queue_batch"]):
+                if (f >= 2) == batched:
+                    c[run_distance(b["run_handoff_ns_per_byte"], j)] += 1
+            cells.append(f"{c['near']} / {c['far']} / {c[None]}")
+        if "decrypted-pool" in by:
+            d = by["decrypted-pool"]
+            for k in ("near", "far"):
+                g = sorted(x for j, x in enumerate(d["run_gbps"]) if run_distance(d["run_handoff_ns_per_byte"], j) == k)
+                cells.append(f"{statistics.median(g):.0f} [{len(g)}]" if g else "-")
+        else:
+            cells += ["-", "-"]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -74,16 +74,16 @@ public struct BreakEven: Sendable, Hashable {
     }
 }
 
-/// How far apart the two CPUs a run used were, as the hand-off probe before
-/// it read them (`MachineCopyRate.handoffNanosecondsPerByte`).
+/// How far apart the two CPUs a run used were, as the hand-off probes before
+/// and after it read them (`MachineCopyRate.handoffNanosecondsPerByte`).
 ///
 /// On this shared VM the host moves the two vCPUs between placements that
 /// the probe tells apart: about 0.02 ns/B (likely one core's two threads),
 /// 0.10-0.16 (a shared last-level cache) and 0.45-0.6 (none shared). The
 /// far placement makes every line one CPU hands the other several times
 /// dearer, which moves bounce at two senders on one queue into its per-frame
-/// regime and the ratios with it (Design/netstack.md, "The machine's
-/// placement decides bounce's regime"), so ratios are also given per state.
+/// regime and the ratios with it (Design/netstack.md, "The host's placement
+/// of the two vCPUs"), so ratios are also given per distance.
 public enum CPUDistance: String, Sendable, Hashable, CaseIterable {
     case near
     case far
