@@ -148,20 +148,31 @@ final class CacheHandoff: @unchecked Sendable {
         }
     }
 
-    /// The probe `Experiment.comparison` runs before every run: the
+    /// The probe `Experiment.comparison` runs around every run: the
     /// hand-off cost in ns per byte of a socket page (32 KiB), a few
     /// milliseconds; 0 on a machine with one CPU.
     static func probe(bytes: Int = 32 << 10) -> Double {
         CacheHandoff(bytes: bytes).measure(batches: MachineCopyRate.handoffBatchesPerRun,
-                                           rewritesPerBatch: MachineCopyRate.handoffRewritesPerBatch / 2).afterOtherRead
+                                           rewritesPerBatch: MachineCopyRate.handoffRewritesPerBatch / 2,
+                                           budgetNanoseconds: probeBudgetNanoseconds).afterOtherRead
     }
+
+    /// At most 20 ms per probe (a few milliseconds on an idle machine): a comparison
+    /// probes between every two runs, and a busy machine must not make that its cost.
+    static let probeBudgetNanoseconds: UInt64 = 20_000_000
 
     /// Medians over `batches` of the nanoseconds per byte of an overwrite
     /// after the helper's read, and after this thread's own write; both 0
     /// on a machine with one CPU. The writer runs on CPU 0 and the helper on
     /// CPU 1, each in a thread of its own bound there, so the figure is the
     /// cross-CPU cost whatever the scheduler would have done.
-    func measure(batches: Int, rewritesPerBatch: Int) -> (afterOtherRead: Double, afterOwnWrite: Double) {
+    ///
+    /// With `budgetNanoseconds`, the probe stops once it has run that long
+    /// and uses the hand-offs it timed (none: 0, not measured). Each
+    /// hand-off needs the other thread running, so on a machine whose CPUs
+    /// are busy the probe would otherwise wait on the scheduler for every
+    /// one; the timed overwrite itself does not include that wait.
+    func measure(batches: Int, rewritesPerBatch: Int, budgetNanoseconds: UInt64? = nil) -> (afterOtherRead: Double, afterOwnWrite: Double) {
         guard onlineCPUCount() >= 2 else { return (0, 0) }
         let helper = ModelThread.start(name: "handoff-reader") { [self] in
             _ = pinCurrentThread(toCPU: 1)
@@ -178,10 +189,18 @@ final class CacheHandoff: @unchecked Sendable {
             _ = pinCurrentThread(toCPU: 0)
             var other: [Double] = []
             var own: [Double] = []
-            for _ in 0..<batches {
+            let deadline = budgetNanoseconds.map { monotonicNanoseconds() &+ $0 }
+            var overBudget = false
+            for _ in 0..<batches where !overBudget {
                 var otherNanoseconds: UInt64 = 0
                 var ownNanoseconds: UInt64 = 0
+                var rewrites = 0
                 for _ in 0..<rewritesPerBatch {
+                    if let deadline, monotonicNanoseconds() > deadline {
+                        overBudget = true
+                        break
+                    }
+                    rewrites += 1
                     memcpy(buffer, source, bytes)
                     request.store(1, ordering: .releasing)
                     Self.spin { request.load(ordering: .acquiring) == 0 }
@@ -193,7 +212,8 @@ final class CacheHandoff: @unchecked Sendable {
                     otherNanoseconds &+= t1 &- t0
                     ownNanoseconds &+= t2 &- t1
                 }
-                let total = Double(rewritesPerBatch * bytes)
+                guard rewrites > 0 else { break }
+                let total = Double(rewrites * bytes)
                 other.append(Double(otherNanoseconds) / total)
                 own.append(Double(ownNanoseconds) / total)
             }
