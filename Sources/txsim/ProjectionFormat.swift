@@ -89,6 +89,8 @@ enum ProjectionFormat {
          ("round_distances", .string(zip(r.roundCalibrationDistances, r.roundRunDistances)
             .map { "\($0.0?.rawValue ?? "-")/\($0.1?.rawValue ?? "-")" }.joined(separator: " "))),
          ("rounds_same_distance", .int(r.sameDistanceErrors.count)),
+         // Per round, the speedup over one sender the prediction assumed.
+         ("round_parallel_speedups", .string(r.roundParallelSpeedups.map { fixed($0, 3) }.joined(separator: " "))),
          ("gbps_error_same_distance", r.sameDistanceErrors.isEmpty ? .null
             : .double(r.sameDistanceErrors.sorted()[r.sameDistanceErrors.count / 2], digits: 3))]
     }

@@ -38,6 +38,11 @@ public enum ProjectionValidation {
         /// between the two is not a test of the model.
         public var roundCalibrationDistances: [CPUDistance?] = []
         public var roundRunDistances: [CPUDistance?] = []
+        /// Per round, the parallel speedup the prediction used (`MachineParameters.parallelSpeedup`:
+        /// 1 at one sender; at two, 2 x that round's calibrated
+        /// `two_sender_work_per_cpu_second`, at most 2), so that a miss at two
+        /// senders can be told apart from a miss in the one-sender costs.
+        public var roundParallelSpeedups: [Double] = []
         /// The errors of the rounds whose calibration and run found the CPUs
         /// at the same distance.
         public var sameDistanceErrors: [Double] {
@@ -118,7 +123,7 @@ public enum ProjectionValidation {
                                                 sendBufferBytes: workload.sendBufferBytes, swiotlbBytes: configuration.memory.swiotlbBytes,
                                                 zeroCopyPercent: configuration.zeroCopyPercent, poolRingSize: configuration.poolRingSize)
                     // [design][round]
-                    var paired = [[(predicted: Projection, measured: TransmitResult, share: Double, calibrationDistance: CPUDistance?)]](repeating: [], count: designs.count)
+                    var paired = [[(predicted: Projection, measured: TransmitResult, share: Double, calibrationDistance: CPUDistance?, speedup: Double)]](repeating: [], count: designs.count)
                     for round in 0..<rounds {
                         progress?("\(label): round \(round + 1)/\(rounds), calibrating")
                         let probeBefore = CacheHandoff.probe()
@@ -153,7 +158,7 @@ public enum ProjectionValidation {
                                                             parallelSpeedup: s >= 2 ? Double(s) * min(1, perCPU) : 1,
                                                             nicReadsMemory: false)
                             let predicted = try ProjectionModel.project(name, at: point, profile: profile, machine: machine)
-                            paired[i].append((predicted, result, machine.cpuShare, calibrationDistance))
+                            paired[i].append((predicted, result, machine.cpuShare, calibrationDistance, machine.parallelSpeedup ?? 1))
                         }
                     }
                     for (i, name) in options.designs.enumerated() {
@@ -168,6 +173,7 @@ public enum ProjectionValidation {
                                       cpuShare: byMeasured[middle].share)
                         row.roundErrors = paired[i].map { $0.measured.gbps > 0 ? ($0.predicted.gbps - $0.measured.gbps) / $0.measured.gbps : .nan }
                         row.roundCalibrationDistances = paired[i].map(\.calibrationDistance)
+                        row.roundParallelSpeedups = paired[i].map(\.speedup)
                         row.roundRunDistances = paired[i].map { $0.measured.roundDistances.first ?? nil }
                         rows.append(row)
                     }
