@@ -42,11 +42,21 @@ import Testing
             let speedup = try #require(Double(speedups), "\(speedups)")
             if o["senders"] as? Int == 1 { #expect(speedup == 1) } else { #expect(speedup > 0 && speedup <= 2) }
             // Bounce copies every byte twice and never zero-copies; page-pool
-            // copies once into pages the device reads in place.
+            // copies once into pages the device reads in place (a refill the
+            // pool cannot serve falls back to a general page, which bounces:
+            // under pressure that may happen, within the validation's goal).
             let bounce = o["design"] as? String == "bounce"
-            #expect(o["predicted_copies_per_byte"] as? Double == (bounce ? 2 : 1))
-            #expect(o["measured_copies_per_byte"] as? Double == (bounce ? 2 : 1))
-            #expect(o["measured_zero_copy_fraction"] as? Double == (bounce ? 0 : 1))
+            let copies = try #require(o["measured_copies_per_byte"] as? Double)
+            let zeroCopy = try #require(o["measured_zero_copy_fraction"] as? Double)
+            if bounce {
+                #expect(o["predicted_copies_per_byte"] as? Double == 2 && copies == 2 && zeroCopy == 0, "\(o)")
+            } else {
+                let predicted = try #require(o["predicted_copies_per_byte"] as? Double)
+                #expect(predicted >= 1 && predicted <= 1.05, "\(o)")
+                #expect(copies >= 1 && copies <= 1.05 && zeroCopy >= 0.95 && zeroCopy <= 1, "\(o)")
+            }
+            #expect(abs(try #require(o["copies_per_byte_error"] as? Double)) <= 0.05, "\(o)")
+            #expect(abs(try #require(o["zero_copy_fraction_error"] as? Double)) <= 0.05, "\(o)")
         }
     }
 }
