@@ -7,9 +7,7 @@ import Testing
     @Test func theJSONCarriesEachUsersFiguresAndNothingIsLost() throws {
         let outcome = try txsim(["shared", "--duration", "0.1", "--rounds", "1", "--json", "--quiet", "--guest-mib", "256", "--swiotlb-mib", "32"])
         #expect(outcome.status == 0, "\(outcome.output)")
-        let start = outcome.output.firstIndex(of: "[") ?? outcome.output.startIndex
-        let data = Data(outcome.output[start...].utf8)
-        let objects = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
+        let objects = try jsonObjects(outcome)
         #expect(objects.map { $0["source"] as? String } == ["general", "pre-decrypted"])
         for key in ["tx_gbps", "tx_copies_per_byte", "tx_head_copies_per_byte", "block_gbyte_per_s", "block_copies_per_byte",
                     "slab_gbyte_per_s", "slab_copies_per_byte", "chunks_converted", "peak_shared_bytes", "chunks_held_end",

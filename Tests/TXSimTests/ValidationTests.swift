@@ -11,8 +11,7 @@ import Testing
         let outcome = try txsim(["project", "--validate", "--designs", "bounce,page-pool", "--rounds", "1", "--duration", "0.15",
                                  "--seconds-per-run", "0.05", "--repetitions", "1", "--json", "--quiet"])
         #expect(outcome.status == 0, "\(outcome.output)")
-        let start = outcome.output.firstIndex(of: "[") ?? outcome.output.startIndex
-        let objects = try #require(try JSONSerialization.jsonObject(with: Data(outcome.output[start...].utf8)) as? [[String: Any]])
+        let objects = try jsonObjects(outcome)
         // 2 designs x (1, 2 senders) x (1, 2 queues) x (default, pressure).
         #expect(objects.count == 16)
         for workload in ["default", "pressure"] {
