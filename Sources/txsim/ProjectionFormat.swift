@@ -91,8 +91,7 @@ enum ProjectionFormat {
          ("rounds_same_distance", .int(r.sameDistanceErrors.count)),
          // Per round, the speedup over one sender the prediction assumed.
          ("round_parallel_speedups", .string(r.roundParallelSpeedups.map { fixed($0, 3) }.joined(separator: " "))),
-         ("gbps_error_same_distance", r.sameDistanceErrors.isEmpty ? .null
-            : .double(r.sameDistanceErrors.sorted()[r.sameDistanceErrors.count / 2], digits: 3))]
+         ("gbps_error_same_distance", r.gbpsErrorSameDistance.map { .double($0, digits: 3) } ?? .null)]
     }
 
     static func validationJSON(_ rows: [ProjectionValidation.Row]) -> String {
@@ -130,14 +129,10 @@ enum ProjectionFormat {
         }
         // The same, over the rounds in which the host kept the vCPUs where
         // the calibration found them (CPUDistance).
-        let same = rows.filter { !$0.sameDistanceErrors.isEmpty }
+        let same = rows.compactMap { r in r.gbpsErrorSameDistance.map { (row: r, error: $0) } }
         let rounds = rows.map(\.roundErrors.count).reduce(0, +), sameRounds = rows.map(\.sameDistanceErrors.count).reduce(0, +)
         if rounds > 0, rows.contains(where: { $0.roundCalibrationDistances.contains { $0 != nil } }) {
-            let within = same.filter { r in
-                let e = r.sameDistanceErrors.sorted()[r.sameDistanceErrors.count / 2]
-                return abs(e) <= ProjectionValidation.gbpsGoal && abs(r.copiesError) <= ProjectionValidation.fractionGoal
-                    && abs(r.zeroCopyError) <= ProjectionValidation.fractionGoal
-            }
+            let within = same.filter { $0.row.meetsGoals(gbpsError: $0.error) }
             lines.append("CPU distance (hand-off probe; far from \(fixed(CPUDistance.farHandoffNanosecondsPerByte, 1)) ns/B): \(sameRounds) of \(rounds) design rounds "
                          + "found the CPUs at the same distance in their calibration and their run; over those rounds alone, "
                          + "\(within.count) of \(same.count) points within goal (JSON: round_distances, gbps_error_same_distance)")

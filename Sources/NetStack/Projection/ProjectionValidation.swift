@@ -49,6 +49,12 @@ public enum ProjectionValidation {
             zip(roundErrors, zip(roundCalibrationDistances, roundRunDistances))
                 .filter { $0.1.0 != nil && $0.1.0 == $0.1.1 }.map(\.0)
         }
+        /// The median of `sameDistanceErrors`; nil when no round's calibration
+        /// and run agreed.
+        public var gbpsErrorSameDistance: Double? {
+            let errors = sameDistanceErrors
+            return errors.isEmpty ? nil : errors.sorted()[errors.count / 2]
+        }
         /// The median of the per-round paired errors (without rounds:
         /// (predicted - measured) / measured).
         public var gbpsError: Double {
@@ -57,7 +63,10 @@ public enum ProjectionValidation {
         }
         public var copiesError: Double { predicted.copiesPerByte - measuredCopiesPerByte }
         public var zeroCopyError: Double { predicted.zeroCopyFraction - measuredZeroCopyFraction }
-        public var withinGoal: Bool {
+        public var withinGoal: Bool { meetsGoals(gbpsError: gbpsError) }
+        /// The goals with `gbpsError` as the point's Gbps error (the median
+        /// over all its rounds, or over a subset such as the same-distance ones).
+        public func meetsGoals(gbpsError: Double) -> Bool {
             abs(gbpsError) <= ProjectionValidation.gbpsGoal && abs(copiesError) <= ProjectionValidation.fractionGoal
                 && abs(zeroCopyError) <= ProjectionValidation.fractionGoal
         }
