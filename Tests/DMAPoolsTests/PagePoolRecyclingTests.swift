@@ -390,6 +390,21 @@ struct PageBatch: @unchecked Sendable { var pages: [Page] }
         }
     }
 
+    /// `pool_ring_remote_ns` measures the cross-CPU ring: every page the
+    /// owner allocates comes back through the ring (none through the cache,
+    /// none to the provider), and the owner refills from the ring.
+    @Test func theRemoteLoopRecyclesThroughTheRing() throws {
+        let fixture = try PagePoolMicrobench.Fixture(remotePutter: true)
+        let before = fixture.pool.statistics
+        try PagePoolMicrobench.ringRemote(fixture, operations: 5000)
+        let after = fixture.pool.statistics
+        #expect(after.recycling.ring - before.recycling.ring == 5000)
+        #expect(after.recycling.cached == before.recycling.cached)
+        #expect(after.recycling.ringFull == 0)
+        #expect(after.releaseCount == before.releaseCount)
+        #expect(after.allocation.refill > before.allocation.refill)
+    }
+
     @Test func bulkAllocationTakesTheCacheInPopOrder() throws {
         let fixture = try PagePoolMicrobench.Fixture(bulk: 32)
         let pool = fixture.pool

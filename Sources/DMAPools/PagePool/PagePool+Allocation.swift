@@ -158,9 +158,9 @@ extension PagePool {
         descriptor.pointee.ownerObject = ownerObject
         for i in 0..<(1 << Int(descriptor.pointee.order)) { descriptor[i].owner = .pagePool }
         descriptor.pointee._fragmentReferenceCount.store(0, ordering: .relaxed)
-        if hot.pointee.dmaSync {
+        if readMostly.pointee.dmaSync {
             // `page_pool_dma_map` syncs max_len for the device right after mapping.
-            provider.syncForDevice(page, offset: hot.pointee.syncOffset, length: hot.pointee.maxLength, for: self)
+            provider.syncForDevice(page, offset: readMostly.pointee.syncOffset, length: readMostly.pointee.maxLength, for: self)
         }
         if tracksMappedPages { shared.dmaMapped.withLock { _ = $0.insert(page) } }
         // Single writer (the owner), atomic so others can read: load + store, no RMW.
@@ -170,8 +170,8 @@ extension PagePool {
     #if DMAPOOLS_INVARIANTS
     @inlinable
     func _checkAllocationContext() {
-        let owner = hot.pointee.owner
-        if owner != _PagePoolHotState.noOwner && !_isCurrentThread(owner) {
+        let owner = readMostly.pointee.owner
+        if owner != _PagePoolReadMostlyState.noOwner && !_isCurrentThread(owner) {
             _allocationFromWrongThread()
         }
     }

@@ -122,7 +122,7 @@ extension PagePool {
         hot.pointee.fragmentPage = nil
         if _dropFragmentBias(page) != 0 { return nil }
         if _canBeRecycled(page) {
-            if hot.pointee.dmaSync { _syncForDevice(page, size: -1) }
+            if readMostly.pointee.dmaSync { _syncForDevice(page, size: -1) }
             return page
         }
         _returnToProvider(page)

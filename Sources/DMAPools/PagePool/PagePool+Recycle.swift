@@ -142,14 +142,21 @@ extension PagePool {
     /// many. Pages that may not be recycled are released on the way.
     @inline(__always)
     func _collectRecyclable(_ pages: UnsafeBufferPointer<Page>, into recyclable: UnsafeMutablePointer<Page>) -> Int {
-        let signature = hot.pointee.signature
+        // Read once per run: the stores into the descriptors below would
+        // otherwise make the compiler reload them for every page.
+        let signature = readMostly.pointee.signature
+        let dmaSync = readMostly.pointee.dmaSync
         var count = 0
         for page in pages {
             let head = page.head
             guard _unreference(head, signature: signature) else { continue }
             // `__page_pool_put_page` without the cache step: the caller moves
             // the whole run into the cache at once.
-            guard _recycleCandidate(head, dmaSyncSize: -1, allowDirect: false) else { continue }
+            guard _fastPath(_canBeRecycled(head)) else {
+                _releaseElevatedReference(head)
+                continue
+            }
+            if _slowPath(dmaSync) { _syncForDeviceUnlessDestroyed(head, size: -1) }
             (recyclable + count).initialize(to: head)
             count &+= 1   // at most bulkPutSize
         }
@@ -181,7 +188,7 @@ extension PagePool {
     /// was the page's last fragment reference.
     @inlinable
     func _unreference(_ head: Page) -> Bool {
-        _unreference(head, signature: hot.pointee.signature)
+        _unreference(head, signature: readMostly.pointee.signature)
     }
 
     /// `_unreference(_:)` with the pool's signature already loaded (a bulk
@@ -239,7 +246,7 @@ extension PagePool {
             return false
         }
         let hot = self.hot
-        if _slowPath(hot.pointee.dmaSync) { _syncForDeviceUnlessDestroyed(head, size: dmaSyncSize) }
+        if _slowPath(readMostly.pointee.dmaSync) { _syncForDeviceUnlessDestroyed(head, size: dmaSyncSize) }
         if allowDirect {
             // `page_pool_recycle_in_cache`.
             let count = hot.pointee.cacheCount
@@ -326,9 +333,9 @@ extension PagePool {
     @inline(never)
     @usableFromInline
     func _syncForDevice(_ head: Page, size: Int) {
-        let maxLength = hot.pointee.maxLength
+        let maxLength = readMostly.pointee.maxLength
         let length = size < 0 ? maxLength : min(size, maxLength)
-        provider.syncForDevice(head, offset: hot.pointee.syncOffset, length: length, for: self)
+        provider.syncForDevice(head, offset: readMostly.pointee.syncOffset, length: length, for: self)
     }
 
     /// `page_pool_return_netmem`: clear the pool's marks, give the page to the

@@ -86,7 +86,7 @@ extension PagePool {
     /// in flight, which come home unmapped.
     func _scrub() {
         guard tracksMappedPages else { return }
-        if hot.pointee.dmaSync {
+        if readMostly.pointee.dmaSync {
             while shared.syncsInProgress.load(ordering: .sequentiallyConsistent) != 0 { sched_yield() }
         }
         // Taken out of the record under its lock, with their addresses: a page

@@ -55,9 +55,19 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     /// provider has something to unmap at destroy.
     @usableFromInline let tracksMappedPages: Bool
 
-    /// Owner-context state: the alloc cache and its counters. Lives in unsafe
+    /// What every put reads and only binding writes: the owning thread, the
+    /// signature, the sync settings (the kernel's read-mostly head of
+    /// `struct page_pool`: `p`, `cpuid`). On lines of its own, apart from
+    /// `hot`, so that a put on another CPU does not pull in the line the owner
+    /// writes on every allocation.
+    @usableFromInline let readMostly: UnsafeMutablePointer<_PagePoolReadMostlyState>
+    /// Owner-context state: the alloc cache's count and its counters (the
+    /// kernel's `____cacheline_aligned_in_smp` `alloc`). Lives in unsafe
     /// storage so the fast path has no exclusivity checks and no ARC.
     @usableFromInline let hot: UnsafeMutablePointer<_PagePoolHotState>
+    /// The one block behind `readMostly` and `hot`, each on whole
+    /// `_PagePoolHotState.lineBytes` lines of its own.
+    private let stateAllocation: AlignedAllocation
     /// `parameters.preemptRT`, read on every put.
     @usableFromInline let preemptRT: Bool
     /// The alloc cache's pages (`pool->alloc.cache`).
@@ -87,13 +97,19 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
         self.dmaDirection = parameters.dmaDirection
         self.tracksMappedPages = parameters.flags.contains(.dmaMap) && provider.unmapsInflightPages
         self.preemptRT = parameters.preemptRT
-        self.hot = .allocate(capacity: 1)
-        hot.initialize(to: _PagePoolHotState(
+        let lineBytes = _PagePoolHotState.lineBytes
+        let hotOffset = (MemoryLayout<_PagePoolReadMostlyState>.size + lineBytes - 1) / lineBytes * lineBytes
+        let hotBytes = (MemoryLayout<_PagePoolHotState>.size + lineBytes - 1) / lineBytes * lineBytes
+        self.stateAllocation = AlignedAllocation(byteCount: hotOffset + hotBytes, alignment: lineBytes)
+        self.readMostly = stateAllocation.pointer.bindMemory(to: _PagePoolReadMostlyState.self, capacity: 1)
+        readMostly.initialize(to: _PagePoolReadMostlyState(
             owner: pthread_self(),
             dmaSync: parameters.flags.contains(.dmaSyncForDevice),
             syncOffset: parameters.offset,
             maxLength: parameters.maxLength,
             signature: signature))
+        self.hot = (stateAllocation.pointer + hotOffset).bindMemory(to: _PagePoolHotState.self, capacity: 1)
+        hot.initialize(to: _PagePoolHotState())
         hot.pointee.preferredNode = max(parameters.node, 0)
         self.cache = .allocate(capacity: PagePool.allocCacheSize)
         self.ring = _RecycleRing(capacity: parameters.ringSize, cacheLineBytes: parameters.architecture.cacheLineBytes)
@@ -110,7 +126,8 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
             parameters.logger.error("\(description) deallocated without destroy(): \(held) idle pages never returned to \(provider.name)")
         }
         hot.deinitialize(count: 1)
-        hot.deallocate()
+        readMostly.deinitialize(count: 1)
+        stateAllocation.deallocate()
         cache.deallocate()
     }
 
@@ -128,7 +145,7 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     /// previous owner no longer allocates.
     public func bindToCurrentThread() {
         precondition(!isDestroyed, "\(self) is destroyed: it cannot be bound to a thread")
-        hot.pointee.owner = pthread_self()
+        readMostly.pointee.owner = pthread_self()
     }
 
     /// `page_pool_update_nid`: the pool now prefers `node` (-1: the owner's
@@ -147,14 +164,14 @@ public final class PagePool: @unchecked Sendable, CustomStringConvertible {
     /// goes through the ring. Allocation stays allowed for a caller that
     /// serializes it (the kernel does not check either).
     public func disableDirectRecycling() {
-        hot.pointee.owner = _PagePoolHotState.noOwner
+        readMostly.pointee.owner = _PagePoolReadMostlyState.noOwner
     }
 
     /// Whether the calling thread owns the pool.
     @inlinable
     public var isOwnedByCurrentThread: Bool {
-        let owner = hot.pointee.owner
-        return owner != _PagePoolHotState.noOwner && _isCurrentThread(owner)
+        let owner = readMostly.pointee.owner
+        return owner != _PagePoolReadMostlyState.noOwner && _isCurrentThread(owner)
     }
 
     /// `page_pool_napi_local`: whether a put that does not vouch for direct
@@ -185,19 +202,40 @@ func _isCurrentThread(_ thread: pthread_t) -> Bool {
     #endif
 }
 
-/// The owner-context half of a pool (`pool->alloc` and `pool->alloc_stats`,
-/// plus the frag state and the recycle counters only the owner bumps).
+/// The read-mostly half of a pool: what a put on any CPU reads. Written only
+/// when the owning context changes (`bindToCurrentThread`,
+/// `disableDirectRecycling`), as the kernel writes `pool->cpuid`.
 @usableFromInline
-struct _PagePoolHotState {
+struct _PagePoolReadMostlyState {
     /// No owning thread: direct recycling disabled.
     @usableFromInline static let noOwner: pthread_t = 0
 
-    @usableFromInline var cacheCount: Int = 0
     @usableFromInline var owner: pthread_t
     @usableFromInline let dmaSync: Bool
     @usableFromInline let syncOffset: Int
     @usableFromInline let maxLength: Int
     @usableFromInline let signature: UInt64
+
+    @usableFromInline
+    init(owner: pthread_t, dmaSync: Bool, syncOffset: Int, maxLength: Int, signature: UInt64) {
+        self.owner = owner
+        self.dmaSync = dmaSync
+        self.syncOffset = syncOffset
+        self.maxLength = maxLength
+        self.signature = signature
+    }
+}
+
+/// The owner-context half of a pool (`pool->alloc` and `pool->alloc_stats`,
+/// plus the frag state and the recycle counters only the owner bumps).
+@usableFromInline
+struct _PagePoolHotState {
+    /// The granule the two halves are kept apart by: two 64-byte lines, as the
+    /// recycle ring's lines, since x86's adjacent-line prefetcher fetches
+    /// lines in pairs.
+    static let lineBytes = 128
+
+    @usableFromInline var cacheCount: Int = 0
 
     // alloc_stats (owner only, like the kernel's non-atomic alloc_stats).
     @usableFromInline var allocFast = 0
@@ -218,13 +256,7 @@ struct _PagePoolHotState {
     @usableFromInline var fragmentUsers = 0
 
     @usableFromInline
-    init(owner: pthread_t, dmaSync: Bool, syncOffset: Int, maxLength: Int, signature: UInt64) {
-        self.owner = owner
-        self.dmaSync = dmaSync
-        self.syncOffset = syncOffset
-        self.maxLength = maxLength
-        self.signature = signature
-    }
+    init() {}
 }
 
 /// Counters and flags any thread may touch. Every update is a relaxed atomic:
