@@ -195,6 +195,14 @@ public struct TransmitResult: Sendable {
     /// timed window (steal, all CPUs), in seconds: a round that stalls while
     /// its neighbours do not shows it here.
     public var stolenCPUSeconds: Double = 0
+    /// Of `senderCPUSeconds`, the time senders spent waiting: the wall time
+    /// of sending-loop iterations that found no acknowledgement, nothing to
+    /// send or retransmit and no queue work, and yielded the CPU (round trips
+    /// under 200 µs; a kernel sender would sleep, and this model's longer
+    /// waits do). Wall time, so a yield that switched to another thread
+    /// counts that thread's run too; at most `senderCPUSeconds`. The
+    /// calibration takes it out of the shared-queue cost.
+    public var senderIdleSeconds: Double = 0
     /// CPU time other processes of this machine took during the timed
     /// window (all CPUs' busy time in /proc/stat less this process's CPU
     /// time; clock-tick resolution), in seconds.
@@ -290,7 +298,7 @@ public struct TransmitResult: Sendable {
          .sum(\.staleDeviceAccesses), .sum(\.refusedDeviceAllocations),
          .sum(\.connectionsClosed), .sum(\.preemptions), .sum(\.currentTXSocketSets),
          .sum(\.misattributedLearnings), .sum(\.socketUseAfterFree), .sum(\.missedLearnings),
-         .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds), .sum(\.othersCPUSeconds),
+         .sum(\.timedWindowPageFaults), .sum(\.stolenCPUSeconds), .sum(\.senderIdleSeconds), .sum(\.othersCPUSeconds),
          .sum(\.headBytes), .sum(\.headVerifiedBytes), .sum(\.headBytesBounced), .sum(\.headBytesDirect),
          .sum(\.headAllocationFailures), .sum(\.headObjectsLost), .maximum(\.headSlabPeakPages),
          .combining(\.iommu) { $0 + $1 },

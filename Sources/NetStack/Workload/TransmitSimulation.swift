@@ -175,6 +175,8 @@ public final class TransmitSimulation: @unchecked Sendable {
         let companions = alongside.enumerated().map { i, body in
             ModelThread.start(name: "alongside\(i)") { body(deadline) }
         }
+        // Nanoseconds the senders spent yielding while they waited (`wait`).
+        let senderIdle = Atomic<UInt64>(0)
         let senderThreads = (0..<workload.senders).map { sender in
             let mine = sockets.filter { $0.sender == sender }
 
@@ -183,6 +185,11 @@ public final class TransmitSimulation: @unchecked Sendable {
                 var removeNICAt = sender == 0 ? faults.removeNICAfterBytes : nil
                 var removeOtherAt = sender == 0 ? faults.removeOtherDeviceAfterBytes : nil
                 var sent = 0
+                // Wall time of iterations that found nothing to do and
+                // yielded (see `wait`), and the end of the last such one (0:
+                // the last iteration did something).
+                var idle: UInt64 = 0
+                var idleSince: UInt64 = 0
                 // Sender 0 keeps going past the deadline until its faults have
                 // fired, then sends a few more messages, so traffic always follows
                 // a fault however slow the machine is.
@@ -207,8 +214,9 @@ public final class TransmitSimulation: @unchecked Sendable {
                         || (sender == 0 && blockRecorder?.hasMadeMinimumAttempts == false) || (mustClose && now < closeWaitUntil)
                         || (sent == 0 && !mine.isEmpty && now < lateStartUntil) {
                     var progressed = false
+                    var acknowledged = 0
                     for socket in mine {
-                        socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
+                        acknowledged &+= socket.processAcknowledgements(now: now, roundTrip: roundTrip, cache: cache)
                         let queue = queues[socket.queueIndex]
                         socket.retransmitDropped(cache: cache) { queue.enqueue($0, cpu: sender) }
                         if socket.connectionFinished && socket.closeIfFinished(design: design) {
@@ -234,7 +242,16 @@ public final class TransmitSimulation: @unchecked Sendable {
                         messagesAfterFault = Self.messagesAfterFault
                     }
                     now = monotonicNanoseconds()
-                    if !progressed { Self.wait(roundTrip: roundTrip, queues: myQueues, cpu: sender) }
+                    if !progressed && Self.wait(roundTrip: roundTrip, queues: myQueues, cpu: sender) && acknowledged == 0 {
+                        // Idle from this iteration's start (the end of the
+                        // previous one if that was idle too, else this one's
+                        // clock read) to now.
+                        let after = monotonicNanoseconds()
+                        idle &+= after &- (idleSince != 0 ? idleSince : now)
+                        idleSince = after
+                    } else {
+                        idleSince = 0
+                    }
                 }
                 // Drain: wait for every frame to be acknowledged, up to the drain
                 // limit; after it the queues abandon what they still hold and
@@ -247,8 +264,10 @@ public final class TransmitSimulation: @unchecked Sendable {
                         let queue = queues[socket.queueIndex]
                         socket.retransmitDropped(cache: cache) { queue.enqueue($0, cpu: sender) }
                     }
-                    Self.wait(roundTrip: roundTrip, queues: myQueues, cpu: sender)
+                    _ = Self.wait(roundTrip: roundTrip, queues: myQueues, cpu: sender)
                 }
+                // Relaxed: read after the thread is joined.
+                senderIdle.wrappingAdd(idle, ordering: .relaxed)
                 for socket in mine { socket.releaseFragmentPage(design: design) }
                 design.senderFinished(sender)
             }
@@ -289,6 +308,7 @@ public final class TransmitSimulation: @unchecked Sendable {
         result.guestDescription = "\(c.guestBytes >> 20) MiB (private \(guest.memory.privatePages.count >> 8) MiB), swiotlb \(c.swiotlbBytes >> 20) MiB = \(guest.swiotlb.nslabs) slots in \(guest.swiotlb.areaCount) areas, \(resident), \(directMap); hypercall \(c.hypercall.perCallNanoseconds) ns + \(c.hypercall.perPageNanoseconds) ns/page (modelled, an assumption: \(c.hypercall.charge.rawValue))"
         result.timedWindowPageFaults = faultsInWindow
         result.stolenCPUSeconds = Double(stolenTicks) / MachineTime.ticksPerSecond
+        result.senderIdleSeconds = min(result.senderCPUSeconds, Double(senderIdle.load(ordering: .relaxed)) / 1e9)
         result.othersCPUSeconds = max(0, Double(busyTicks) / MachineTime.ticksPerSecond - processCPU)
         result.modelledTimeSpun = c.hypercall.charge == .spin
         result.zeroCopyPercent = guest.swiotlb.zeroCopyPercent
@@ -317,12 +337,21 @@ public final class TransmitSimulation: @unchecked Sendable {
     static let messagesAfterFault = 16
 
     /// What a sender does while all its sockets wait for acknowledgements: runs
-    /// queue work left behind (ksoftirqd), else waits a little.
-    private static func wait(roundTrip: UInt64, queues: [TXQueue], cpu: Int) {
+    /// queue work left behind (ksoftirqd), else waits a little. Returns
+    /// whether it yielded: found no queue work and, with a round trip under
+    /// 200 µs, gave the CPU up with `sched_yield`, which (unlike the sleep
+    /// for longer round trips) leaves the time spent waiting in the sender
+    /// thread's CPU time (`TransmitResult.senderIdleSeconds`).
+    private static func wait(roundTrip: UInt64, queues: [TXQueue], cpu: Int) -> Bool {
         var ran = false
         for queue in queues where queue.runIfIdle(cpu: cpu) { ran = true }
-        if ran { return }
-        if roundTrip >= 200_000 { sleep(nanoseconds: 50_000) } else { sched_yield() }
+        if ran { return false }
+        if roundTrip >= 200_000 {
+            sleep(nanoseconds: 50_000)
+            return false
+        }
+        sched_yield()
+        return true
     }
 
     /// A block device doing its own streaming mappings until `deadline`.
