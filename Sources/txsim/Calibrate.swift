@@ -160,6 +160,8 @@ enum CalibrationReport {
                 ("pool recycles per byte", d.poolRecyclesPerByte), ("pool recycles through the ring", d.poolRingFraction),
                 ("CPU share the runs got", d.cpuShare),
             ] + (d.twoSenderWorkPerCPUSecond.map { [("work per CPU s, 2 senders at once", $0)] } ?? [])
+              + (d.sharedQueueSenderNsPerFrame.map { [("shared queue, sender ns/frame", $0)] } ?? [])
+              + (d.sharedQueueQueueNsPerFrame.map { [("shared queue, queue ns/frame", $0)] } ?? [])
             for (label, c) in rows { lines.append("  " + label.padded(36) + cost(c, label.contains("frame") ? 1 : label.contains("recycles per") ? 8 : 4)) }
         }
         return lines.joined(separator: "\n")

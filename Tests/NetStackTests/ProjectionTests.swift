@@ -59,6 +59,44 @@ import Testing
         #expect(abs(shared.queueSecondsPerGB - alone.queueSecondsPerGB - extra) < 1e-9)
     }
 
+    @Test func sharingAQueueCostsWhatTheCalibrationMeasuredInProportionToTheFramesAnotherCPUBuilt() throws {
+        // page-pool bounces nothing: the calibrated costs apply whole.
+        var shared = profile
+        let index = shared.designs.firstIndex { $0.design == "page-pool" }!
+        shared.designs[index].sharedQueueSenderNsPerFrame = .given(300, "test")
+        shared.designs[index].sharedQueueQueueNsPerFrame = .given(200, "test")
+        let machine = MachineParameters(memoryBandwidthGBps: 10_000, lastLevelCacheBytes: 1 << 40)
+        func pool(_ senders: Int, _ queues: Int, _ p: CalibrationProfile) throws -> Projection {
+            try ProjectionModel.project("page-pool", at: ProjectionPoint(senders: senders, queues: queues, flows: senders),
+                                        profile: p, machine: machine)
+        }
+        let fpb = ProjectionModel.framesPerByte(messageBytes: 65536)
+        // 2 senders on 1 queue: the calibrated point (half the frames from the other CPU).
+        #expect(abs(try pool(2, 1, shared).senderSecondsPerGB - pool(2, 1, profile).senderSecondsPerGB - 300 * fpb) < 1e-9)
+        #expect(abs(try pool(2, 1, shared).queueSecondsPerGB - pool(2, 1, profile).queueSecondsPerGB - 200 * fpb) < 1e-9)
+        // 8 senders on 1 queue: 7/8 of the frames, (7/8) / (1/2) of the cost.
+        #expect(abs(try pool(8, 1, shared).queueSecondsPerGB - pool(8, 1, profile).queueSecondsPerGB - 1.75 * 200 * fpb) < 1e-9)
+        // A queue each, or one sender: nothing is shared.
+        #expect(try pool(2, 2, shared).senderSecondsPerGB == pool(2, 2, profile).senderSecondsPerGB)
+        #expect(try pool(1, 1, shared).queueSecondsPerGB == pool(1, 1, profile).queueSecondsPerGB)
+    }
+
+    @Test func aBouncedDesignsSharedQueueCostLeavesOutWhatCopyTwosLocalityPricesAlready() throws {
+        var shared = profile
+        let index = shared.designs.firstIndex { $0.design == "bounce" }!
+        shared.designs[index].sharedQueueQueueNsPerFrame = .given(5000, "test")
+        let machine = MachineParameters(memoryBandwidthGBps: 10_000, lastLevelCacheBytes: 1 << 40)
+        func bounce(_ p: CalibrationProfile) throws -> Projection {
+            try ProjectionModel.project("bounce", at: ProjectionPoint(senders: 2, queues: 1, flows: 2), profile: p, machine: machine)
+        }
+        // Half of copy 2 from the other core, at 0.05 against 0.03 ns/byte
+        // (the illustrative hot-destination copies): 0.01 ns/byte of the
+        // calibrated 5000 ns per frame was copy 2's.
+        let fpb = ProjectionModel.framesPerByte(messageBytes: 65536)
+        let expected = 5000 * fpb - 0.5 * (0.05 - 0.03)
+        #expect(abs(try bounce(shared).queueSecondsPerGB - bounce(profile).queueSecondsPerGB - expected) < 1e-9)
+    }
+
     @Test func copyTwoIsPricedInItsOwnShapeWhenTheProfileHasIt() throws {
         // Copies into bounce slots: 0.09 ns/byte from this core, 0.10 from the other.
         var shaped = profile
@@ -168,5 +206,28 @@ import Testing
         #expect(abs(costs.senderNsPerFrame.value - 3000) < 1e-6)
         #expect(abs(costs.queueNsPerFrame.value - 1500) < 1e-6)
         #expect(costs.pageSource == .uncapped)
+    }
+
+    @Test func theSharedQueueCostIsTheDifferenceOfTwoConcurrentRunsLessTheSendersWaits() {
+        func run(sender: Double, queue: Double, idle: Double = 0) -> TransmitResult {
+            var r = TransmitResult(design: "x", workload: Workload(), seconds: 1, payloadBytes: 1_000_000_000,
+                                   bytesCopiedBySender: 1_000_000_000, bytesCopiedByDMALayer: 0, bytesMappedDirect: 1, bytesMappedBounced: 0,
+                                   bytesConvertedInPlace: 0, senderCPUSeconds: sender, queueCPUSeconds: queue,
+                                   swiotlbSlots: 0, swiotlbPeakSlots: 0, conversionCalls: 0, conversionModelledSeconds: 0,
+                                   dmaFaults: 0, verifiedBytes: 0, corruptBytes: 0, framesDropped: 0, requeues: 0, lostPages: 0,
+                                   refillFailures: 0, firstProblem: nil, designFigures: [])
+            r.senderIdleSeconds = idle
+            return r
+        }
+        // One sender: 0.04 s/GB; two on a queue each: 0.05 (work per CPU
+        // second 0.8); two on one queue: the queue 0.01 s/GB more, the
+        // senders 0.02 more, all of it and 0.01 besides spent yielding (0.03
+        // idle), so the senders' work is 0.01 less (the model takes a
+        // negative cost as none).
+        let shared = Calibration.sharedQueueCosts(single: [run(sender: 0.03, queue: 0.01)], ownQueues: [run(sender: 0.04, queue: 0.01)],
+                                                  sharedQueue: [run(sender: 0.06, queue: 0.02, idle: 0.03)], messageBytes: 65536)
+        let fpb = ProjectionModel.framesPerByte(messageBytes: 65536)
+        #expect(abs(shared.sender.value - (0.03 - 0.04) * 0.8 / fpb) < 1e-6)
+        #expect(abs(shared.queue.value - 0.01 * 0.8 / fpb) < 1e-6)
     }
 }

@@ -93,10 +93,14 @@ public enum Calibration {
         let resolved = try options.designs.map { try ProjectionDesigns.resolve($0) }
         // samples[d][rep][size]
         var runs = [[[TransmitResult]]](repeating: [], count: resolved.count)
-        // samples[d][rep]: two senders, each on its own queue (`twoSenderWork`).
+        // samples[d][rep]: two senders, each on its own queue (`twoSenderWork`),
+        // and two senders on one queue (`sharedQueueCosts`).
         var twoSenderRuns = [[TransmitResult]](repeating: [], count: resolved.count)
+        var sharedQueueRuns = [[TransmitResult]](repeating: [], count: resolved.count)
         let twoSenders = try twoSenderWorkload(messageBytes: sizes[0], seconds: options.secondsPerRun, flows: options.flows,
                                                roundTripMicroseconds: options.roundTripMicroseconds)
+        let sharedQueue = try twoSenderWorkload(messageBytes: sizes[0], seconds: options.secondsPerRun, flows: options.flows,
+                                                roundTripMicroseconds: options.roundTripMicroseconds, queues: 1)
         for rep in 0..<options.repetitions {
             for (i, design) in resolved.enumerated() {
                 progress?("\(options.designs[i]) repetition \(rep + 1)/\(options.repetitions)")
@@ -108,13 +112,42 @@ public enum Calibration {
                 }
                 runs[i].append(pair)
                 twoSenderRuns[i].append(try ProjectionDesigns.run(design, workload: twoSenders, configuration: options.configuration))
+                sharedQueueRuns[i].append(try ProjectionDesigns.run(design, workload: sharedQueue, configuration: options.configuration))
             }
         }
         return resolved.indices.map { i in
             var c = costs(options.designs[i], runs: runs[i], sizes: sizes)
             c.twoSenderWorkPerCPUSecond = twoSenderWork(single: runs[i].map { $0[0] }, twoSenders: twoSenderRuns[i])
+            let shared = sharedQueueCosts(single: runs[i].map { $0[0] }, ownQueues: twoSenderRuns[i], sharedQueue: sharedQueueRuns[i],
+                                          messageBytes: sizes[0])
+            c.sharedQueueSenderNsPerFrame = shared.sender
+            c.sharedQueueQueueNsPerFrame = shared.queue
             return c
         }
+    }
+
+    /// Per repetition, what two senders sharing one queue cost beyond two
+    /// senders on a queue each, both pairs running at once (so that what the
+    /// two threads do to each other through the caches, memory and the host
+    /// is in both and cancels): the CPU per GB difference by role, as ns per
+    /// frame, scaled by the repetition's one-sender over two-sender CPU per
+    /// GB so that it is in one CPU's time, as the model's other costs are.
+    static func sharedQueueCosts(single: [TransmitResult], ownQueues: [TransmitResult], sharedQueue: [TransmitResult],
+                                 messageBytes: Int) -> (sender: Cost, queue: Cost) {
+        func cpuPerGB(_ r: TransmitResult) -> Double { r.senderCPUSecondsPerGB + r.queueCPUSecondsPerGB }
+        let framesPerByte = ProjectionModel.framesPerByte(messageBytes: messageBytes)
+        var sender: [Double] = [], queue: [Double] = []
+        for ((one, own), shared) in zip(zip(single, ownQueues), sharedQueue) {
+            let work = cpuPerGB(own) > 0 ? min(1, cpuPerGB(one) / cpuPerGB(own)) : 1
+            // The senders' waits are not work: a sender of the shared queue
+            // that finds it busy yields until its frames have gone.
+            func senderWork(_ r: TransmitResult) -> Double {
+                r.payloadBytes > 0 ? (r.senderCPUSeconds - r.senderIdleSeconds) / (Double(r.payloadBytes) / 1e9) : 0
+            }
+            sender.append((senderWork(shared) - senderWork(own)) * work / framesPerByte)
+            queue.append((shared.queueCPUSecondsPerGB - own.queueCPUSecondsPerGB) * work / framesPerByte)
+        }
+        return (.measured(sender), .measured(queue))
     }
 
     /// Two senders of the design at once, each with the calibration's flows
@@ -122,9 +155,10 @@ public enum Calibration {
     /// queue, so that each does what the one sender does and nothing but the
     /// machine is shared (caches, memory, the other tenants); at the
     /// calibration's first message size.
+    /// With `queues: 1`, the two senders share one queue (`sharedQueueCosts`).
     public static func twoSenderWorkload(messageBytes: Int, seconds: Double, flows: Int = 2,
-                                         roundTripMicroseconds: Int = 0) throws(ParameterError) -> Workload {
-        try Workload(senders: 2, queues: 2, flows: min(2 * flows, Workload.maximumFlows), messageBytes: messageBytes,
+                                         roundTripMicroseconds: Int = 0, queues: Int = 2) throws(ParameterError) -> Workload {
+        try Workload(senders: 2, queues: queues, flows: min(2 * flows, Workload.maximumFlows), messageBytes: messageBytes,
                      roundTripMicroseconds: roundTripMicroseconds, durationSeconds: seconds)
     }
 

@@ -280,6 +280,18 @@ public struct DesignCosts: Sendable, Hashable, Codable {
     /// uses it for its 2-sender points). Optional (older and hand-written
     /// profiles may omit it).
     public var twoSenderWorkPerCPUSecond: Cost?
+    /// What sharing a queue adds, ns of CPU per frame (in one CPU's time, as
+    /// the other costs), by role: two senders on one queue against two
+    /// senders on a queue each, both run at once, at the calibration's first
+    /// message size. With two senders on one queue, whichever holds the
+    /// running bit transmits the other's frames (half of them), and both
+    /// take the qdisc's lock and counters in turn, so the frames, the
+    /// queue's state and the NIC ring move between the CPUs. Includes copy
+    /// 2's other-core source for a bounced design (the model takes that
+    /// part out, as it prices it under copy 2's locality). Optional (older
+    /// and hand-written profiles may omit it: no cost).
+    public var sharedQueueSenderNsPerFrame: Cost?
+    public var sharedQueueQueueNsPerFrame: Cost?
 
     public init(design: String, senderNsPerByte: Cost, senderNsPerFrame: Cost, queueNsPerByte: Cost, queueNsPerFrame: Cost,
                 copiesPerByte: Cost, zeroCopyFraction: Cost, poolRecyclesPerByte: Cost, poolRingFraction: Cost,
@@ -300,6 +312,8 @@ public struct DesignCosts: Sendable, Hashable, Codable {
         case poolRecyclesPerByte = "pool_recycles_per_byte", poolRingFraction = "pool_ring_fraction"
         case cpuShare = "cpu_share", pageSource = "page_source"
         case twoSenderWorkPerCPUSecond = "two_sender_work_per_cpu_second"
+        case sharedQueueSenderNsPerFrame = "shared_queue_sender_ns_per_frame"
+        case sharedQueueQueueNsPerFrame = "shared_queue_queue_ns_per_frame"
     }
 
     var all: [(String, Cost)] {
@@ -309,5 +323,7 @@ public struct DesignCosts: Sendable, Hashable, Codable {
          ("pool_recycles_per_byte", poolRecyclesPerByte), ("pool_ring_fraction", poolRingFraction),
          ("cpu_share", cpuShare)]
             + (twoSenderWorkPerCPUSecond.map { [("two_sender_work_per_cpu_second", $0)] } ?? [])
+            + (sharedQueueSenderNsPerFrame.map { [("shared_queue_sender_ns_per_frame", $0)] } ?? [])
+            + (sharedQueueQueueNsPerFrame.map { [("shared_queue_queue_ns_per_frame", $0)] } ?? [])
     }
 }

@@ -243,6 +243,23 @@ public enum ProjectionModel {
                                                              Double(method.queues * batchFrames * frameBytes)), cache: cache)
         let calibrationCopyTwo = copyTwoCost(m, otherCore: calibrationOther, cold: calibrationCold)
         let other = 1 - 1 / sendersPerQueue(senders: p.senders, queues: p.queues, flows: p.flows)
+        // Sharing a queue: calibrated with two senders on one queue, where a
+        // share `sharedOther` of the queue's frames were built on the other
+        // CPU; at the point, in proportion to its share (an assumption: the
+        // frames' and the queue's lines move once per frame another CPU
+        // built; lock waits growing with more contenders are not measured).
+        // The copy-2 part of it is priced under copy 2's locality already,
+        // so it is taken out of the calibrated queue cost.
+        let sharedFlows = min(2 * method.flows, Workload.maximumFlows)
+        let sharedOther = 1 - 1 / sendersPerQueue(senders: 2, queues: 1, flows: sharedFlows)
+        let sharedScale = sharedOther > 0 ? other / sharedOther : 0
+        let calibrationFPB = framesPerByte(messageBytes: method.messageBytes.first ?? p.messageBytes)
+        let sharedCopyTwo = copyTwoCost(m, otherCore: sharedOther, cold: calibrationCold) - copyTwoCost(m, otherCore: 0, cold: calibrationCold)
+        func sharedQueuePerByte(_ c: DesignCosts, bounced: Double) -> (sender: Double, queue: Double) {
+            let sender = max(0, (c.sharedQueueSenderNsPerFrame?.value ?? 0) * fpb)
+            let queueFrame = (c.sharedQueueQueueNsPerFrame?.value ?? 0) - bounced * sharedCopyTwo / calibrationFPB
+            return (sharedScale * sender, sharedScale * max(0, queueFrame * fpb))
+        }
         // Pool recycles through the ring beyond what the calibration saw.
         let remote = machine.remoteFreeFraction ?? d.poolRingFraction.value
         let ringExtra = max(0, m.poolRingRecycleContendedNs.value - m.poolCacheRecycleNs.value)
@@ -253,6 +270,7 @@ public enum ProjectionModel {
         let areas = Double(machine.swiotlbAreas ?? Int(mappers.rounded(.up)))
         let contention = max(0, 1 - areas / mappers)
         let lockExtra = contention * max(0, m.swiotlbMapUnmapContendedNs.value - m.swiotlbMapUnmapNs.value) / Double(socketPageBytes)
+        let ownShared = sharedQueuePerByte(d, bounced: ownBounced), backShared = sharedQueuePerByte(fallback, bounced: backBounced)
         let capacity = d.pageSource == .swiotlbCapped ? Double(p.swiotlbBytes) * Double(p.zeroCopyPercent) / 100 : .infinity
 
         struct State { var rate: Double; var bound: Bound; var limits: [Bound: Double]; var s: Double; var q: Double
@@ -279,8 +297,9 @@ public enum ProjectionModel {
             let pagesCold = coldFraction(waitingBytes: heldGuess, cache: cache)
             let copyOneDelta = copyOne * max(0, userCold + pagesCold - calibrationUserCold) / 2
                 * (m.copyColdNsPerByte.value - m.copySameCoreHotNsPerByte.value)
-            let s = ownShare * own.sender + backShare * back.sender + ringExtra + bounced * lockExtra + copyOneDelta
-            let q = max(0, ownShare * own.queue + backShare * back.queue + bounced * copyTwoDelta)
+            let s = ownShare * (own.sender + ownShared.sender) + backShare * (back.sender + backShared.sender)
+                + ringExtra + bounced * lockExtra + copyOneDelta
+            let q = max(0, ownShare * (own.queue + ownShared.queue) + backShare * (back.queue + backShared.queue) + bounced * copyTwoDelta)
             let copies = copyOne + bounced
             // DRAM traffic per payload byte: the NIC's read, copy 1's source
             // when user buffers exceed the cache, copy 1's destination and
