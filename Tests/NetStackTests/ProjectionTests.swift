@@ -230,4 +230,19 @@ import Testing
         #expect(abs(shared.sender.value - (0.03 - 0.04) * 0.8 / fpb) < 1e-6)
         #expect(abs(shared.queue.value - 0.01 * 0.8 / fpb) < 1e-6)
     }
+
+    /// The two-sender runs (a queue each, and sharing one) keep the
+    /// calibration's flows in all, not twice them (the model prices the
+    /// working set from the flows itself), and differ only in their queues;
+    /// on one queue both senders' frames go through it.
+    @Test func theTwoSenderRunsKeepTheCalibrationsWorkingSet() throws {
+        for calibrationFlows in [1, 2, 3, 32, Workload.maximumFlows] {
+            let own = try Calibration.twoSenderWorkload(messageBytes: 65536, seconds: 0.1, flows: calibrationFlows)
+            let shared = try Calibration.twoSenderWorkload(messageBytes: 65536, seconds: 0.1, flows: calibrationFlows, queues: 1)
+            #expect(own.flows == min(max(2, calibrationFlows), Workload.maximumFlows))
+            #expect(own.flows == Calibration.twoSenderFlows(calibrationFlows: calibrationFlows))
+            #expect(own.senders == 2 && shared.senders == 2 && own.flows == shared.flows && own.queues == 2 && shared.queues == 1)
+            #expect(ProjectionModel.sendersPerQueue(senders: 2, queues: 1, flows: shared.flows) == 2)
+        }
+    }
 }

@@ -150,16 +150,30 @@ public enum Calibration {
         return (.measured(sender), .measured(queue))
     }
 
-    /// Two senders of the design at once, each with the calibration's flows
-    /// (twice as many in all, at most `Workload.maximumFlows`) and its own
-    /// queue, so that each does what the one sender does and nothing but the
-    /// machine is shared (caches, memory, the other tenants); at the
-    /// calibration's first message size.
+    /// Two senders of the design at once, with the calibration's flows in
+    /// all (`twoSenderFlows`) and a queue each, so that the two threads share
+    /// the machine (caches, memory, the other tenants) over the working set
+    /// the one-sender runs measured; at the calibration's first message size.
     /// With `queues: 1`, the two senders share one queue (`sharedQueueCosts`).
     public static func twoSenderWorkload(messageBytes: Int, seconds: Double, flows: Int = 2,
                                          roundTripMicroseconds: Int = 0, queues: Int = 2) throws(ParameterError) -> Workload {
-        try Workload(senders: 2, queues: queues, flows: min(2 * flows, Workload.maximumFlows), messageBytes: messageBytes,
+        try Workload(senders: 2, queues: queues, flows: twoSenderFlows(calibrationFlows: flows), messageBytes: messageBytes,
                      roundTripMicroseconds: roundTripMicroseconds, durationSeconds: seconds)
+    }
+
+    /// Flows of the two-sender runs: the calibration's flows in all (at
+    /// least 2, one per sender), not twice them. The model prices a point's
+    /// working set itself, relative to the calibration's flows (copy 1's
+    /// cold fraction from the flows' user buffers and socket pages, copy 2's
+    /// from the bytes waiting), so the two-sender runs keep that working set
+    /// and measure only what the second thread adds. With twice the flows
+    /// they also measured the doubled working set, which the model then
+    /// charged again: at the pressure workload's 32 flows, 64 flows of 4 MiB
+    /// send buffers and 2 MiB user buffers, and on one queue a qdisc backlog
+    /// that grows with the flows (bounce on this machine: batches of 16-20
+    /// frames with 2 flows, 32-44 with 4; Design/projection.md).
+    public static func twoSenderFlows(calibrationFlows flows: Int) -> Int {
+        min(max(2, flows), Workload.maximumFlows)
     }
 
     /// Per repetition, the design's CPU per GB with one sender over its CPU

@@ -250,7 +250,7 @@ public enum ProjectionModel {
         // built; lock waits growing with more contenders are not measured).
         // The copy-2 part of it is priced under copy 2's locality already,
         // so it is taken out of the calibrated queue cost.
-        let sharedFlows = min(2 * method.flows, Workload.maximumFlows)
+        let sharedFlows = Calibration.twoSenderFlows(calibrationFlows: method.flows)
         let sharedOther = 1 - 1 / sendersPerQueue(senders: 2, queues: 1, flows: sharedFlows)
         let sharedScale = sharedOther > 0 ? other / sharedOther : 0
         let calibrationFPB = framesPerByte(messageBytes: method.messageBytes.first ?? p.messageBytes)
