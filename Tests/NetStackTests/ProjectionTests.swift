@@ -25,6 +25,27 @@ import Testing
         #expect(spills.senderSecondsPerGB > fits.senderSecondsPerGB, "copy 1's source (64 x 2 MiB user buffers) is cold too")
     }
 
+    @Test func copyOneIsChargedOnlyTheColdPagesBeyondTheCalibrationsOwn() throws {
+        // Calibrated at the point's own workload (32 flows, 2 ms): the
+        // socket pages its one sender held (about 18 MB at its rate) outgrow
+        // an 8 MiB cache as much as the point's do, and that is inside the
+        // calibrated cost, so nothing is added to it.
+        var atWorkload = profile
+        atWorkload.method.flows = 32
+        atWorkload.method.roundTripMicroseconds = 2000
+        let machine = MachineParameters(memoryBandwidthGBps: 10_000, lastLevelCacheBytes: 8 << 20)
+        let point = ProjectionPoint(senders: 1, queues: 1, flows: 32, roundTripMicroseconds: 2000)
+        let same = try ProjectionModel.project("decrypted-pool", at: point, profile: atWorkload, machine: machine)
+        let d = try #require(profile.costs(of: "decrypted-pool"))
+        let fpb = ProjectionModel.framesPerByte(messageBytes: 65536)
+        #expect(abs(same.senderSecondsPerGB - (d.senderNsPerByte.value + d.senderNsPerFrame.value * fpb)) < 1e-9)
+        // Calibrated with immediate ACKs (pages warm), the same point pays for them.
+        var immediate = atWorkload
+        immediate.method.roundTripMicroseconds = 0
+        let warm = try ProjectionModel.project("decrypted-pool", at: point, profile: immediate, machine: machine)
+        #expect(warm.senderSecondsPerGB > same.senderSecondsPerGB + 1e-6)
+    }
+
     @Test func theLineRateCapsEveryDesign() throws {
         let machine = MachineParameters(memoryBandwidthGBps: 10_000, lineRateGbps: 200)
         let p = try project("decrypted-pool", senders: 64, queues: 8, machine: machine)
