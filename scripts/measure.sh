@@ -12,7 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-Design/records/$(date -u +%Y-%m-%d).json}
-mkdir -p "$(dirname "$out")"
 . scripts/record-setup.sh
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "measure: microbench" >&2

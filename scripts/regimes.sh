@@ -16,10 +16,7 @@ out=${1:-Design/records/$(date -u +%Y-%m-%d)-regimes.json}
 runs=${REGIMES_RUNS:-10}
 designs=${REGIMES_DESIGNS:-bounce,decrypted-pool}
 seconds=${REGIMES_SECONDS:-0.2}
-mkdir -p "$(dirname "$out")"
 . scripts/record-setup.sh
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 for i in $(seq 1 "$runs"); do
     for d in ${designs//,/ }; do
         echo "regimes: run $i/$runs $d" >&2

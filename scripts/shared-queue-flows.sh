@@ -17,10 +17,7 @@ cd "$(dirname "$0")/.."
 out=${1:-Design/records/$(date -u +%Y-%m-%d)-shared-queue-flows.json}
 runs=${SHARED_QUEUE_RUNS:-6}
 seconds=${SHARED_QUEUE_SECONDS:-0.3}
-mkdir -p "$(dirname "$out")"
 . scripts/record-setup.sh
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 for i in $(seq 1 "$runs"); do
     for rtt in 0 50; do
         for flows in 2 4; do

@@ -23,10 +23,7 @@ hogs=",${STABILITY_HOG_RUNS:-},"
 hog_threads=${STABILITY_HOG_THREADS:-1}
 read -r -a extra <<< "${STABILITY_ARGS:-}"
 case "$hog_threads" in 1|2|3|4) ;; *) echo "stability: invalid STABILITY_HOG_THREADS: $hog_threads (1...4)" >&2; exit 64 ;; esac
-mkdir -p "$(dirname "$out")"
 . scripts/record-setup.sh
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 for i in $(seq 1 "$runs"); do
     hog=false
     case "$hogs" in *",$i,"*) hog=true ;; esac
