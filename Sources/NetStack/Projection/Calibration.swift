@@ -170,8 +170,9 @@ public enum Calibration {
     /// they also measured the doubled working set, which the model then
     /// charged again: at the pressure workload's 32 flows, 64 flows of 4 MiB
     /// send buffers and 2 MiB user buffers, and on one queue a qdisc backlog
-    /// that grows with the flows (bounce on this machine: batches of 16-20
-    /// frames with 2 flows, 32-44 with 4; Design/projection.md).
+    /// that grows with the flows (bounce on this machine: batches of 16-17
+    /// frames with 2 flows, 26-39 with 4; `scripts/shared-queue-flows.sh`,
+    /// Design/projection.md).
     public static func twoSenderFlows(calibrationFlows flows: Int) -> Int {
         min(max(2, flows), Workload.maximumFlows)
     }

@@ -181,6 +181,14 @@ public enum ProjectionModel {
             + cold * (hot + (m.copyColdNsPerByte.value - hot) / 2)
     }
 
+    /// Bytes held in socket pages while the senders are what binds: what is
+    /// in flight for one round trip (at most the send buffers), a page per
+    /// flow being filled, and a batch per queue being transmitted. `rate` in
+    /// bytes per ns, `roundTrip` in ns.
+    static func heldBytes(sendBuffers: Double, rate: Double, roundTrip: Double, flows: Double, queues: Double) -> Double {
+        min(sendBuffers, rate * roundTrip) + flows * Double(socketPageBytes) + queues * Double(batchFrames * frameBytes)
+    }
+
     static func coldFraction(waitingBytes: Double, cache: Double) -> Double {
         waitingBytes > cache && waitingBytes > 0 ? 1 - cache / waitingBytes : 0
     }
@@ -285,8 +293,8 @@ public enum ProjectionModel {
         // two flows and immediate ACKs).
         let userCold = coldFraction(waitingBytes: flows * 2 * 1048576, cache: cache)
         let calibrationUserCold = coldFraction(waitingBytes: Double(method.flows * 2 * 1048576), cache: cache)
-        // The socket pages the calibration's own run held, by the same rule
-        // as `demand` below at the rate its one sender reached (its CPU
+        // The socket pages the calibration's own run held (`heldBytes`, as
+        // `demand` below) at the rate its one sender reached (its CPU
         // share over its cost per byte at the first message size): with a
         // round trip (the validation calibrates the pressure workload at
         // 2 ms) they can outgrow the cache, and what that cost is inside the
@@ -295,8 +303,8 @@ public enum ProjectionModel {
             + (d.senderNsPerFrame.value + d.queueNsPerFrame.value) * calibrationFPB
         let calibrationRate = calibrationCost > 0 ? d.cpuShare.value / calibrationCost : 0   // bytes per ns
         let calibrationRTT = Double(method.roundTripMicroseconds) * 1000
-        let calibrationHeld = min(Double(method.flows * calibrationPoint.sendBufferBytes), calibrationRate * calibrationRTT)
-            + Double(method.flows * socketPageBytes) + Double(method.queues * batchFrames * frameBytes)
+        let calibrationHeld = heldBytes(sendBuffers: Double(method.flows * calibrationPoint.sendBufferBytes), rate: calibrationRate,
+                                        roundTrip: calibrationRTT, flows: Double(method.flows), queues: Double(method.queues))
         let calibrationPagesCold = coldFraction(waitingBytes: calibrationHeld, cache: cache)
         var heldGuess = 0.0
         func evaluate(z capped: Double, downstreamGuess: Bool) -> State {
@@ -333,7 +341,7 @@ public enum ProjectionModel {
             // filled, and a batch per queue being transmitted.
             let downstream = bound == .queueCPU || bound == .lineRate
             let demand = downstream ? sendBuffers
-                : min(sendBuffers, rate * rtt) + flows * Double(socketPageBytes) + queuesActive * Double(batchFrames * frameBytes)
+                : heldBytes(sendBuffers: sendBuffers, rate: rate, roundTrip: rtt, flows: flows, queues: queuesActive)
             return State(rate: rate, bound: bound, limits: limits.mapValues { $0 * 8 }, s: s, q: q, copies: copies, z: zc, demand: demand)
         }
 
